@@ -1,0 +1,34 @@
+"""The sealed `.pvs` artifact: header layout, seal (Validated → bytes), read (bytes → Model).
+
+Owns: the 64-byte header, the checksum, and the verification order of SPEC §4
+(size, header, checksum, decode). Must not: compile, validate or interpret the model.
+Any failure raises ``ArtifactError`` with a stable ``reason``; nothing else escapes.
+"""
+
+from pavis.artifact.format import (
+    ALG_XXH3_128,
+    HEADER_SIZE,
+    MAGIC,
+    Header,
+    checksum_hex,
+    decode_model,
+    read,
+    read_file,
+    read_header,
+    seal,
+    verify,
+)
+
+__all__ = [
+    "ALG_XXH3_128",
+    "HEADER_SIZE",
+    "MAGIC",
+    "Header",
+    "checksum_hex",
+    "decode_model",
+    "read",
+    "read_file",
+    "read_header",
+    "seal",
+    "verify",
+]

@@ -1,0 +1,114 @@
+"""The one exception hierarchy of pavis.
+
+Owns: every error class, its stable ``code`` and its process ``exit_code``.
+Must not: import anything but the stdlib. Callers map errors to behaviour through the
+attributes (``code``, ``exit_code``), never through isinstance ladders.
+
+Exit codes (SPEC §2): 0 ok · 1 rejected or invalid · 2 usage · 3 supervisor unreachable ·
+4 timed out waiting for workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
+
+
+class PavisError(Exception):
+    """Base of every error pavis raises on purpose."""
+
+    code = "pavis_error"
+    exit_code = EXIT_REJECTED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One compile-time finding: where (a JSONPath-like field path), which rule, and why."""
+
+    path: str
+    constraint: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} ({self.constraint})"
+
+
+class ConfigError(PavisError):
+    """A configuration was rejected. Carries every problem found, not just the first."""
+
+    code = "config_invalid"
+    exit_code = EXIT_REJECTED
+
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
+        self.problems = sorted(problems, key=_problem_order)
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{head}{len(self.problems)} problem(s)\n{lines}")
+
+
+def _problem_order(p: Problem) -> tuple[str, str, str]:
+    return (p.path, p.constraint, p.message)
+
+
+class IngestError(PavisError):
+    """The configuration source could not be read or parsed (I/O, syntax, extension)."""
+
+    code = "ingest_failed"
+    exit_code = EXIT_REJECTED
+
+
+class ArtifactError(PavisError):
+    """A `.pvs` artifact (or a shm segment holding one) was rejected as a whole.
+
+    ``reason`` is a stable identifier: ``truncated``, ``bad_magic``, ``unsupported_version``,
+    ``bad_algorithm``, ``reserved_nonzero``, ``length_mismatch``, ``checksum_mismatch``,
+    ``decode_failed``, ``flags_unknown``.
+    """
+
+    code = "artifact_invalid"
+    exit_code = EXIT_REJECTED
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"artifact rejected: {detail} ({reason})")
+
+
+class ControlError(PavisError):
+    """The supervisor answered a control request with a refusal."""
+
+    code = "control_rejected"
+    exit_code = EXIT_REJECTED
+
+
+class UnreachableError(PavisError):
+    """No supervisor answered on the control socket."""
+
+    code = "supervisor_unreachable"
+    exit_code = EXIT_UNREACHABLE
+
+
+class WaitTimeout(PavisError):
+    """Workers did not all acknowledge a generation in time."""
+
+    code = "wait_timeout"
+    exit_code = EXIT_TIMEOUT
+
+
+class UsageError(PavisError):
+    """The command line itself is wrong."""
+
+    code = "usage"
+    exit_code = EXIT_USAGE

@@ -1,0 +1,284 @@
+"""The runtime model: the frozen payload of a sealed `.pvs` artifact.
+
+Owns: the msgspec Structs that workers execute and that `pavctl inspect --json` shows.
+Must not: carry defaults, parse anything, or import the compiler. A field that the codec
+forgot to materialise is a decode error, never a silent guess; a disabled feature is an
+explicit tagged variant, never ``None``. Durations are integer milliseconds.
+
+Every Struct is ``frozen=True, gc=False, array_like=True`` (FIELD-NOTES: the cyclic GC
+dominates decoding of large route tables). Collections are tuples. Any change to these
+Structs must bump ``FORMAT_VERSION`` — a worker accepts only its own version.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+FORMAT_VERSION = 1
+
+_OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
+
+
+class _S(msgspec.Struct, **_OPTS):  # type: ignore[call-arg,misc]
+    """Base of untagged runtime Structs."""
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+class TlsOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+    """TLS is not used here."""
+
+
+class ServerTls(msgspec.Struct, tag="tls", **_OPTS):  # type: ignore[call-arg,misc]
+    """TLS termination on a listener. PEM text is embedded so the artifact is complete."""
+
+    cert_pem: str
+    key_pem: str
+
+
+class Listener(_S):
+    name: str
+    host: str
+    port: int
+    tls: TlsOff | ServerTls
+
+
+class AdminOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+    """No admin listener."""
+
+
+class Admin(msgspec.Struct, tag="on", **_OPTS):  # type: ignore[call-arg,misc]
+    host: str
+    port: int
+
+
+class Limits(_S):
+    """Per-connection protocol limits applied by every worker."""
+
+    max_request_line: int  # bytes; longer → 414
+    max_header_bytes: int  # bytes of the whole header block; more → 431
+    max_headers: int  # header count; more → 431
+    max_body_bytes: int  # request body; more → 413 (0 = bodies refused)
+    header_timeout_ms: int  # whole request head must arrive within this; else 408
+    keepalive_timeout_ms: int  # idle client keep-alive connection is closed after this
+    drain_timeout_ms: int  # on graceful stop, in-flight requests get this long
+
+
+class AccessLogOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+    """No access log."""
+
+
+class AccessLog(msgspec.Struct, tag="json", **_OPTS):  # type: ignore[call-arg,misc]
+    """One JSON line per request; path ``-`` means stdout."""
+
+    path: str
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+class Endpoint(_S):
+    host: str
+    port: int
+    weight: int
+
+
+class Pool(_S):
+    max_connections: int  # per endpoint per worker; beyond it requests wait (pending)
+    max_idle: int  # idle keep-alive connections kept per endpoint
+    idle_timeout_ms: int
+    max_pending: int  # requests allowed to wait for a connection; beyond → 503 overflow
+
+
+class HealthCheckOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+    """No active health checking: every endpoint is considered healthy."""
+
+
+class HealthCheck(msgspec.Struct, tag="http", **_OPTS):  # type: ignore[call-arg,misc]
+    path: str
+    host: str  # Host header sent with the probe
+    interval_ms: int
+    timeout_ms: int
+    unhealthy_after: int
+    healthy_after: int
+    expected_statuses: tuple[int, ...]  # sorted; a probe answering any of these passes
+
+
+class OutlierOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+    """No passive ejection."""
+
+
+class Outlier(msgspec.Struct, tag="consecutive", **_OPTS):  # type: ignore[call-arg,misc]
+    consecutive_failures: int
+    eject_ms: int  # ejection expires after this; nothing is learned
+
+
+class UpstreamTls(msgspec.Struct, tag="tls", **_OPTS):  # type: ignore[call-arg,misc]
+    sni: str
+    verify: bool
+    ca_pem: str  # embedded CA bundle; "" = system trust store
+
+
+class Cluster(_S):
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    lb: Literal["round_robin", "random", "least_request"]
+    # Smooth weighted round-robin order of endpoint indices, one full cycle (sum of weights,
+    # capped by the compiler). round_robin walks it; random picks from it uniformly.
+    schedule: tuple[int, ...]
+    connect_timeout_ms: int
+    pool: Pool
+    health_check: HealthCheckOff | HealthCheck
+    outlier: OutlierOff | Outlier
+    tls: TlsOff | UpstreamTls
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class HeaderMatch(_S):
+    name: str  # lower-case
+    kind: Literal["exact", "prefix", "regex", "present", "absent"]
+    value: str  # "" for present/absent
+
+
+class Match(_S):
+    kind: Literal["exact", "prefix", "regex"]  # path match; "prefix" "/" matches all
+    path: str  # exact path, prefix, or regex source (full-match semantics: re.fullmatch)
+    methods: tuple[str, ...]  # upper-case, sorted; () = any method
+    headers: tuple[HeaderMatch, ...]  # AND across the list
+
+
+class HeaderOps(_S):
+    """Applied in this order: remove, set (replace), add (append)."""
+
+    remove: tuple[str, ...]  # lower-case names
+    set: tuple[tuple[str, str], ...]
+    add: tuple[tuple[str, str], ...]
+
+
+class WeightedCluster(_S):
+    cluster: int  # index into Model.clusters
+    name: str
+    weight: int
+
+
+class Rewrite(_S):
+    replace_prefix: bool  # replace the matched prefix (or whole exact path) by ``prefix``
+    prefix: str
+    replace_host: bool
+    host: str
+
+
+class RetryOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+    """One attempt only."""
+
+
+class Retry(msgspec.Struct, tag="on", **_OPTS):  # type: ignore[call-arg,misc]
+    attempts: int  # total attempts including the first
+    on_connect_error: bool
+    on_reset: bool
+    on_timeout: bool
+    statuses: tuple[int, ...]  # sorted upstream statuses that are retried
+    per_try_timeout_ms: int
+    backoff_base_ms: int
+    backoff_max_ms: int
+
+
+class Forward(msgspec.Struct, tag="forward", **_OPTS):  # type: ignore[call-arg,misc]
+    clusters: tuple[WeightedCluster, ...]
+    cumulative_weights: tuple[int, ...]  # running sums of clusters' weights, for bisect
+    rewrite: Rewrite
+    timeout_ms: int  # whole-request budget including retries
+    retry: RetryOff | Retry
+
+
+class Redirect(msgspec.Struct, tag="redirect", **_OPTS):  # type: ignore[call-arg,misc]
+    status: int
+    location: str
+
+
+class Direct(msgspec.Struct, tag="direct", **_OPTS):  # type: ignore[call-arg,misc]
+    status: int
+    body: bytes
+    content_type: str
+
+
+class Route(_S):
+    name: str
+    vhost: int  # index into Model.virtual_hosts
+    match: Match
+    action: Forward | Redirect | Direct
+    request_headers: HeaderOps
+    response_headers: HeaderOps
+
+
+# --------------------------------------------------------------------------- lookup index
+
+
+class RegexGroup(_S):
+    """Regex routes whose pattern starts with the same literal ``literal``."""
+
+    literal: str
+    routes: tuple[int, ...]  # global route indices, ascending
+
+
+class RouteIndex(_S):
+    """Per virtual host: the tables that find the first matching route without a scan.
+
+    All route numbers are global indices into ``Model.routes``, ascending in each list, so a
+    lower number is an earlier declaration.
+    """
+
+    exact: dict[str, tuple[int, ...]]  # path → exact-match routes
+    prefix: dict[str, tuple[int, ...]]  # prefix → prefix-match routes
+    prefix_lengths: tuple[int, ...]  # distinct prefix lengths, descending
+    regex_groups: dict[str, tuple[int, ...]]  # literal prefix → regex routes
+    regex_lengths: tuple[int, ...]  # distinct literal lengths, descending (0 = no literal)
+
+
+class VirtualHost(_S):
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[int, ...]  # global route indices in declared order
+    index: RouteIndex
+
+
+class DomainIndex(_S):
+    """Host → virtual host: exact > longest ``*.suffix`` > longest ``prefix.*`` > ``*``."""
+
+    exact: dict[str, int]
+    suffix: dict[str, int]  # ".example.com" → vhost (from "*.example.com")
+    prefix: dict[str, int]  # "www." → vhost (from "www.*")
+    default: int  # vhost index of "*", or -1 when there is none (→ 404)
+
+
+class Model(_S):
+    """The whole runtime model: what one generation of pavis does."""
+
+    format_version: int
+    listeners: tuple[Listener, ...]
+    admin: AdminOff | Admin
+    limits: Limits
+    access_log: AccessLogOff | AccessLog
+    clusters: tuple[Cluster, ...]
+    virtual_hosts: tuple[VirtualHost, ...]
+    domains: DomainIndex
+    routes: tuple[Route, ...]
+
+
+class Validated:
+    """A Model that passed core validation. Only ``pavis.compiler.validate`` builds one;
+    ``pavis.artifact.seal`` accepts nothing else."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+
+MODEL_DECODER = msgspec.msgpack.Decoder(Model)
+MODEL_ENCODER = msgspec.msgpack.Encoder()
