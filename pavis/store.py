@@ -1,0 +1,216 @@
+"""The on-disk artifact store and reload history of one pavis instance (its state directory).
+
+Owns: every accepted artifact kept under its checksum, the history of generations
+(checksum, source, time, outcome), and the last-known-good pointer used at boot when no
+config is given. Every write is atomic: temp file in the same directory, fsync, rename,
+fsync of the directory — a crash leaves the old file or the new one, never a torn one.
+
+Must not: compile, publish to shared memory or talk to workers. It verifies artifacts it
+reads back (a corrupt file is an ``ArtifactError``, never a silent boot).
+
+Layout::
+
+    <state-dir>/artifacts/<checksum>.pvs   every artifact that was ever activated
+    <state-dir>/last-known-good            one line: the checksum every worker last acked
+    <state-dir>/history.json               JSON list of entries, newest last (bounded)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pavis.artifact import verify
+from pavis.errors import ArtifactError, PavisError
+
+HISTORY_LIMIT = 1000
+ARTIFACT_LIMIT = 64  # artifacts kept on disk; last-known-good and recent ones never pruned
+_CHECKSUM = re.compile(r"^[0-9a-f]{32}$")
+
+# Outcomes recorded in history (documented in docs/OPERATIONS.md).
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+TIMEOUT = "timeout"
+UNCHANGED = "unchanged"
+
+
+class StoreError(PavisError):
+    """The state directory cannot be used (permissions, missing artifact, ...)."""
+
+    code = "store_failed"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of history: an attempt to make a generation current."""
+
+    time: float  # unix time
+    op: str  # boot | reload | rollback
+    source: str  # config or artifact path, "rollback", "last-known-good", ...
+    outcome: str  # accepted | rejected | timeout | unchanged
+    generation: int  # 0 when nothing was published
+    checksum: str  # "" when nothing could be sealed
+    reason: str  # why it was rejected; "" when accepted
+    boot: str  # identifies the supervisor run (generation numbers restart per run)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["time_iso"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
+        return d
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old or the new content."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """Artifacts, history and last-known-good of one instance. Thread-safe."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.root = Path(state_dir)
+        self.artifacts = self.root / "artifacts"
+        self._history_path = self.root / "history.json"
+        self._lkg_path = self.root / "last-known-good"
+        self._lock = threading.Lock()
+        try:
+            self.artifacts.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot create state dir {self.root}: {exc.strerror}") from None
+        # Leftover temp files of a crash mid-write are garbage by construction.
+        for d in (self.root, self.artifacts):
+            for leftover in d.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+    # ------------------------------------------------------------------ artifacts
+
+    def path_of(self, checksum: str) -> Path:
+        return self.artifacts / f"{checksum}.pvs"
+
+    def put(self, data: bytes) -> str:
+        """Verify and keep ``data`` under its checksum; returns the checksum."""
+        checksum = verify(data).checksum
+        path = self.path_of(checksum)
+        if not path.exists():
+            atomic_write(path, data)
+        return checksum
+
+    def get(self, checksum: str) -> bytes:
+        """The stored artifact, verified. ``checksum`` may be a unique prefix (≥ 6 chars)."""
+        full = self.resolve(checksum)
+        try:
+            data = self.path_of(full).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"no stored artifact {full}") from None
+        header = verify(data)
+        if header.checksum != full:
+            raise ArtifactError("checksum_mismatch", f"stored file {full}.pvs holds {header.checksum}")
+        return data
+
+    def resolve(self, checksum: str) -> str:
+        """Expand a checksum prefix to the one stored checksum it names."""
+        checksum = checksum.lower()
+        if _CHECKSUM.match(checksum):
+            return checksum
+        if len(checksum) < 6 or not re.fullmatch(r"[0-9a-f]+", checksum):
+            raise StoreError(f"{checksum!r} is not a checksum (32 hex digits, or a prefix of 6+)")
+        found = sorted(p.stem for p in self.artifacts.glob(f"{checksum}*.pvs"))
+        if len(found) != 1:
+            what = "no" if not found else "more than one"
+            raise StoreError(f"{what} stored artifact matches {checksum!r}")
+        return found[0]
+
+    def checksums(self) -> list[str]:
+        return sorted(p.stem for p in self.artifacts.glob("*.pvs"))
+
+    def prune(self, keep: int = ARTIFACT_LIMIT) -> list[str]:
+        """Drop artifacts beyond the ``keep`` most recently used; never the last-known-good."""
+        with self._lock:
+            recent: list[str] = []
+            for e in reversed(self._read_history()):
+                if e.checksum and e.outcome in (ACCEPTED, UNCHANGED) and e.checksum not in recent:
+                    recent.append(e.checksum)
+            protect = set(recent[:keep])
+            lkg = self._read_lkg()
+            if lkg:
+                protect.add(lkg)
+            dropped = []
+            for c in self.checksums():
+                if c not in protect:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path_of(c).unlink()
+                    dropped.append(c)
+            return dropped
+
+    # ------------------------------------------------------------------ last-known-good
+
+    def last_known_good(self) -> str:
+        """Checksum of the last artifact every worker acknowledged; "" if none yet."""
+        with self._lock:
+            return self._read_lkg()
+
+    def _read_lkg(self) -> str:
+        try:
+            text = self._lkg_path.read_text().strip()
+        except FileNotFoundError:
+            return ""
+        return text if _CHECKSUM.match(text) else ""
+
+    def mark_good(self, checksum: str) -> None:
+        if not self.path_of(checksum).exists():
+            raise StoreError(f"cannot mark {checksum} good: it is not stored")
+        with self._lock:
+            atomic_write(self._lkg_path, f"{checksum}\n".encode())
+
+    # ------------------------------------------------------------------ history
+
+    def record(self, entry: Entry) -> None:
+        with self._lock:
+            entries = self._read_history()
+            entries.append(entry)
+            body = json.dumps([e.to_json() for e in entries[-HISTORY_LIMIT:]], indent=0)
+            atomic_write(self._history_path, body.encode() + b"\n")
+
+    def history(self) -> list[Entry]:
+        with self._lock:
+            return self._read_history()
+
+    def _read_history(self) -> list[Entry]:
+        try:
+            raw = json.loads(self._history_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            # Atomic writes make this impossible short of outside tampering: say so loudly.
+            raise StoreError(f"{self._history_path} is not valid JSON: {exc}") from None
+        fields = Entry.__dataclass_fields__
+        return [Entry(**{k: v for k, v in item.items() if k in fields}) for item in raw]
