@@ -1,0 +1,108 @@
+"""The client side of the control protocol: one JSON request line, one JSON response line.
+
+Owns: connecting to a supervisor's control socket and turning its answer into a result or a
+``PavisError`` with the right exit code. Must not: print, or know what the operations do.
+
+Protocol (docs/OPERATIONS.md): the client connects to the Unix stream socket, writes one
+JSON object and a newline, and reads one JSON object and a newline. Every answer carries
+``"ok"``; a refusal also carries ``"error"`` (a stable code), ``"reason"`` and ``"exit_code"``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+from typing import Any
+
+from pavis.errors import (
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    ControlError,
+    PavisError,
+    UnreachableError,
+    UsageError,
+    WaitTimeout,
+)
+
+MAX_LINE = 64 * 1024 * 1024
+
+# Connection failures that mean "no supervisor is there".
+_UNREACHABLE = {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES, errno.ECONNRESET}
+
+
+def default_control_path(name: str = "default") -> str:
+    """$PAVIS_CONTROL, else the systemd runtime directory, else /run/pavis/<name>.sock."""
+    env = os.environ.get("PAVIS_CONTROL")
+    if env:
+        return env
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return os.path.join(runtime or "/run/pavis", f"{name}.sock")
+
+
+def request(path: str, payload: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+    """Send one request; return the answer if ``ok``, else raise the matching PavisError."""
+    answer = exchange(path, payload, timeout)
+    if answer.get("ok"):
+        return answer
+    raise refusal(answer)
+
+
+def exchange(path: str, payload: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    """Send one request and return the raw answer, refusals included."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            if exc.errno in _UNREACHABLE:
+                raise UnreachableError(f"no supervisor on {path}: {exc.strerror}") from None
+            raise
+        try:
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            line = _read_line(sock)
+        except TimeoutError:
+            raise WaitTimeout(f"no answer from {path} within {timeout:g} s") from None
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise UnreachableError(f"supervisor on {path} hung up: {exc.strerror}") from None
+    finally:
+        sock.close()
+    if not line:
+        raise UnreachableError(f"supervisor on {path} closed the connection without answering")
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        raise ControlError(f"unreadable answer from {path}: {line[:200]!r}") from None
+    if not isinstance(answer, dict):
+        raise ControlError(f"unreadable answer from {path}: {line[:200]!r}")
+    return answer
+
+
+def refusal(answer: dict[str, Any]) -> PavisError:
+    reason = str(answer.get("reason") or answer.get("error") or "refused")
+    code = answer.get("exit_code")
+    if code == EXIT_TIMEOUT:
+        return WaitTimeout(reason)
+    if code == EXIT_USAGE:
+        return UsageError(reason)
+    return ControlError(reason)
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        nl = chunk.find(b"\n")
+        if nl >= 0:
+            chunks.append(chunk[:nl])
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_LINE:
+            raise ControlError("answer too long")
+    return b"".join(chunks)
