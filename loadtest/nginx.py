@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from loadtest import procstat
-from loadtest.servers import wait_port
+from loadtest.servers import kill_remaining, wait_port
 
 _COMMON = """\
 worker_processes {workers};
@@ -180,12 +180,7 @@ class Nginx:
                 self.proc.kill()
                 self.proc.wait(timeout)
             # Workers normally exit with their master; make sure, by pid.
-            for pid in pids[1:]:
-                if procstat.tree(pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            kill_remaining(pids[1:])
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
             self._log = None

@@ -8,6 +8,7 @@ Must not: judge results, or reach anything but 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -78,6 +79,14 @@ def _dechunk(data: bytes) -> bytes:
     return b"".join(out)
 
 
+def kill_remaining(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` still alive (descendants a stopped parent left behind)."""
+    for pid in pids:
+        if procstat.tree(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 class Proc:
     """A child process with its output in a log file, stopped by pid."""
 
@@ -113,12 +122,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout)
-        for pid in pids[1:]:
-            if procstat.tree(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_remaining(pids[1:])
         self._log.close()
         return self.proc.returncode
 
@@ -132,7 +136,9 @@ def python_upstream_available() -> bool:
 
 def start_python_upstream(port: int, workdir: Path) -> Proc:
     """The project's test upstream (``python -m tests.upstream --port N``)."""
-    p = Proc([sys.executable, "-m", "tests.upstream", "--port", str(port)], workdir / "upstream.log")
+    p = Proc(
+        [sys.executable, "-m", "tests.upstream", "--port", str(port)], workdir / "upstream.log"
+    )
     if not wait_port(port, 15, p.proc):
         text = p.log_text()
         p.stop()

@@ -139,7 +139,13 @@ def run(
         raise FileNotFoundError("wrk is not installed")
     secs = max(1, round(duration))
     threads = max(1, min(threads, connections))
-    cmd = [binary, f"-t{threads}", f"-c{connections}", f"-d{secs}s", f"--timeout={max(1, round(timeout_s))}s"]
+    cmd = [
+        binary,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{secs}s",
+        f"--timeout={max(1, round(timeout_s))}s",
+    ]
     for h in headers:
         cmd += ["-H", h]
     tmp = None
