@@ -107,7 +107,9 @@ def decode_model(payload: bytes | memoryview) -> Model:
     try:
         model = MODEL_DECODER.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ArtifactError("decode_failed", f"payload does not decode to the model: {exc}") from None
+        raise ArtifactError(
+            "decode_failed", f"payload does not decode to the model: {exc}"
+        ) from None
     return model
 
 
