@@ -1,0 +1,224 @@
+"""The control block ``/pavis.<name>.ctl``: the current generation and one slot per worker.
+
+Layout (little-endian)::
+
+    header, 64 bytes:
+    0  8s   magic b"PAVISCTL"
+    8  I    layout version (1)
+    12 I    number of slots
+    16 Q    sequence (odd while the supervisor writes the header)
+    24 Q    current generation (0 = none)
+    32 Q    previous generation (0 = none)
+    40 Q    generation high-water mark (never reused, survives a supervisor restart)
+    48 q    supervisor pid
+    56 8s   reserved
+
+    slot i at 64 + 256*i:
+    0  Q    sequence (odd while its single writer writes it)
+    8  B    open flag, 7 bytes padding
+    16 q    worker pid (0 until the worker attaches)
+    24 Q    generation the worker serves
+    32 16s  digest the worker verified for it
+    48 d    heartbeat, time.time()
+    56 Q    requests served
+    64 Q    last rejected generation
+    72 H    length of the reason
+    74 120s last rejection reason, utf-8
+    194     padding to 256
+
+Each region has exactly one writer at a time (header: the supervisor; a slot: the supervisor
+while it is closed or being opened, afterwards only its worker), and each carries a sequence
+lock so readers never see a torn update. Owns: that layout and the seqlock protocol.
+Must not: decide policy (who waits for whom, what to retain).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shm.errors import ShmError
+
+MAGIC = b"PAVISCTL"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQQQQq8s")
+SLOT = struct.Struct("<QB7xqQ16sdQQH120s62x")
+assert HEADER.size == 64 and SLOT.size == 256
+REASON_MAX = 120
+_SEQ = struct.Struct("<Q")
+_HDR_BODY = struct.Struct("<QQQq")  # current, previous, high-water, pid — at offset 24
+_SLOT_BODY = struct.Struct("<B7xqQ16sdQQH120s")  # everything after the slot's sequence
+_ZERO16 = bytes(16)
+# A writer that died between its two sequence bumps leaves an odd sequence forever: readers
+# give up after this long instead of spinning for ever.
+TORN_AFTER = 0.1
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """One worker slot as last written by its worker (a consistent snapshot)."""
+
+    slot: int
+    pid: int
+    generation: int
+    digest: bytes
+    heartbeat: float
+    requests: int
+    rejected_generation: int
+    reason: str
+    open: bool = True
+    consistent: bool = True  # False: a writer died mid-update, fields may be torn
+
+
+@dataclass(frozen=True)
+class Header:
+    current: int
+    previous: int
+    high_water: int
+    supervisor_pid: int
+
+
+def size(slots: int) -> int:
+    return HEADER.size + SLOT.size * slots
+
+
+def init(m: mmap.mmap, slots: int, high_water: int, pid: int) -> None:
+    HEADER.pack_into(m, 0, MAGIC, VERSION, slots, 0, 0, 0, high_water, pid, bytes(8))
+
+
+def check(m: mmap.mmap) -> int:
+    """Validate the magic and version; return the number of slots."""
+    if len(m) < HEADER.size:
+        raise ShmError("truncated", "control block is shorter than its header")
+    magic, version, slots = struct.unpack_from("<8sII", m, 0)
+    if magic != MAGIC:
+        raise ShmError("bad_magic", f"control block magic {magic!r}")
+    if version != VERSION:
+        raise ShmError("unsupported_version", f"control block layout version {version}")
+    if len(m) < size(slots):
+        raise ShmError("truncated", f"control block too short for {slots} slots")
+    return int(slots)
+
+
+def _begin(m: mmap.mmap, off: int) -> int:
+    (seq,) = _SEQ.unpack_from(m, off)
+    seq |= 1  # an odd sequence left by a dead writer is simply continued
+    _SEQ.pack_into(m, off, seq)
+    return int(seq)
+
+
+def _end(m: mmap.mmap, off: int, seq: int) -> None:
+    _SEQ.pack_into(m, off, seq + 1)
+
+
+def _read(m: mmap.mmap, off: int, body: struct.Struct) -> tuple[tuple[Any, ...], bool]:
+    """Seqlock read of ``body`` just after the sequence at ``off``; (fields, consistent)."""
+    deadline = 0.0
+    spins = 0
+    while True:
+        (s1,) = _SEQ.unpack_from(m, off)
+        fields = body.unpack_from(m, off + 8)
+        (s2,) = _SEQ.unpack_from(m, off)
+        if s1 == s2 and not s1 & 1:
+            return fields, True
+        spins += 1
+        if spins < 64:
+            continue
+        now = time.monotonic()
+        if not deadline:
+            deadline = now + TORN_AFTER
+        elif now > deadline:
+            return fields, False
+        time.sleep(0)  # let the writer run (cooperative under gevent's patched sleep)
+
+
+def write_header(m: mmap.mmap, current: int, previous: int, high_water: int, pid: int) -> None:
+    seq = _begin(m, 16)
+    _HDR_BODY.pack_into(m, 24, current, previous, high_water, pid)
+    _end(m, 16, seq)
+
+
+def read_header(m: mmap.mmap) -> Header:
+    fields, ok = _read(m, 16, _HDR_BODY)
+    if not ok:
+        raise ShmError("torn", "the control block header stays mid-update (writer died?)")
+    current, previous, high_water, pid = fields
+    return Header(int(current), int(previous), int(high_water), int(pid))
+
+
+def _slot_off(slot: int) -> int:
+    return HEADER.size + SLOT.size * slot
+
+
+def reset_slot(m: mmap.mmap, slot: int, is_open: bool) -> None:
+    off = _slot_off(slot)
+    seq = _begin(m, off)
+    _SLOT_BODY.pack_into(m, off + 8, int(is_open), 0, 0, _ZERO16, 0.0, 0, 0, 0, b"")
+    _end(m, off, seq)
+
+
+def read_slot(m: mmap.mmap, slot: int) -> SlotInfo:
+    fields, ok = _read(m, _slot_off(slot), _SLOT_BODY)
+    is_open, pid, gen, digest, hb, requests, rejected, rlen, reason = fields
+    text = bytes(reason[: min(int(rlen), REASON_MAX)]).decode("utf-8", "replace")
+    return SlotInfo(
+        slot,
+        pid,
+        gen,
+        bytes(digest),
+        hb,
+        requests,
+        rejected,
+        text,
+        bool(is_open),
+        ok,
+    )
+
+
+def update_slot(
+    m: mmap.mmap,
+    slot: int,
+    *,
+    pid: int | None = None,
+    generation: int | None = None,
+    digest: bytes | None = None,
+    heartbeat: float | None = None,
+    requests: int | None = None,
+    rejected_generation: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """Rewrite the given fields of one slot (single writer: the worker that owns it)."""
+    off = _slot_off(slot)
+    old, _ = _read(m, off, _SLOT_BODY)
+    is_open, o_pid, o_gen, o_digest, o_hb, o_req, o_rej, o_rlen, o_reason = old
+    if reason is not None:
+        raw = _truncate_utf8(reason, REASON_MAX)
+        o_rlen, o_reason = len(raw), raw
+    if digest is not None and len(digest) != 16:
+        raise ValueError("digest must be 16 bytes")
+    seq = _begin(m, off)
+    _SLOT_BODY.pack_into(
+        m,
+        off + 8,
+        is_open,
+        o_pid if pid is None else pid,
+        o_gen if generation is None else generation,
+        o_digest if digest is None else digest,
+        o_hb if heartbeat is None else heartbeat,
+        o_req if requests is None else requests,
+        o_rej if rejected_generation is None else rejected_generation,
+        o_rlen,
+        o_reason,
+    )
+    _end(m, off, seq)
+
+
+def _truncate_utf8(text: str, limit: int) -> bytes:
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return raw
+    # Cut on a character boundary so the stored reason always decodes.
+    return raw[:limit].decode("utf-8", "ignore").encode("utf-8")

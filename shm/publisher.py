@@ -1,0 +1,289 @@
+"""The supervisor side: publish generations, flip between them, wait for acknowledgements.
+
+Owns: the control block's header, slot lifecycle (open before fork, close after reaping),
+notify pipes, retention and reclaiming a dead supervisor's leftovers. Must not: block on
+anything but short sleeps (the supervisor has no event loop of its own here), or interpret
+the published bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import time
+from collections.abc import Iterable
+
+import posix_ipc  # type: ignore[import-not-found]  # no stubs published
+
+from shm import control, lock, names, segment
+from shm.control import SlotInfo
+from shm.errors import AckTimeout, ShmError, WorkerRejected
+
+_POLL = 0.001  # wait_acked polls the slots this often (1 ms: flips are latency-critical)
+
+
+class Publisher:
+    """One per instance name and host. See docs/INTERFACES.md "Shared memory"."""
+
+    def __init__(
+        self, name: str, slots: int = 64, mode: int = 0o600, gid: int | None = None
+    ) -> None:
+        self.name = names.check_name(name)
+        if not 1 <= slots <= 4096:
+            raise ShmError("bad_slot", f"slots must be 1..4096, not {slots}")
+        if mode & ~0o660 or (mode & 0o600) != 0o600:
+            raise ShmError("bad_mode", f"mode {mode:#o}: owner rw required, no execute/other bits")
+        self.mode = mode
+        self.gid = gid
+        self.nslots = slots
+        self._pipes: dict[int, tuple[int, int]] = {}
+        self._retained: set[int] = set()
+        self._current = 0
+        self._previous = 0
+        self._lock_fd = lock.acquire(name, mode, gid)
+        try:
+            high_water = self._reclaim()
+            self._ctl = self._create_control(high_water)
+        except BaseException:
+            lock.release(self._lock_fd, name, unlink=False)
+            raise
+        self._high_water = high_water
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ start-up
+
+    def _reclaim(self) -> int:
+        """Unlink every leftover object of this name; return the highest generation seen."""
+        high = 0
+        for entry in names.leftovers(self.name):
+            if entry == os.path.basename(names.lock_path(self.name)):
+                continue
+            if entry == names.control(self.name)[1:]:
+                high = max(high, _leftover_high_water(self.name))
+            high = max(high, names.generation_of(self.name, entry))
+            names.unlink_entry(entry)
+        return high
+
+    def _create_control(self, high_water: int) -> mmap.mmap:
+        size = control.size(self.nslots)
+        mem = posix_ipc.SharedMemory(names.control(self.name), posix_ipc.O_CREX, mode=self.mode)
+        try:
+            if self.gid is not None:
+                os.fchown(mem.fd, -1, self.gid)
+            os.fchmod(mem.fd, self.mode)
+            os.ftruncate(mem.fd, size)
+            m = mmap.mmap(mem.fd, size)
+        except BaseException:
+            mem.close_fd()
+            posix_ipc.unlink_shared_memory(mem.name)
+            raise
+        mem.close_fd()
+        control.init(m, self.nslots, high_water, os.getpid())
+        return m
+
+    # ------------------------------------------------------------------ generations
+
+    @property
+    def current(self) -> int:
+        return self._current
+
+    @property
+    def previous(self) -> int:
+        return self._previous
+
+    def publish(self, data: bytes | memoryview) -> int:
+        """Write ``data`` into a new segment; return its generation (not yet current)."""
+        self._check_owner()
+        generation = self._high_water + 1
+        while True:
+            try:
+                segment.create(self.name, generation, data, self.mode, self.gid)
+                break
+            except posix_ipc.ExistentialError:
+                generation += 1  # a name is never reused: skip anything already there
+        self._high_water = generation
+        self._retained.add(generation)
+        self._write_header()
+        return generation
+
+    def activate(self, generation: int) -> None:
+        """Make a retained generation current (forward or rollback) and notify every slot."""
+        self._check_owner()
+        if generation not in self._retained:
+            raise ShmError("unknown_generation", f"generation {generation} is not retained")
+        if generation != self._current:
+            self._previous, self._current = self._current, generation
+            self._write_header()
+        for _, write_fd in self._pipes.values():
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                # A full pipe already says "look again"; a dead reader will be closed later.
+                os.write(write_fd, b"\x01")
+
+    def _write_header(self) -> None:
+        control.write_header(self._ctl, self._current, self._previous, self._high_water, self._pid)
+
+    def wait_acked(
+        self, generation: int, timeout: float, slots: Iterable[int] | None = None
+    ) -> None:
+        """Return once every open slot (or those given) serves ``generation``.
+
+        A slot whose worker is dead is not waited for; a slot not yet attached (pid 0) is.
+        Raises WorkerRejected as soon as one slot rejects it, AckTimeout naming the rest.
+        """
+        wanted = sorted(self._pipes) if slots is None else sorted(set(slots))
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = []
+            for slot in wanted:
+                info = control.read_slot(self._ctl, self._check_slot(slot))
+                if not info.open:
+                    continue
+                if info.consistent and info.rejected_generation == generation:
+                    raise WorkerRejected(slot, info.pid, info.reason, generation)
+                if info.consistent and info.generation == generation:
+                    continue
+                if info.pid and not _alive(info.pid):
+                    continue
+                missing.append((slot, info.pid))
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise AckTimeout(generation, missing)
+            time.sleep(_POLL)
+
+    # ------------------------------------------------------------------ slots
+
+    def open_slot(self, slot: int) -> int:
+        """Before fork: reset ``slot`` and create its notify pipe; return the read end.
+
+        The Publisher owns both ends (close_slot closes them); the forked worker hands the
+        read end to Subscriber. The read end stays inheritable for a worker that execs.
+        """
+        self._check_owner()
+        self._check_slot(slot)
+        if slot in self._pipes:
+            self._close_pipe(slot)
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_inheritable(read_fd, True)
+        self._pipes[slot] = (read_fd, write_fd)
+        control.reset_slot(self._ctl, slot, is_open=True)
+        return read_fd
+
+    def close_slot(self, slot: int) -> None:
+        """The slot's worker is gone (reaped): free the slot and close its pipe."""
+        self._check_owner()
+        self._check_slot(slot)
+        self._close_pipe(slot)
+        control.reset_slot(self._ctl, slot, is_open=False)
+
+    def _close_pipe(self, slot: int) -> None:
+        fds = self._pipes.pop(slot, None)
+        for fd in fds or ():
+            os.close(fd)
+
+    def slots(self) -> list[SlotInfo]:
+        """Snapshots of every open slot."""
+        out = []
+        for slot in range(self.nslots):
+            info = control.read_slot(self._ctl, slot)
+            if info.open:
+                out.append(info)
+        return out
+
+    def _check_slot(self, slot: int) -> int:
+        if not 0 <= slot < self.nslots:
+            raise ShmError("bad_slot", f"slot {slot} is not in 0..{self.nslots - 1}")
+        return slot
+
+    # ------------------------------------------------------------------ retention
+
+    def retained(self) -> list[int]:
+        """Generations of this instance still present in /dev/shm."""
+        return names.generations(self.name)
+
+    def collect(self) -> list[int]:
+        """Unlink generations that are neither current, previous, nor served by an open slot.
+
+        A generation published but never activated is unlinked too: call this after the
+        flip it belongs to has settled.
+        """
+        self._check_owner()
+        keep = {self._current, self._previous}
+        keep.update(info.generation for info in self.slots())
+        gone = []
+        for generation in sorted(set(self.retained()) | self._retained):
+            if generation in keep:
+                continue
+            if names.unlink_entry(names.segment(self.name, generation)[1:]):
+                gone.append(generation)
+            self._retained.discard(generation)
+        return gone
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self, unlink: bool = True) -> None:
+        """Release the lock; with ``unlink`` also remove every object of this instance.
+
+        ``unlink=False`` leaves segments and the control block for still-running workers;
+        the next Publisher of this name reclaims them.
+        """
+        if self._lock_fd < 0 or os.getpid() != self._pid:
+            return  # closed already, or a forked child's copy: the parent owns everything
+        for slot in list(self._pipes):
+            self._close_pipe(slot)
+        with contextlib.suppress(BufferError):
+            self._ctl.close()
+        if unlink:
+            for entry in names.leftovers(self.name):
+                if entry != os.path.basename(names.lock_path(self.name)):
+                    names.unlink_entry(entry)
+        lock.release(self._lock_fd, self.name, unlink=unlink)
+        self._lock_fd = -1
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_owner(self) -> None:
+        # A forked child holds a copy of this object but not the lock (closed at fork):
+        # it must not act as the supervisor.
+        if self._lock_fd < 0 or os.getpid() != self._pid:
+            raise ShmError("not_owner", "this Publisher is closed or belongs to another process")
+
+
+def _leftover_high_water(name: str) -> int:
+    """The high-water mark recorded in a dead supervisor's control block, 0 if unreadable."""
+    try:
+        mem = posix_ipc.SharedMemory(names.control(name), read_only=True)
+    except posix_ipc.Error:
+        return 0
+    try:
+        if mem.size < control.HEADER.size:
+            return 0
+        with mmap.mmap(mem.fd, mem.size, prot=mmap.PROT_READ) as m:
+            control.check(m)
+            return control.read_header(m).high_water
+    except ShmError:
+        return 0
+    finally:
+        mem.close_fd()
+
+
+def _alive(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie (dead, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # The state follows the parenthesised command name, which may itself contain ')'.
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
