@@ -130,6 +130,10 @@ class Proc:
 # --------------------------------------------------------------------------- upstreams
 
 
+# The test upstream's cheapest GET (a 3-byte body), see tests/upstream.py.
+PYTHON_UPSTREAM_PATH = "/"
+
+
 def python_upstream_available() -> bool:
     return (REPO / "tests" / "upstream.py").exists()
 
