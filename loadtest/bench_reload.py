@@ -1,0 +1,349 @@
+"""Reload disruption benchmark (issue 5): keep-alive load while reloading every 100 ms.
+
+Owns: the reload storm for nginx (rewrite an included file, SIGHUP the master) and for pavis
+(``pavctl reload CONFIG --wait``, alternating two configurations), run back to back in one
+invocation against the same upstream and the same wrk load; and the figures: requests, failed
+requests (non-2xx/3xx + socket errors), reload latency, time until a change is visible,
+process count and memory during the storm.
+Must not: judge the figures.
+
+Both proxies alternate two configurations that differ only in what ``/which`` answers ("A" or
+"B"), so a fresh request shows which generation served it. Reloads start on a fixed tick; one
+that takes longer than the interval delays the next (never overlaps it), and the achieved rate
+is reported.
+
+Run alone: ``python -m loadtest.bench_reload [--quick] [--duration S] [--interval S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest import nginx, procstat, servers, wrk
+from loadtest.bench_proxy import Progress, Upstream, pavis_config, start_upstream, stderr_progress
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+@dataclass
+class StormResult:
+    proxy: str
+    duration_s: float
+    interval_s: float
+    reloads: int = 0
+    reload_failures: int = 0  # reload commands that did not succeed
+    reload_ms: list[float] = field(default_factory=list)  # command start → it returned
+    visible_ms: list[float] = field(default_factory=list)  # command start → new answer seen
+    stale_after_return: int = 0  # pavis: a fresh request right after --wait saw the old answer
+    process_counts: list[int] = field(default_factory=list)
+    private_bytes: list[int] = field(default_factory=list)  # whole tree, per sample
+    load: dict[str, Any] = field(default_factory=dict)  # the wrk result
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        wall = self.duration_s or 1.0
+        return {
+            "proxy": self.proxy,
+            "duration_s": self.duration_s,
+            "interval_s": self.interval_s,
+            "reloads": self.reloads,
+            "reloads_per_s": self.reloads / wall,
+            "reload_failures": self.reload_failures,
+            "reload_ms_median": statistics.median(self.reload_ms) if self.reload_ms else None,
+            "reload_ms_p99": _pct(self.reload_ms, 99) if self.reload_ms else None,
+            "visible_ms_median": statistics.median(self.visible_ms) if self.visible_ms else None,
+            "visible_ms_p99": _pct(self.visible_ms, 99) if self.visible_ms else None,
+            "stale_after_return": self.stale_after_return,
+            "requests": self.load.get("requests"),
+            "failed": self.load.get("failed"),
+            "socket_errors": self.load.get("errors"),
+            "non2xx": self.load.get("non2xx"),
+            "rps": self.load.get("rps"),
+            "p99_ms": self.load.get("p99_ms"),
+            "processes_max": max(self.process_counts, default=0),
+            "processes_median": statistics.median(self.process_counts)
+            if self.process_counts
+            else 0,
+            "private_bytes_max": max(self.private_bytes, default=0),
+            "private_bytes_median": statistics.median(self.private_bytes)
+            if self.private_bytes
+            else 0,
+            "reload_ms": [round(x, 2) for x in self.reload_ms],
+            "visible_ms": [round(x, 2) for x in self.visible_ms],
+            "wrk_command": self.load.get("command"),
+            "notes": self.notes,
+        }
+
+
+def _answer(port: int) -> bytes | None:
+    try:
+        status, body = servers.http_get(port, "/which", timeout=1.0)
+    except OSError:
+        return None
+    return body.strip() if status == 200 else None
+
+
+def wait_visible(port: int, want: bytes, start: float, limit: float = 2.0) -> float | None:
+    """Poll fresh connections until ``/which`` answers ``want``; ms since ``start`` or None."""
+    while time.monotonic() - start < limit:
+        if _answer(port) == want:
+            return (time.monotonic() - start) * 1000
+        time.sleep(0.001)
+    return None
+
+
+class _Sampler(threading.Thread):
+    """Process count and private memory of a tree, every ``every`` seconds."""
+
+    def __init__(self, root: int, out: StormResult, every: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.root, self.out, self.every = root, out, every
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.every):
+            s = procstat.sample(self.root)
+            self.out.process_counts.append(s.count)
+            self.out.private_bytes.append(s.private_total)
+
+
+def storm(
+    name: str,
+    port: int,
+    root_pid: int,
+    reload_to: Callable[[bytes], tuple[bool, bool]],
+    *,
+    duration: float,
+    interval: float,
+    path: str,
+    progress: Progress,
+) -> StormResult:
+    """Run wrk (50 keep-alive connections) for ``duration`` s while reloading every ``interval``.
+
+    ``reload_to(answer)`` switches to the configuration whose ``/which`` answers ``answer``
+    and returns (succeeded, waited) — ``waited`` means the change is complete on return
+    (``pavctl reload --wait``); otherwise visibility is polled.
+    """
+    res = StormResult(name, duration, interval)
+    box: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            box["r"] = wrk.run(
+                f"http://127.0.0.1:{port}{path}", connections=50, duration=duration
+            ).as_dict()
+        except (RuntimeError, OSError) as exc:
+            box["error"] = str(exc)
+
+    sampler = _Sampler(root_pid, res)
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    sampler.start()
+    time.sleep(0.3)  # let wrk connect before the first reload
+    t0 = time.monotonic()
+    end = t0 + duration - 0.5
+    answers = (b"B", b"A")
+    i = 0
+    next_tick = t0
+    while time.monotonic() < end:
+        want = answers[i % 2]
+        i += 1
+        start = time.monotonic()
+        ok, waited = reload_to(want)
+        after = time.monotonic()
+        res.reloads += 1
+        if not ok:
+            res.reload_failures += 1
+        else:
+            res.reload_ms.append((after - start) * 1000)
+            if waited:
+                if _answer(port) != want:
+                    res.stale_after_return += 1
+                res.visible_ms.append(res.reload_ms[-1])
+            else:
+                v = wait_visible(port, want, start)
+                if v is not None:
+                    res.visible_ms.append(v)
+                else:
+                    res.notes.append(f"reload {i}: not visible within 2 s")
+        next_tick += interval
+        pause = next_tick - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        else:
+            next_tick = time.monotonic()  # overran: start the next one now, never overlap
+    res.duration_s = time.monotonic() - t0
+    loader.join(duration + 60)
+    sampler.stop_event.set()
+    sampler.join()
+    if "error" in box:
+        res.notes.append(f"wrk: {box['error']}")
+    res.load = box.get("r", {})
+    d = res.as_dict()
+    progress(
+        f"reload {name}: {res.reloads} reloads ({d['reloads_per_s']:.1f}/s), "
+        f"requests {d['requests']}, failed {d['failed']}, reload median "
+        f"{d['reload_ms_median'] or 0:.1f} ms, visible median {d['visible_ms_median'] or 0:.1f} ms"
+    )
+    return res
+
+
+def nginx_storm(
+    work: Path, up: Upstream, *, duration: float, interval: float, progress: Progress
+) -> StormResult:
+    port = servers.free_port()
+    (work / "nginx").mkdir(parents=True, exist_ok=True)
+    ng = nginx.Nginx("reload", work / "nginx")
+    inc = ng.write("which.conf", nginx.which_location("A"))
+    ng.start(nginx.proxy_conf(ng.prefix, port, up.port, 2, include=str(inc)), (port,))
+    try:
+        wrk.run(f"http://127.0.0.1:{port}{up.path}", connections=50, duration=1)  # warm up
+
+        def reload_to(answer: bytes) -> tuple[bool, bool]:
+            ng.write("which.conf", nginx.which_location(answer.decode()))
+            ng.reload()
+            return True, False
+
+        res = storm(
+            "nginx", port, ng.pid, reload_to,
+            duration=duration, interval=interval, path=up.path, progress=progress,
+        )  # fmt: skip
+        res.notes.append("reload = rewrite the included file atomically, SIGHUP the master")
+        return res
+    finally:
+        ng.stop()
+
+
+def pavis_storm(
+    work: Path, up: Upstream, *, duration: float, interval: float, progress: Progress
+) -> StormResult:
+    port = servers.free_port()
+    (work / "pavis").mkdir(parents=True, exist_ok=True)
+    configs = {}
+    for answer in ("A", "B"):
+        path = work / "pavis" / f"which-{answer}.yaml"
+        path.write_text(pavis_config(port, up.port, which=answer))
+        configs[answer.encode()] = path
+    pv = servers.Pavis(work / "pavis", 2)
+    pv.start(configs[b"A"], port)
+    try:
+        wrk.run(f"http://127.0.0.1:{port}{up.path}", connections=50, duration=1)  # warm up
+        errors: list[str] = []
+
+        def reload_to(answer: bytes) -> tuple[bool, bool]:
+            r = pv.pavctl("reload", str(configs[answer]), "--wait", "--timeout", "10")
+            if r.returncode != 0 and len(errors) < 5:
+                errors.append(f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[:300]}")
+            return r.returncode == 0, True
+
+        res = storm(
+            "pavis", port, pv.pid, reload_to,
+            duration=duration, interval=interval, path=up.path, progress=progress,
+        )  # fmt: skip
+        res.notes.append(
+            "reload = `pavctl reload CONFIG --wait` as a subprocess (CLI start included)"
+        )
+        res.notes.extend(f"pavctl: {e}" for e in errors)
+        return res
+    finally:
+        pv.stop()
+
+
+def run(
+    *,
+    duration: float,
+    interval: float = 0.1,
+    upstream_kind: str = "nginx",
+    proxies: tuple[str, ...] = ("nginx", "pavis"),
+    progress: Progress = stderr_progress,
+) -> dict[str, Any]:
+    work = servers.workdir("reload")
+    out: dict[str, Any] = {
+        "config": {"duration_s": duration, "interval_s": interval, "upstream": upstream_kind,
+                   "connections": 50, "keepalive": True},
+        "results": {},
+        "notes": [],
+    }  # fmt: skip
+    up = start_upstream(upstream_kind, work)
+    try:
+        for proxy in proxies:
+            fn = nginx_storm if proxy == "nginx" else pavis_storm
+            progress(
+                f"reload {proxy}: storm of {duration:g} s, one reload every {interval * 1000:g} ms"
+            )
+            try:
+                res = fn(work, up, duration=duration, interval=interval, progress=progress)
+                out["results"][proxy] = res.as_dict()
+            except (RuntimeError, OSError) as exc:
+                out["notes"].append(f"{proxy} skipped: {exc}"[:600])
+                progress(f"reload {proxy}: skipped ({str(exc)[:200]})")
+    finally:
+        up.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        f"{'proxy':6} {'reloads':>7} {'/s':>5} {'requests':>9} {'failed':>7} "
+        f"{'reload med':>10} {'p99':>7} {'visible med':>11} {'p99':>7} {'procs max':>9} "
+        f"{'MiB max':>8}"
+    ]
+    for name, r in results.items():
+
+        def f(x: float | None) -> str:
+            return "-" if x is None else f"{x:.1f}"
+
+        lines.append(
+            f"{name:6} {r['reloads']:7d} {r['reloads_per_s']:5.1f} {r['requests'] or 0:9d} "
+            f"{r['failed'] if r['failed'] is not None else '-':>7} {f(r['reload_ms_median']):>10} "
+            f"{f(r['reload_ms_p99']):>7} {f(r['visible_ms_median']):>11} "
+            f"{f(r['visible_ms_p99']):>7} {r['processes_max']:9d} "
+            f"{r['private_bytes_max'] / 2**20:8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a 5 s storm instead of 30 s")
+    ap.add_argument("--duration", type=float, help="storm length in seconds")
+    ap.add_argument("--interval", type=float, default=0.1, help="seconds between reloads")
+    ap.add_argument("--upstream", choices=("nginx", "python"), default="nginx")
+    ap.add_argument("--proxies", default="nginx,pavis")
+    ap.add_argument("--json", type=Path, help="write the full result here")
+    a = ap.parse_args(argv)
+    out = run(
+        duration=a.duration or (5 if a.quick else 30),
+        interval=a.interval,
+        upstream_kind=a.upstream,
+        proxies=tuple(a.proxies.split(",")),
+    )
+    print(format_table(out["results"]))
+    for name, r in out["results"].items():
+        for note in r["notes"][:10]:
+            print(f"{name}: {note}")
+    for note in out["notes"]:
+        print(f"note: {note}")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
