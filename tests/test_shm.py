@@ -1,0 +1,503 @@
+"""shm in one process (plus a few short-lived forks): the API contract, permissions, retention,
+acknowledgement outcomes, notification and the sequence locks under concurrent writers.
+
+Real segments under /dev/shm with a unique instance name per test, all unlinked at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import select
+import signal
+import struct
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+
+import posix_ipc
+import pytest
+import xxhash
+
+from shm import (
+    AckTimeout,
+    InstanceBusy,
+    Publisher,
+    Segment,
+    ShmError,
+    SlotInfo,
+    Subscriber,
+    WorkerRejected,
+)
+
+SHM = "/dev/shm"
+NOBODY = 65534
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    instance = f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
+    yield instance
+    for entry in os.listdir(SHM):
+        # Both this instance and the "<instance>b" neighbour of the prefix test.
+        if entry.startswith((f"pavis.{instance}.", f"pavis.{instance}b.")):
+            os.unlink(f"{SHM}/{entry}")
+
+
+@pytest.fixture
+def procs() -> Iterator[list[int]]:
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def fork(body: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            body()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def entries(instance: str) -> set[str]:
+    head = f"pavis.{instance}."
+    return {e[len(head) :] for e in os.listdir(SHM) if e.startswith(head)}
+
+
+def mode_of(instance: str, entry: str) -> tuple[int, int]:
+    st = os.stat(f"{SHM}/pavis.{instance}.{entry}")
+    return st.st_mode & 0o777, st.st_gid
+
+
+@pytest.fixture
+def pub(name: str) -> Iterator[Publisher]:
+    with Publisher(name, slots=4) as p:
+        yield p
+
+
+# ---------------------------------------------------------------------------- the basic flip
+
+
+def test_publish_activate_open_ack_round_trip(name: str, pub: Publisher):
+    assert pub.current == 0 and entries(name) == {"ctl", "lock"}
+    fd = pub.open_slot(0)
+    sub = Subscriber(name, 0, fd)
+    assert sub.current() == 0
+    generation = pub.publish(b"artifact bytes")
+    assert generation == 1 and entries(name) == {"ctl", "lock", "1"}
+    assert sub.current() == 0  # published is not current
+    pub.activate(generation)
+    assert pub.current == sub.current() == 1 and sub.generations() == (1, 0)
+    assert select.select([sub.fileno()], [], [], 0)[0]  # told at once
+    sub.clear()
+    assert not select.select([sub.fileno()], [], [], 0)[0]
+    with sub.open(generation) as seg:
+        assert isinstance(seg, Segment) and seg.generation == 1
+        assert bytes(seg.data) == b"artifact bytes"
+        assert seg.digest == xxhash.xxh3_128_digest(b"artifact bytes")
+        sub.ack(1, b"D" * 16)
+    sub.heartbeat(requests=42)
+    pub.wait_acked(1, timeout=1)
+    (info,) = pub.slots()
+    assert isinstance(info, SlotInfo)
+    assert (info.slot, info.pid, info.generation, info.digest) == (0, os.getpid(), 1, b"D" * 16)
+    assert info.requests == 42 and abs(info.heartbeat - time.time()) < 60
+    assert (info.rejected_generation, info.reason) == (0, "")
+    sub.close()
+
+
+def test_generations_are_never_reused_and_empty_data_is_fine(pub: Publisher):
+    generations = [pub.publish(b"") for _ in range(3)]
+    assert generations == [1, 2, 3]
+    pub.collect()
+    assert pub.publish(b"x") == 4
+
+
+def test_writes_through_the_worker_mapping_fail(name: str, pub: Publisher):
+    pub.activate(pub.publish(b"immutable"))
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    seg = sub.open(1)
+    assert seg.data.readonly
+    with pytest.raises(TypeError):
+        seg.data[0] = 0
+    with pytest.raises(TypeError):
+        seg.data.obj[70] = 0  # the mmap itself is PROT_READ
+    with pytest.raises(TypeError):
+        seg.data.cast("B")[0] = 0
+    assert bytes(seg.data) == b"immutable"
+    seg.close()
+    sub.close()
+
+
+def test_segment_close_leaves_outstanding_views_readable(name: str, pub: Publisher):
+    pub.activate(pub.publish(b"0123456789"))
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    seg = sub.open(1)
+    view = seg.data[2:5]  # like a msgspec.Raw pinning the mapping
+    seg.close()
+    assert bytes(view) == b"234"
+    view.release()
+    sub.close()
+
+
+# ---------------------------------------------------------------------------- verification
+
+
+def _rewrite(instance: str, generation: int, offset: int, data: bytes) -> None:
+    mem = posix_ipc.SharedMemory(f"/pavis.{instance}.{generation}")
+    with mmap.mmap(mem.fd, mem.size) as m:
+        m[offset : offset + len(data)] = data
+    mem.close_fd()
+
+
+@pytest.mark.parametrize(
+    ("offset", "data", "reason"),
+    [
+        (64, b"X", "checksum_mismatch"),
+        (32, bytes(16), "checksum_mismatch"),
+        (0, b"NOTMAGIC", "bad_magic"),
+        (8, struct.pack("<I", 9), "unsupported_version"),
+        (16, struct.pack("<Q", 7), "wrong_generation"),
+        (24, struct.pack("<Q", 5), "truncated"),
+    ],
+)
+def test_a_damaged_segment_is_never_handed_out(
+    name: str, pub: Publisher, offset: int, data: bytes, reason: str
+):
+    generation = pub.publish(b"a perfectly good payload")
+    _rewrite(name, generation, offset, data)
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    with pytest.raises(ShmError) as err:
+        sub.open(generation)
+    assert err.value.reason == reason
+    sub.close()
+
+
+def test_opening_a_missing_generation_or_control_block(name: str, pub: Publisher):
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    with pytest.raises(ShmError) as err:
+        sub.open(99)
+    assert err.value.reason == "missing"
+    with pytest.raises(ShmError) as err:
+        Subscriber(name + "-none", 0, sub.fileno())
+    assert err.value.reason == "missing"
+    with pytest.raises(ShmError) as err:
+        Subscriber(name, 4, sub.fileno())
+    assert err.value.reason == "bad_slot"
+    sub.close()
+
+
+# ---------------------------------------------------------------------------- permissions
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_modes_are_explicit_whatever_the_umask(name: str, umask: int):
+    old = os.umask(umask)
+    try:
+        with Publisher(name) as p:
+            p.publish(b"x")
+            assert {e: mode_of(name, e)[0] for e in entries(name)} == {
+                "ctl": 0o600,
+                "lock": 0o600,
+                "1": 0o600,
+            }
+        with Publisher(name, mode=0o640, gid=NOBODY) as p:
+            p.publish(b"x")
+            assert {mode_of(name, e) for e in entries(name)} == {(0o640, NOBODY)}
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+@pytest.mark.parametrize("group", [None, NOBODY])
+def test_another_user_cannot_open_segments_or_control_block(
+    name: str, procs: list[int], group: int | None
+):
+    mode = 0o600 if group is None else 0o640
+    with Publisher(name, slots=1, mode=mode, gid=group) as p:
+        p.activate(p.publish(b"secret"))
+        fd = p.open_slot(0)
+
+        def stranger() -> None:
+            os.setgroups([])
+            os.setgid(NOBODY if group is not None else NOBODY - 1)
+            os.setuid(NOBODY)
+            if group is None:
+                for path in (f"/pavis.{name}.1", f"/pavis.{name}.ctl"):
+                    with pytest.raises(posix_ipc.PermissionsError):
+                        posix_ipc.SharedMemory(path, read_only=True)
+                with pytest.raises(ShmError) as err:
+                    Subscriber(name, 0, fd)
+                assert err.value.reason == "permission"
+                with pytest.raises(PermissionError):
+                    open(f"{SHM}/pavis.{name}.1", "rb")  # noqa: SIM115
+            else:
+                # The configured group may read a generation, never write the control block.
+                mem = posix_ipc.SharedMemory(f"/pavis.{name}.1", read_only=True)
+                mem.close_fd()
+                with pytest.raises(posix_ipc.PermissionsError):
+                    posix_ipc.SharedMemory(f"/pavis.{name}.ctl")
+
+        pid = fork(stranger)
+        procs.append(pid)
+        assert exit_code(pid) == 0
+        procs.remove(pid)
+
+
+# ---------------------------------------------------------------------------- liveness lock
+
+
+def test_a_second_supervisor_is_refused_while_the_first_lives(name: str, pub: Publisher):
+    with pytest.raises(InstanceBusy) as err:
+        Publisher(name)
+    assert err.value.pid == os.getpid()
+    assert entries(name) == {"ctl", "lock"}  # the refused one touched nothing
+
+
+def test_leftovers_are_reclaimed_and_numbering_continues(name: str):
+    p = Publisher(name)
+    for _ in range(3):
+        p.activate(p.publish(b"x"))
+    p.close(unlink=False)
+    assert entries(name) == {"ctl", "lock", "1", "2", "3"}
+    # A stray segment from an even older run counts too.
+    with open(f"{SHM}/pavis.{name}.17", "wb"):
+        pass
+    with Publisher(name) as q:
+        assert entries(name) == {"ctl", "lock"}
+        assert q.current == 0
+        assert q.publish(b"y") == 18
+    assert entries(name) == set()
+
+
+def test_reclaim_matches_the_instance_name_exactly(name: str):
+    with Publisher(name + "b") as neighbour:
+        neighbour.publish(b"n")
+        with Publisher(name) as p:
+            p.publish(b"p")
+            assert entries(name + "b") == {"ctl", "lock", "1"}
+            assert entries(name) == {"ctl", "lock", "1"}
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "a/b", "x" * 201, "ä"])
+def test_instance_names_are_checked(bad: str):
+    with pytest.raises(ShmError) as err:
+        Publisher(bad)
+    assert err.value.reason == "bad_name"
+
+
+def test_a_forked_copy_of_the_publisher_is_inert(name: str, pub: Publisher, procs: list[int]):
+    pub.activate(pub.publish(b"x"))
+
+    def child() -> None:
+        with pytest.raises(ShmError):
+            pub.publish(b"y")
+        pub.close()  # must not unlink the parent's objects
+
+    pid = fork(child)
+    procs.append(pid)
+    assert exit_code(pid) == 0
+    procs.remove(pid)
+    assert entries(name) == {"ctl", "lock", "1"}
+
+
+# ---------------------------------------------------------------------------- retention
+
+
+def test_rollback_retention_and_collect(name: str, pub: Publisher):
+    g1, g2, g3 = (pub.publish(bytes([i])) for i in range(3))
+    for g in (g1, g2, g3):
+        pub.activate(g)
+    assert (pub.current, pub.previous) == (g3, g2)
+    assert pub.collect() == [g1]
+    assert pub.retained() == [g2, g3]
+    pub.activate(g2)  # rollback
+    assert (pub.current, pub.previous) == (g2, g3)
+    assert pub.collect() == []
+    with pytest.raises(ShmError) as err:
+        pub.activate(g1)
+    assert err.value.reason == "unknown_generation"
+
+
+def test_collect_spares_a_generation_a_worker_still_serves(name: str, pub: Publisher):
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    gens = [pub.publish(bytes([i])) for i in range(4)]
+    pub.activate(gens[0])
+    sub.ack(gens[0], bytes(16))
+    for g in gens[1:]:
+        pub.activate(g)
+    assert pub.collect() == [gens[1]]
+    assert pub.retained() == [gens[0], gens[2], gens[3]]
+    pub.close_slot(0)  # the worker is gone: its generation is no longer pinned
+    assert pub.collect() == [gens[0]]
+    sub.close()
+
+
+# ---------------------------------------------------------------------------- acknowledgements
+
+
+def test_wait_acked_names_every_missing_worker(name: str, pub: Publisher):
+    pub.open_slot(1)  # never attached: pid 0
+    sub = Subscriber(name, 2, pub.open_slot(2))
+    g = pub.publish(b"x")
+    pub.activate(g)
+    with pytest.raises(AckTimeout) as err:
+        pub.wait_acked(g, timeout=0.05)
+    assert err.value.missing == [(1, 0), (2, os.getpid())]
+    assert err.value.generation == g
+    sub.ack(g, bytes(16))
+    pub.wait_acked(g, timeout=0.05, slots=[2])
+    pub.close_slot(1)
+    pub.wait_acked(g, timeout=0.05)
+    sub.close()
+
+
+def test_wait_acked_raises_at_once_on_a_rejection(name: str, pub: Publisher):
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    g = pub.publish(b"x")
+    pub.activate(g)
+    sub.reject(g, "decode_failed: " + "é" * 100)
+    started = time.monotonic()
+    with pytest.raises(WorkerRejected) as err:
+        pub.wait_acked(g, timeout=30)
+    assert time.monotonic() - started < 10
+    assert (err.value.slot, err.value.pid, err.value.generation) == (0, os.getpid(), g)
+    # Cut to 120 bytes on a character boundary.
+    assert (
+        err.value.reason == ("decode_failed: " + "é" * 52) and len(err.value.reason.encode()) == 119
+    )
+    assert pub.slots()[0].reason == err.value.reason
+    sub.close()
+
+
+def test_a_worker_that_died_mid_flip_is_not_waited_for(name: str, pub: Publisher, procs: list[int]):
+    fds = [pub.open_slot(slot) for slot in range(2)]
+    g = pub.publish(b"x")
+    pub.activate(g)
+
+    def attach_then_die(slot: int) -> Callable[[], None]:
+        return lambda: Subscriber(name, slot, fds[slot]).heartbeat(0)
+
+    zombie = fork(attach_then_die(0))
+    procs.append(zombie)
+    reaped = fork(attach_then_die(1))
+    assert exit_code(reaped) == 0
+    while pub.slots()[0].pid != zombie:  # attached, then exited; left unreaped on purpose
+        time.sleep(0.001)
+    pub.wait_acked(g, timeout=5)
+
+
+def test_a_writer_killed_mid_update_does_not_hang_readers(name: str, pub: Publisher):
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    mem = posix_ipc.SharedMemory(f"/pavis.{name}.ctl")
+    with mmap.mmap(mem.fd, mem.size) as m:
+        struct.pack_into("<Q", m, 64, 7)  # slot 0's sequence left odd by a dead worker
+        info = pub.slots()[0]
+        assert not info.consistent
+        sub.ack(3, bytes(16))  # a new writer of the slot just carries on
+        assert pub.slots()[0].consistent and pub.slots()[0].generation == 3
+        struct.pack_into("<Q", m, 16, 9)  # the header's sequence left odd by a dead supervisor
+        with pytest.raises(ShmError) as err:
+            sub.current()
+        assert err.value.reason == "torn"
+    mem.close_fd()
+    sub.close()
+
+
+# ---------------------------------------------------------------------------- notification
+
+
+def test_notification_survives_a_full_pipe(name: str, pub: Publisher):
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    g = pub.publish(b"x")
+    for _ in range(70_000):  # more bytes than a pipe holds: activate must not fail or block
+        pub.activate(g)
+    assert select.select([sub.fileno()], [], [], 0)[0]
+    sub.clear()
+    assert not select.select([sub.fileno()], [], [], 0)[0]
+    sub.close()
+
+
+# ---------------------------------------------------------------------------- sequence locks
+
+
+def test_readers_never_see_a_torn_generation_pair(name: str, pub: Publisher, procs: list[int]):
+    gens = [pub.publish(bytes([i])) for i in range(3)]
+    for g in gens:
+        pub.activate(g)
+    valid = {(gens[i], gens[i - 1]) for i in range(3)}
+    results = []
+    for slot in range(3):
+        fd = pub.open_slot(slot)
+        r, w = os.pipe()
+
+        def reader(slot: int = slot, fd: int = fd, w: int = w) -> None:
+            sub = Subscriber(name, slot, fd)
+            reads = torn = 0
+            stop = time.monotonic() + 1.0
+            while time.monotonic() < stop:
+                for _ in range(1000):
+                    reads += 1
+                    torn += sub.generations() not in valid
+            os.write(w, f"{reads} {torn}".encode())
+
+        procs.append(fork(reader))
+        os.close(w)
+        results.append(r)
+    flips = 0
+    while select.select(results, [], [], 0)[0] == []:
+        pub.activate(gens[flips % 3])
+        flips += 1
+    for r in results:
+        select.select([r], [], [], 10)
+        reads, torn = (int(x) for x in os.read(r, 100).split())
+        os.close(r)
+        assert reads > 10_000 and torn == 0
+    assert flips > 1000
+
+
+def test_the_supervisor_never_sees_a_torn_slot(name: str, pub: Publisher, procs: list[int]):
+    fd = pub.open_slot(0)
+    go_r, go_w = os.pipe()
+
+    def acker() -> None:
+        sub = Subscriber(name, 0, fd)
+        os.close(go_w)
+        g = 0
+        while not select.select([go_r], [], [], 0)[0]:
+            for _ in range(200):
+                g += 1
+                sub.ack(g, xxhash.xxh3_128_digest(str(g).encode()))
+
+    pid = fork(acker)
+    procs.append(pid)
+    os.close(go_r)
+    seen = set()
+    stop = time.monotonic() + 1.0
+    while time.monotonic() < stop:
+        info = pub.slots()[0]
+        if info.generation:
+            assert info.digest == xxhash.xxh3_128_digest(str(info.generation).encode())
+            seen.add(info.generation)
+    os.close(go_w)
+    assert exit_code(pid) == 0
+    procs.remove(pid)
+    assert len(seen) > 100
