@@ -1,0 +1,598 @@
+"""The supervisor's main loop: boot, signals, worker upkeep, and the reload/rollback flips.
+
+Owns: the order of boot (load → store → bind → publish → fork), the one loop that dispatches
+signals (``handle_<signal>``), reaps and tops up workers and checks heartbeats, and the
+all-or-nothing generation flip shared by reload and rollback. Must not: import gevent or the
+worker runtime, or serve data-plane HTTP.
+
+Concurrency: signal handlers only wake the loop (``signal.set_wakeup_fd``). Control requests
+and SIGHUP reloads run in their own threads, serialised by ``self._ops`` — the lock every
+mutation of the Publisher (publish, activate, open/close slot, collect) and of the current
+generation takes. The loop never blocks on it: it tops up workers only when it is free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pavis.artifact import MAGIC, read, seal, verify
+from pavis.errors import ControlError, PavisError, WaitTimeout
+from pavis.schema import Admin, Model
+from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
+from pavis.supervisor import workers as wk
+from pavis.supervisor.admin import AdminServer
+from pavis.supervisor.control import ControlServer, Respond, refusal
+from pavis.supervisor.notify import monotonic_usec, notify
+from pavis.supervisor.sockets import bind, bind_listeners, listeners_changed
+from shm import AckTimeout, Publisher, ShmError, WorkerRejected
+
+log = logging.getLogger("pavis.supervisor")
+
+HEARTBEAT_TIMEOUT = 10.0  # a worker whose heartbeat is older than this is hung
+BOOT_GRACE = 15.0  # a new worker gets this long before its heartbeat is judged
+DEFAULT_WAIT = 10.0
+STOP_MARGIN = 2.0  # seconds beyond the artifact's drain bound before SIGKILL
+
+
+@dataclass
+class Options:
+    source: str | None  # config or artifact path; None = boot from last-known-good
+    workers: int
+    control: str
+    state_dir: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A published generation as the supervisor knows it."""
+
+    number: int
+    checksum: str
+    source: str
+    model: Model
+
+
+class Arbiter:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.store = Store(opts.state_dir)
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.slots = [wk.Slot(i) for i in range(opts.workers)]
+        self.current: Generation | None = None
+        self.generations: dict[int, Generation] = {}  # retained in shm
+        self.reloads: dict[str, int] = {}  # outcome → count (metrics)
+        self.ready_announced = False
+        self.stopping = False
+        self.halt_reason = ""
+        self._ops = threading.RLock()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.listeners: dict[str, Any] = {}
+        self.publisher: Publisher | None = None
+        self.control: ControlServer | None = None
+        self.admin: AdminServer | None = None
+
+    # ================================================================== boot
+
+    def run(self) -> int:
+        """Boot, loop until stopped; returns the process exit code."""
+        self._install_signals()
+        try:
+            self._boot()
+        except (PavisError, ShmError) as exc:
+            log.error("boot failed: %s", exc)
+            self._cleanup()
+            return 1
+        try:
+            code = self._loop()
+        finally:
+            self._cleanup()
+        return code
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
+            # The handler does nothing: the byte on the wakeup fd carries the signal.
+            signal.signal(sig, lambda s, f: None)
+
+    def _boot(self) -> None:
+        data, source = self._initial_artifact()
+        header, model = read(data)
+        checksum = self.store.put(data)
+        self.listeners = bind_listeners(model.listeners)
+        self.publisher = Publisher(self.opts.name)
+        number = self.publisher.publish(data)
+        self.publisher.activate(number)
+        gen = Generation(number, checksum, source, model)
+        self.current = self.generations[number] = gen
+        self.control = ControlServer(self.opts.control, self.handle_request)
+        if isinstance(model.admin, Admin):
+            self.admin = AdminServer(bind(model.admin.host, model.admin.port, "admin"), self)
+        for slot in self.slots:
+            self._spawn(slot)
+        self.control.start()
+        if self.admin:
+            self.admin.start()
+        self._record("boot", source, ACCEPTED, number, checksum, "")
+        log.info(
+            "serving generation %d (%s) from %s with %d workers; control %s",
+            number, checksum, source, len(self.slots), self.opts.control,
+        )  # fmt: skip
+
+    def _initial_artifact(self) -> tuple[bytes, str]:
+        if self.opts.source:
+            return load(self.opts.source), self.opts.source
+        lkg = self.store.last_known_good()
+        if not lkg:
+            raise PavisError(
+                f"no config given and no last-known-good artifact in {self.opts.state_dir}"
+            )
+        return self.store.get(lkg), f"last-known-good {lkg}"
+
+    # ================================================================== loop
+
+    def _loop(self) -> int:
+        while not self.stopping:
+            for sig in self._wait(0.25):
+                handler = getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}", None)
+                if handler is not None:
+                    handler()
+                if self.stopping:
+                    break
+            if self.stopping:
+                break
+            self.handle_chld()
+            self._maintain()
+            self._check_heartbeats()
+            self._check_ready()
+        return self._stop()
+
+    def _wait(self, timeout: float) -> list[int]:
+        try:
+            readable, _, _ = select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:
+            readable = [self._wake_r]
+        if not readable:
+            return []
+        try:
+            return list(os.read(self._wake_r, 4096))
+        except BlockingIOError:
+            return []
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: reloading from %s", self.opts.source or "(no config path)")
+        threading.Thread(target=self._reload_quietly, name="sighup-reload", daemon=True).start()
+
+    def _reload_quietly(self) -> None:
+        try:
+            answer = self.reload(None, wait=True, timeout=DEFAULT_WAIT)
+            log.info("SIGHUP reload: %s", answer)
+        except PavisError as exc:
+            log.error("SIGHUP reload rejected: %s", exc)
+
+    def handle_term(self) -> None:
+        log.info("SIGTERM: graceful stop")
+        self.stopping = True
+        self._stop_signal = signal.SIGTERM
+
+    def handle_int(self) -> None:
+        log.info("SIGINT: graceful stop")
+        self.stopping = True
+        self._stop_signal = signal.SIGTERM
+
+    def handle_quit(self) -> None:
+        log.info("SIGQUIT: immediate stop")
+        self.stopping = True
+        self._stop_signal = signal.SIGQUIT
+
+    def handle_chld(self) -> None:
+        now = time.monotonic()
+        for pid, status in wk.reap():
+            for slot in self.slots:
+                if slot.pid == pid:
+                    wk.note_exit(slot, status, now)
+                    log.warning("worker %d (slot %d) %s", pid, slot.index, slot.last_exit)
+                    if slot.boot_failures >= wk.MAX_BOOT_FAILURES and not self.stopping:
+                        self.halt_reason = (
+                            f"slot {slot.index} failed to boot {slot.boot_failures} times "
+                            f"in a row ({slot.last_exit}); not restarting"
+                        )
+                        log.error("halting: %s", self.halt_reason)
+                        self.stopping = True
+                        self._stop_signal = signal.SIGTERM
+                    break
+
+    def _maintain(self) -> None:
+        """Close the shm slots of reaped workers and respawn them when their backoff is over."""
+        due = [s for s in self.slots if not s.alive and (s.needs_close or s.respawn_at)]
+        if not due or self.stopping:
+            return
+        if not self._ops.acquire(blocking=False):
+            return  # a flip is in progress; try again on the next turn
+        try:
+            now = time.monotonic()
+            for slot in due:
+                if slot.needs_close:
+                    assert self.publisher is not None
+                    self.publisher.close_slot(slot.index)
+                    slot.needs_close = False
+                if now >= slot.respawn_at:
+                    slot.restarts += 1
+                    self._spawn(slot)
+        finally:
+            self._ops.release()
+
+    def _spawn(self, slot: wk.Slot) -> None:
+        assert self.publisher is not None
+        with self._ops:
+            notify_fd = self.publisher.open_slot(slot.index)
+            drop_fds = [self._wake_r, self._wake_w]
+            drop_socks = []
+            if self.control is not None:
+                drop_fds += self.control.child_fds()[1:]
+                drop_socks.append(self.control.sock)
+            if self.admin is not None:
+                drop_socks.append(self.admin.socket)
+            slot.pid = wk.spawn(
+                self.opts.name, slot.index, notify_fd, self.listeners, drop_fds, drop_socks
+            )
+            slot.started = time.monotonic()
+            slot.started_wall = time.time()
+            slot.respawn_at = 0.0
+            slot.notify_fd = notify_fd
+        log.info("worker %d started in slot %d", slot.pid, slot.index)
+
+    def _check_heartbeats(self) -> None:
+        assert self.publisher is not None
+        now, wall = time.monotonic(), time.time()
+        infos = {i.slot: i for i in self.publisher.slots()}
+        for slot in self.slots:
+            info = infos.get(slot.index)
+            if not slot.alive or info is None or now - slot.started < BOOT_GRACE:
+                continue
+            beat = max(info.heartbeat, slot.started_wall)
+            if wall - beat > HEARTBEAT_TIMEOUT:
+                log.error(
+                    "worker %d (slot %d) is hung: no heartbeat for %.1f s; killing it",
+                    slot.pid, slot.index, wall - beat,
+                )  # fmt: skip
+                wk.kill(slot.pid, signal.SIGKILL)
+
+    def _check_ready(self) -> None:
+        if not self.ready_announced and self.ready():
+            self.ready_announced = True
+            assert self.current is not None
+            self.store.mark_good(self.current.checksum)
+            notify("READY=1", self._status_line())
+            log.info("ready: every worker serves generation %d", self.current.number)
+
+    def ready(self) -> bool:
+        """Every slot has a live worker that serves the current generation."""
+        if self.current is None or self.publisher is None:
+            return False
+        infos = {i.slot: i for i in self.publisher.slots()}
+        for slot in self.slots:
+            info = infos.get(slot.index)
+            if not slot.alive or info is None or info.generation != self.current.number:
+                return False
+        return True
+
+    def _status_line(self) -> str:
+        cur = self.current
+        if cur is None:
+            return "STATUS=booting"
+        return f"STATUS=generation {cur.number} checksum {cur.checksum} workers {len(self.slots)}"
+
+    # ================================================================== stop
+
+    def _stop(self) -> int:
+        notify("STOPPING=1")
+        sig = getattr(self, "_stop_signal", signal.SIGTERM)
+        pids = {s.pid for s in self.slots if s.alive}
+        drain = STOP_MARGIN
+        if self.current is not None:
+            drain += self.current.model.limits.drain_timeout_ms / 1000
+        if sig == signal.SIGQUIT:
+            drain = 1.0
+        for pid in pids:
+            wk.kill(pid, sig)
+        left = wk.wait_all(pids, time.monotonic() + drain)
+        for pid in left:
+            log.warning("worker %d did not stop in %.1f s; killing it", pid, drain)
+            wk.kill(pid, signal.SIGKILL)
+        wk.wait_all(left, time.monotonic() + 5)
+        for slot in self.slots:
+            slot.pid = 0
+        if self.halt_reason:
+            log.error("stopped: %s", self.halt_reason)
+            return 1
+        log.info("stopped")
+        return 0
+
+    def _cleanup(self) -> None:
+        signal.set_wakeup_fd(-1)
+        if self.control is not None:
+            self.control.close()
+        if self.admin is not None:
+            self.admin.close()
+        for sock in self.listeners.values():
+            sock.close()
+        if self.publisher is not None:
+            self.publisher.close(unlink=True)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # ================================================================== control requests
+
+    def handle_request(self, req: dict[str, Any], respond: Respond) -> None:
+        op = req["op"]
+        if op == "status":
+            respond({"ok": True, "status": self.status()})
+        elif op == "history":
+            respond({"ok": True, "history": [e.to_json() for e in self.store.history()]})
+        elif op in ("reload", "rollback"):
+            wait = bool(req.get("wait", True))
+            timeout = float(req.get("timeout") or DEFAULT_WAIT)
+            if op == "reload":
+                path = req.get("path")
+                answer = self.reload(path, wait, timeout, respond)
+            else:
+                to = req.get("to")
+                answer = self.rollback(None if to is None else str(to), wait, timeout, respond)
+            respond({"ok": True, **answer})
+        else:
+            respond(refusal("usage", f"unknown op {op!r}", 2))
+
+    def reload(
+        self, path: str | None, wait: bool, timeout: float, respond: Respond | None = None
+    ) -> dict[str, Any]:
+        """Load, check, store and flip to a config or artifact; all-or-nothing."""
+        source = path or self.opts.source
+        with self._ops:
+            self._check_running()
+            notify("RELOADING=1", monotonic_usec())
+            try:
+                if not source:
+                    raise self._reject(
+                        "reload", "", "no config path: this supervisor booted from last-known-good"
+                    )
+                try:
+                    data = load(source)
+                    header, model = read(data)
+                except PavisError as exc:
+                    raise self._reject("reload", source, str(exc)) from None
+                return self._flip("reload", source, data, header.checksum, model, wait, timeout, respond)
+            finally:
+                notify("READY=1", self._status_line())
+
+    def rollback(
+        self, to: str | None, wait: bool, timeout: float, respond: Respond | None = None
+    ) -> dict[str, Any]:
+        """Flip to the previous (or a named) generation without compiling anything."""
+        with self._ops:
+            self._check_running()
+            assert self.current is not None
+            checksum = self._rollback_target(to)
+            source = f"rollback to {checksum}"
+            notify("RELOADING=1", monotonic_usec())
+            try:
+                try:
+                    data = self.store.get(checksum)
+                    _, model = read(data)
+                except PavisError as exc:
+                    raise self._reject("rollback", source, str(exc)) from None
+                return self._flip("rollback", source, data, checksum, model, wait, timeout, respond)
+            finally:
+                notify("READY=1", self._status_line())
+
+    def _rollback_target(self, to: str | None) -> str:
+        assert self.current is not None
+        entries = [e for e in self.store.history() if e.outcome == ACCEPTED and e.checksum]
+        if to is None:
+            for e in reversed(entries):
+                if e.checksum != self.current.checksum:
+                    return e.checksum
+            raise self._reject("rollback", "rollback", "no previous generation to roll back to")
+        if to.isdigit() and len(to) <= 9:
+            number = int(to)
+            if number in self.generations:
+                return self.generations[number].checksum
+            mine = [e for e in entries if e.generation == number and e.boot == self.boot_id]
+            other = [e for e in entries if e.generation == number]
+            found = mine or other
+            if not found:
+                raise self._reject("rollback", "rollback", f"no accepted generation {number} in history")
+            return found[-1].checksum
+        try:
+            return self.store.resolve(to)
+        except PavisError as exc:
+            raise self._reject("rollback", "rollback", str(exc)) from None
+
+    def _flip(
+        self,
+        op: str,
+        source: str,
+        data: bytes,
+        checksum: str,
+        model: Model,
+        wait: bool,
+        timeout: float,
+        respond: Respond | None,
+    ) -> dict[str, Any]:
+        """Make ``data`` current on every worker, or on none (the caller holds ``_ops``)."""
+        assert self.current is not None and self.publisher is not None
+        t0 = time.monotonic()
+        old = self.current
+        if checksum == old.checksum:
+            self._record(op, source, UNCHANGED, old.number, checksum, "")
+            return self._answer(old, UNCHANGED, t0)
+        changed = listeners_changed(old.model, model)
+        if changed:
+            raise self._reject(op, source, changed, checksum)
+        self.store.put(data)
+        # A generation still in shm with the same bytes is flipped to, not republished.
+        target = next((g for g in self.generations.values() if g.checksum == checksum), None)
+        if target is None or target.number not in self.publisher.retained():
+            number = self.publisher.publish(data)
+            target = Generation(number, checksum, source, model)
+            self.generations[number] = target
+        self.publisher.activate(target.number)
+        self.current = target
+        if not wait and respond is not None:
+            respond({"ok": True, **self._answer(target, "activated", t0)})
+        try:
+            self.publisher.wait_acked(target.number, timeout)
+            self._check_digests(target)
+        except (WorkerRejected, AckTimeout, ShmError) as exc:
+            self._flip_back(old)
+            outcome = TIMEOUT if isinstance(exc, AckTimeout) else REJECTED
+            reason = f"{exc}; every worker flipped back to generation {old.number}"
+            self._record(op, source, outcome, target.number, checksum, reason)
+            self._forget_unused()
+            if outcome == TIMEOUT:
+                raise WaitTimeout(reason) from None
+            raise ControlError(reason) from None
+        self.store.mark_good(checksum)
+        self._record(op, source, ACCEPTED, target.number, checksum, "")
+        self._forget_unused()
+        log.info("%s: generation %d (%s) from %s", op, target.number, checksum, source)
+        return self._answer(target, ACCEPTED, t0)
+
+    def _check_digests(self, target: Generation) -> None:
+        assert self.publisher is not None
+        want = bytes.fromhex(target.checksum)
+        for info in self.publisher.slots():
+            if info.pid and info.generation == target.number and info.digest != want:
+                raise ShmError(
+                    "digest_mismatch",
+                    f"slot {info.slot} (pid {info.pid}) acknowledged generation "
+                    f"{target.number} with checksum {info.digest.hex()}",
+                )
+
+    def _flip_back(self, old: Generation) -> None:
+        assert self.publisher is not None
+        self.publisher.activate(old.number)
+        self.current = old
+        try:
+            self.publisher.wait_acked(old.number, DEFAULT_WAIT)
+        except ShmError as exc:
+            log.error("flip back to generation %d incomplete: %s", old.number, exc)
+
+    def _forget_unused(self) -> None:
+        assert self.publisher is not None
+        self.publisher.collect()
+        retained = set(self.publisher.retained())
+        for number in list(self.generations):
+            if number not in retained:
+                del self.generations[number]
+        if self.reloads.get(ACCEPTED, 0) % 32 == 0:
+            self.store.prune()
+
+    def _answer(self, gen: Generation, outcome: str, t0: float) -> dict[str, Any]:
+        return {
+            "outcome": outcome,
+            "generation": gen.number,
+            "checksum": gen.checksum,
+            "source": gen.source,
+            "workers": len(self.slots),
+            "elapsed_ms": round((time.monotonic() - t0) * 1000, 1),
+        }
+
+    def _reject(self, op: str, source: str, reason: str, checksum: str = "") -> ControlError:
+        self._record(op, source, REJECTED, 0, checksum, reason)
+        return ControlError(reason)
+
+    def _record(
+        self, op: str, source: str, outcome: str, number: int, checksum: str, reason: str
+    ) -> None:
+        if op != "boot":
+            self.reloads[outcome] = self.reloads.get(outcome, 0) + 1
+        self.store.record(
+            Entry(time.time(), op, source, outcome, number, checksum, reason, self.boot_id)
+        )
+
+    def _check_running(self) -> None:
+        if self.stopping:
+            raise ControlError("the supervisor is stopping")
+
+    # ================================================================== status
+
+    def status(self) -> dict[str, Any]:
+        cur = self.current
+        infos = {i.slot: i for i in self.publisher.slots()} if self.publisher else {}
+        now, wall = time.monotonic(), time.time()
+        workers = []
+        for slot in self.slots:
+            info = infos.get(slot.index)
+            generation = info.generation if info else 0
+            gen = self.generations.get(generation)
+            workers.append(
+                {
+                    "slot": slot.index,
+                    "pid": slot.pid or None,
+                    "generation": generation,
+                    "checksum": info.digest.hex() if info and generation else None,
+                    "uptime_s": round(now - slot.started, 1) if slot.alive else None,
+                    "requests": info.requests if info else 0,
+                    "heartbeat_age_s": round(wall - info.heartbeat, 1)
+                    if info and info.heartbeat
+                    else None,
+                    "restarts": slot.restarts,
+                    "last_exit": slot.last_exit or None,
+                    "last_rejection": (
+                        {"generation": info.rejected_generation, "reason": info.reason}
+                        if info and info.rejected_generation
+                        else None
+                    ),
+                    "source": gen.source if gen else None,
+                }
+            )
+        return {
+            "name": self.opts.name,
+            "pid": os.getpid(),
+            "uptime_s": round(now - self.started, 1),
+            "started": _iso(self.started_wall),
+            "config": self.opts.source,
+            "state_dir": self.opts.state_dir,
+            "control": self.opts.control,
+            "generation": cur.number if cur else 0,
+            "checksum": cur.checksum if cur else None,
+            "source": cur.source if cur else None,
+            "ready": self.ready(),
+            "stopping": self.stopping,
+            "retained": sorted(self.generations),
+            "reloads": dict(self.reloads),
+            "workers": workers,
+        }
+
+
+def load(path: str) -> bytes:
+    """A config (compiled and sealed here) or an artifact (verified), as artifact bytes."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            head = f.read(len(MAGIC))
+    except OSError as exc:
+        raise PavisError(f"cannot read {path}: {exc.strerror}") from None
+    if head == MAGIC:
+        data = p.read_bytes()
+        verify(data)
+        return data
+    from pavis.compiler import compile_path  # only configs need the compiler
+
+    return seal(compile_path(p))
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
