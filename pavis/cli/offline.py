@@ -146,14 +146,14 @@ def compile_(config: str, output: str | None) -> None:
     """
     from pavis.store import atomic_write
 
+    target = None if output == "-" else Path(output) if output else _default_output(config)
     data = artifact.seal(_compile(config))
     header = artifact.verify(data)
-    if output == "-":
+    if target is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         click.echo(f"{header.checksum}  -", err=True)
         return
-    target = Path(output) if output else _default_output(config)
     try:
         atomic_write(target, data)
     except OSError as exc:
