@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pavis.compiler import codec, ingest, intent, shape, validate
+from pavis.compiler import codec, ingest, intent, regex, shape, validate
 from pavis.schema import Validated
 
 __all__ = ["compile_path", "compile_source", "compile_text", "json_schema"]
@@ -23,8 +23,11 @@ __all__ = ["compile_path", "compile_source", "compile_text", "json_schema"]
 def compile_source(source: ingest.Source) -> Validated:
     document = ingest.parse(source)
     config = shape.to_intent(document, source.origin)
-    model, problems = codec.build(config, source.base_dir)
-    return validate.validate(model, problems, source.origin)
+    try:
+        model, problems = codec.build(config, source.base_dir)
+        return validate.validate(model, problems, source.origin)
+    finally:
+        regex.clear_cache()
 
 
 def compile_path(path: str | Path) -> Validated:

@@ -102,7 +102,7 @@ class _Codec:
         got = units.split_address(text)
         if isinstance(got, str):
             self.add(path, "invalid_address", got)
-            return text, 0
+            return text, 1  # a placeholder port that draws no second (invalid_port) problem
         return got
 
     def pem(self, file: str, path: str) -> str:

@@ -13,7 +13,9 @@ alternatives (``/a|/b`` → ``/`` + ``[ab]``) and attaches quantifiers to the at
 
 from __future__ import annotations
 
+import functools
 import re
+from re import _compiler as sre_compile  # type: ignore[attr-defined]
 from re import _constants as C  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
@@ -26,11 +28,24 @@ _REPEATS = (C.MAX_REPEAT, C.MIN_REPEAT)
 _PROBES = "0aA_ \n\t-./é~%"
 
 
+@functools.cache
+def _parse(pattern: str) -> Any:
+    """Parse tree of ``pattern`` or the exception parsing raised. The index, the shadow check
+    and the safety check all need it; ``clear_cache`` after each compile bounds the memory."""
+    try:
+        return sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return exc
+
+
+def clear_cache() -> None:
+    _parse.cache_clear()
+
+
 def literal_prefix(pattern: str) -> str:
     """The literal every string that fully matches ``pattern`` starts with ("" if none)."""
-    try:
-        parsed = sre_parse.parse(pattern)
-    except (re.error, RecursionError, OverflowError):
+    parsed = _parse(pattern)
+    if isinstance(parsed, Exception):
         return ""
     if parsed.state.flags & re.IGNORECASE:
         return ""
@@ -49,9 +64,11 @@ def problem(pattern: str) -> tuple[str, str] | None:
     """``(constraint, message)`` if ``pattern`` is rejected, else None."""
     if len(pattern) > MAX_PATTERN:
         return "unsafe_regex", f"pattern is {len(pattern)} characters; the limit is {MAX_PATTERN}"
+    parsed = _parse(pattern)
     try:
-        re.compile(pattern)
-        parsed = sre_parse.parse(pattern)
+        if isinstance(parsed, Exception):
+            raise parsed
+        sre_compile.compile(parsed)  # what re.compile does after parsing (look-behind widths...)
     except re.error as exc:
         return "invalid_regex", f"invalid regex: {exc}"
     except (RecursionError, OverflowError):

@@ -28,6 +28,8 @@ from pavis.schema import (
     Redirect,
     Retry,
     Route,
+    ServerTls,
+    UpstreamTls,
     Validated,
     VirtualHost,
 )
@@ -92,6 +94,9 @@ def _listeners(model: Model, out: list[Problem]) -> None:
     for i, lst in enumerate(model.listeners):
         path = f"$.listeners[{i}]"
         _port(f"{path}.address", lst.port, out)
+        if isinstance(lst.tls, ServerTls):
+            _pem(f"{path}.tls.cert", lst.tls.cert_pem, "CERTIFICATE", out)
+            _pem(f"{path}.tls.key", lst.tls.key_pem, "PRIVATE KEY", out)
         binds.append((f"{path}.address", lst.host, lst.port))
     _unique(((f"$.listeners[{i}].name", lst.name) for i, lst in enumerate(model.listeners)), out)
     if isinstance(model.admin, Admin):
@@ -114,6 +119,12 @@ def _listeners(model: Model, out: list[Problem]) -> None:
                 )
                 break
         by_port.setdefault(port, []).append((path, host))
+
+
+def _pem(path: str, text: str, kind: str, out: list[Problem]) -> None:
+    # An empty text means the file was unreadable, already reported by the codec.
+    if text and not re.search(rf"-----BEGIN [A-Z ]*{kind}-----", text):
+        out.append(Problem(path, "invalid_pem", f"the file holds no PEM {kind}"))
 
 
 def _limits(model: Model, out: list[Problem]) -> None:
@@ -160,6 +171,12 @@ def _cluster(path: str, c: Cluster, out: list[Problem]) -> None:
             )
         if not hc.expected_statuses:
             out.append(Problem(f"{hp}.expected_statuses", "empty_list", "no passing status"))
+    if isinstance(c.tls, UpstreamTls):
+        _pem(f"{path}.tls.ca", c.tls.ca_pem, "CERTIFICATE", out)
+        if c.tls.sni and _domain_problem(c.tls.sni):
+            out.append(
+                Problem(f"{path}.tls.sni", "invalid_domain", f"{c.tls.sni!r} is not a host name")
+            )
     if isinstance(c.outlier, Outlier):
         _range(
             f"{path}.outlier.consecutive_failures", c.outlier.consecutive_failures, 1, 10_000, out
