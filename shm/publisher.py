@@ -20,7 +20,10 @@ from shm import control, lock, names, segment
 from shm.control import SlotInfo
 from shm.errors import AckTimeout, ShmError, WorkerRejected
 
-_POLL = 0.001  # wait_acked polls the slots this often (1 ms: flips are latency-critical)
+# wait_acked polls the slots, first every 50 µs (an ack usually lands within a millisecond),
+# backing off to every 1 ms: flips are latency-critical, long waits need not burn a core.
+_POLL_FIRST = 0.00005
+_POLL_MAX = 0.001
 
 
 class Publisher:
@@ -133,6 +136,7 @@ class Publisher:
         """
         wanted = sorted(self._pipes) if slots is None else sorted(set(slots))
         deadline = time.monotonic() + timeout
+        pause = _POLL_FIRST
         while True:
             missing = []
             for slot in wanted:
@@ -150,7 +154,8 @@ class Publisher:
                 return
             if time.monotonic() >= deadline:
                 raise AckTimeout(generation, missing)
-            time.sleep(_POLL)
+            time.sleep(pause)
+            pause = min(pause * 1.5, _POLL_MAX)
 
     # ------------------------------------------------------------------ slots
 

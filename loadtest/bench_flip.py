@@ -1,0 +1,302 @@
+"""Flip latency (publish → every worker acknowledged), idle CPU and private memory of workers.
+
+Owns: a supervisor loop over ``shm.Publisher`` and forked worker processes that do on each flip
+what a pavis worker does — open the segment through ``shm.Subscriber``, verify and decode the
+artifact, build state, switch, acknowledge — in one of several strategies, so that their costs
+can be compared:
+
+- ``shm``       open + segment checksum + ack; no artifact work (the floor shm itself sets)
+- ``eager``     ``artifact.read`` (verify + decode every route), swap, ack — the old table is
+                freed by the swap, i.e. *before* the ack (the naive worker)
+- ``eager-late``as ``eager`` but the old table is dropped only after the ack
+- ``lazy``      ``artifact.verify`` + decode with a mirror Model whose routes stay
+                ``msgspec.Raw`` (views into the read-only mapping, decoded on first use), ack,
+                then free the old generation
+
+Workers wait cooperatively with gevent's select on the notify descriptor plus a 200 ms poll,
+as the real runtime does. Between flips the supervisor pauses long enough for workers to finish
+freeing, so each sample is one flip on an otherwise idle system (reloads are rare).
+Must not: assert anything. It prints figures (docs/bench/flip.md); tests never time things.
+
+Run:  python -m loadtest.bench_flip [--sizes 10,1000,10000,100000] [--workers 2,4]
+                                    [--variants shm,eager,eager-late,lazy] [--idle 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+import traceback
+import uuid
+from typing import Any
+
+import msgspec
+
+from loadtest import procstat
+from loadtest.bench_compile import config
+from pavis import artifact
+from pavis.compiler import compile_text
+from pavis.errors import ArtifactError
+from pavis.schema import (
+    AccessLog,
+    AccessLogOff,
+    Admin,
+    AdminOff,
+    Cluster,
+    DomainIndex,
+    Limits,
+    Listener,
+    Route,
+    VirtualHost,
+)
+from shm import Publisher, Segment, ShmError, Subscriber
+
+VARIANTS = ("shm", "eager", "eager-late", "lazy")
+FLIPS = {10: 200, 1000: 200, 10_000: 100, 100_000: 10}
+POLL_S = 0.2
+
+
+# ------------------------------------------------------------------ lazy decoding (the helper)
+
+
+class LazyModel(msgspec.Struct, frozen=True, gc=False, array_like=True, forbid_unknown_fields=True):
+    """``schema.Model`` field by field (array_like decodes by position), except that each route
+    stays encoded: ``msgspec.Raw`` is a view into the buffer decoded from — here the read-only
+    shm mapping, which it keeps alive."""
+
+    format_version: int
+    listeners: tuple[Listener, ...]
+    admin: AdminOff | Admin
+    limits: Limits
+    access_log: AccessLogOff | AccessLog
+    clusters: tuple[Cluster, ...]
+    virtual_hosts: tuple[VirtualHost, ...]
+    domains: DomainIndex
+    routes: tuple[msgspec.Raw, ...]
+
+
+LAZY_DECODER = msgspec.msgpack.Decoder(LazyModel)
+ROUTE_DECODER = msgspec.msgpack.Decoder(Route)
+
+
+class LazyRoutes:
+    """A ``Sequence[Route]`` for ``pavis.lookup``: each route decoded on first use, then cached."""
+
+    __slots__ = ("_cache", "_raw")
+
+    def __init__(self, raw: tuple[msgspec.Raw, ...]) -> None:
+        self._raw = raw
+        self._cache: list[Route | None] = [None] * len(raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, i: int) -> Route:
+        route = self._cache[i]
+        if route is None:
+            route = self._cache[i] = ROUTE_DECODER.decode(self._raw[i])
+        return route
+
+
+def load_lazy(data: memoryview) -> tuple[artifact.Header, LazyModel, LazyRoutes]:
+    header = artifact.verify(data)  # size, header, checksum of the whole payload
+    model = LAZY_DECODER.decode(data[artifact.HEADER_SIZE :])
+    return header, model, LazyRoutes(model.routes)
+
+
+# ------------------------------------------------------------------ the worker
+
+
+def build(variant: str, seg: Segment) -> tuple[bytes, Any, Segment | None]:
+    """(digest to ack, new state, segment to keep mapped or None)."""
+    if variant == "shm":
+        return seg.digest, None, seg
+    if variant in ("eager", "eager-late"):
+        header, model = artifact.read(seg.data)
+        state = (model, {c.name: c for c in model.clusters})
+        seg.close()  # a full decode copies everything: the mapping is no longer needed
+        return header.digest, state, None
+    header, lazy, routes = load_lazy(seg.data)
+    return header.digest, (lazy, routes, {c.name: c for c in lazy.clusters}), seg
+
+
+def worker(name: str, slot: int, notify_fd: int, variant: str) -> None:
+    from gevent import select as gselect  # gevent only after fork, as in workers/
+
+    sub = Subscriber(name, slot, notify_fd)
+    served = 0
+    state: Any = None
+    seg: Segment | None = None
+    while True:
+        gselect.select([notify_fd], [], [], POLL_S)
+        sub.clear()
+        generation = sub.current()
+        if not generation or generation == served:
+            continue
+        try:
+            new_seg = sub.open(generation)
+            digest, new_state, keep = build(variant, new_seg)
+        except (ShmError, ArtifactError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            sub.reject(generation, str(exc))
+            served = generation
+            continue
+        if variant == "eager":
+            state, seg_old = new_state, seg  # the swap frees the old table right here
+            seg = keep
+            sub.ack(generation, digest)
+        else:
+            old_state, seg_old = state, seg
+            state, seg = new_state, keep
+            sub.ack(generation, digest)
+            del old_state  # freed after the ack: off the flip's critical path
+        if seg_old is not None:
+            seg_old.close()
+        served = generation
+
+
+def fork_worker(name: str, slot: int, notify_fd: int, variant: str) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            worker(name, slot, notify_fd, variant)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+# ------------------------------------------------------------------ the supervisor loop
+
+
+def cpu_ns(pid: int) -> int:
+    """Time ``pid`` spent on a CPU, in ns (/proc/PID/schedstat: finer than utime+stime ticks)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(
+    data: bytes, routes: int, workers: int, variant: str, flips: int, idle_s: float
+) -> dict[str, Any]:
+    name = f"bench{os.getpid()}x{uuid.uuid4().hex[:8]}"
+    pub = Publisher(name, slots=workers)
+    pids: list[int] = []
+    try:
+        first = pub.publish(data)
+        pub.activate(first)
+        for slot in range(workers):
+            pids.append(fork_worker(name, slot, pub.open_slot(slot), variant))
+        pub.wait_acked(first, 300)
+        samples: list[float] = []
+        for _ in range(flips):
+            # Let workers finish freeing the previous table: each sample is a flip on a quiet box.
+            time.sleep(0.02 + 2 * (samples[-1] if samples else 0.05))
+            t0 = time.perf_counter()
+            generation = pub.publish(data)
+            pub.activate(generation)
+            pub.wait_acked(generation, 300)
+            samples.append(time.perf_counter() - t0)
+            pub.collect()
+        time.sleep(0.2 + 2 * samples[-1])
+        private = [procstat.private_bytes(p) for p in pids]
+        rss = [procstat.rss_bytes(p) for p in pids]
+        idle: list[float] = []
+        idle_ticks: list[float] = []
+        if idle_s:
+            before = [cpu_ns(p) for p in pids]
+            ticks = [procstat.cpu_seconds(p) for p in pids]
+            time.sleep(idle_s)
+            idle = [(cpu_ns(p) - b) / 1e7 / idle_s for p, b in zip(pids, before, strict=True)]
+            idle_ticks = [
+                (procstat.cpu_seconds(p) - t) * 100 / idle_s
+                for p, t in zip(pids, ticks, strict=True)
+            ]
+        return {
+            "routes": routes,
+            "artifact_bytes": len(data),
+            "workers": workers,
+            "variant": variant,
+            "flips": flips,
+            "median_ms": statistics.median(samples) * 1000,
+            "p99_ms": pct(samples, 0.99) * 1000,
+            "max_ms": max(samples) * 1000,
+            "private_mb": statistics.median(private) / 2**20,
+            "rss_mb": statistics.median(rss) / 2**20,
+            "idle_cpu_pct": max(idle) if idle else None,  # schedstat, worst worker
+            "idle_cpu_ticks_pct": max(idle_ticks) if idle else None,  # utime+stime, worst worker
+        }
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        pub.close()
+
+
+def artifact_of(routes: int) -> bytes:
+    validated = compile_text(json.dumps(config(routes)), "json", origin=f"<bench {routes}>")
+    return artifact.seal(validated)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10,1000,10000,100000")
+    parser.add_argument("--workers", default="2,4")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--flips", type=int, default=0, help="per run (default: by size)")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=10.0,
+        help="seconds of idle CPU measurement (lazy, 2 workers, largest size)",
+    )
+    parser.add_argument("--json", action="store_true", help="print rows as JSON lines too")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    counts = [int(x) for x in args.workers.split(",")]
+    variants = args.variants.split(",")
+    print(f"# {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
+    print(
+        f"{'routes':>7} {'bytes':>9} {'wk':>2} {'variant':<10} {'flips':>5} {'median':>8} "
+        f"{'p99':>8} {'max':>8} {'private':>8} {'rss':>7} {'idle cpu':>8}",
+        flush=True,
+    )
+    for routes in sizes:
+        data = artifact_of(routes)
+        gc.collect()
+        for workers in counts:
+            for variant in variants:
+                idle = (
+                    args.idle
+                    if (workers == counts[0] and variant == variants[-1] and routes == sizes[-1])
+                    else 0.0
+                )
+                row = run(data, routes, workers, variant, args.flips or FLIPS.get(routes, 50), idle)
+                cpu = "" if row["idle_cpu_pct"] is None else f"{row['idle_cpu_pct']:.4f}%"
+                print(
+                    f"{routes:>7} {len(data):>9} {workers:>2} {variant:<10} {row['flips']:>5} "
+                    f"{row['median_ms']:>6.1f}ms {row['p99_ms']:>6.1f}ms {row['max_ms']:>6.1f}ms "
+                    f"{row['private_mb']:>6.1f}MB {row['rss_mb']:>5.1f}MB {cpu:>8}",
+                    flush=True,
+                )
+                if args.json:
+                    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
