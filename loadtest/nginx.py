@@ -58,16 +58,27 @@ def static_conf(prefix: Path, port: int, workers: int = 1, body: str = "ok\\n") 
 
 
 def proxy_conf(
-    prefix: Path, port: int, upstream_port: int, workers: int = 2, include: str | None = None
+    prefix: Path,
+    port: int,
+    upstream_port: int,
+    workers: int = 2,
+    include: str | None = None,
+    routes: int = 0,
 ) -> str:
     """nginx as the reverse proxy under test, doing the same work as the pavis bench config.
 
     Three virtual hosts; the catch-all one forwards ``/`` with upstream keep-alive (pool of 32),
     HTTP/1.1 to the upstream, a request header set and a response header removed and added —
     the same header operations the pavis configuration asks for. ``include`` names a file
-    included inside the catch-all server (the reload benchmark swaps it).
+    included inside the catch-all server (the reload benchmark swaps it). ``routes`` adds that
+    many exact locations (``/r/N``), like the pavis config's extra routes.
     """
     extra = f"        include {include};\n" if include else ""
+    extra += "".join(
+        f"        location = /r/{i} {{ proxy_pass http://backend; proxy_http_version 1.1; "
+        f'proxy_set_header Connection ""; }}\n'
+        for i in range(routes)
+    )
     body = f"""\
     upstream backend {{
         server 127.0.0.1:{upstream_port};

@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from loadtest import procstat
 
@@ -218,6 +218,15 @@ class Pavis:
             [*pavctl_argv(), *args, "--control", str(self.control)],
             capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO,
         )  # fmt: skip
+
+    def control_request(self, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        """The control-socket exchange ``pavctl`` makes, without starting a Python process.
+
+        Returns the raw answer (refusals included: ``ok`` false, ``reason``).
+        """
+        from pavis.control_client import exchange
+
+        return exchange(str(self.control), payload, timeout)
 
     def stop(self) -> None:
         if self.proc is not None:
