@@ -133,7 +133,9 @@ class Store:
             raise StoreError(f"no stored artifact {full}") from None
         header = verify(data)
         if header.checksum != full:
-            raise ArtifactError("checksum_mismatch", f"stored file {full}.pvs holds {header.checksum}")
+            raise ArtifactError(
+                "checksum_mismatch", f"stored file {full}.pvs holds {header.checksum}"
+            )
         return data
 
     def resolve(self, checksum: str) -> str:

@@ -88,7 +88,9 @@ def test_last_known_good(tmp_path: Path) -> None:
     assert Store(tmp_path).last_known_good() == checksum  # survives a new instance
 
 
-def test_history_is_bounded_and_survives_reopen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_history_is_bounded_and_survives_reopen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pavis.store as store_mod
 
     monkeypatch.setattr(store_mod, "HISTORY_LIMIT", 5)

@@ -92,7 +92,9 @@ def metrics(status: dict[str, Any]) -> str:
         "# TYPE pavis_reloads_total counter",
     ]
     for outcome in ("accepted", "rejected", "timeout", "unchanged"):
-        lines.append(f'pavis_reloads_total{{result="{outcome}"}} {status["reloads"].get(outcome, 0)}')
+        lines.append(
+            f'pavis_reloads_total{{result="{outcome}"}} {status["reloads"].get(outcome, 0)}'
+        )
     lines += [
         "# HELP pavis_worker_requests_total Requests served by each worker process.",
         "# TYPE pavis_worker_requests_total counter",

@@ -254,20 +254,25 @@ class Arbiter:
         log.info("worker %d started in slot %d", slot.pid, slot.index)
 
     def _check_heartbeats(self) -> None:
+        """SIGKILL a worker whose heartbeat stopped (it is replaced like any dead worker)."""
         assert self.publisher is not None
         now, wall = time.monotonic(), time.time()
         infos = {i.slot: i for i in self.publisher.slots()}
         for slot in self.slots:
             info = infos.get(slot.index)
-            if not slot.alive or info is None or now - slot.started < BOOT_GRACE:
+            if not slot.alive or info is None or info.pid != slot.pid:
+                if slot.alive and now - slot.started > BOOT_GRACE:
+                    self._kill_hung(slot, f"never attached in {BOOT_GRACE:.0f} s")
                 continue
-            beat = max(info.heartbeat, slot.started_wall)
-            if wall - beat > HEARTBEAT_TIMEOUT:
-                log.error(
-                    "worker %d (slot %d) is hung: no heartbeat for %.1f s; killing it",
-                    slot.pid, slot.index, wall - beat,
-                )  # fmt: skip
-                wk.kill(slot.pid, signal.SIGKILL)
+            if info.heartbeat < slot.started_wall:
+                if now - slot.started > BOOT_GRACE:
+                    self._kill_hung(slot, f"no heartbeat in {BOOT_GRACE:.0f} s since start")
+            elif wall - info.heartbeat > HEARTBEAT_TIMEOUT:
+                self._kill_hung(slot, f"no heartbeat for {wall - info.heartbeat:.1f} s")
+
+    def _kill_hung(self, slot: wk.Slot, why: str) -> None:
+        log.error("worker %d (slot %d) is hung: %s; killing it", slot.pid, slot.index, why)
+        wk.kill(slot.pid, signal.SIGKILL)
 
     def _check_ready(self) -> None:
         if not self.ready_announced and self.ready():
@@ -372,7 +377,9 @@ class Arbiter:
                     header, model = read(data)
                 except PavisError as exc:
                     raise self._reject("reload", source, str(exc)) from None
-                return self._flip("reload", source, data, header.checksum, model, wait, timeout, respond)
+                return self._flip(
+                    "reload", source, data, header.checksum, model, wait, timeout, respond
+                )
             finally:
                 notify("READY=1", self._status_line())
 
@@ -412,7 +419,9 @@ class Arbiter:
             other = [e for e in entries if e.generation == number]
             found = mine or other
             if not found:
-                raise self._reject("rollback", "rollback", f"no accepted generation {number} in history")
+                raise self._reject(
+                    "rollback", "rollback", f"no accepted generation {number} in history"
+                )
             return found[-1].checksum
         try:
             return self.store.resolve(to)

@@ -28,15 +28,18 @@ class _Upstream(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self) -> None:
-        body = json.dumps(
-            {
-                "upstream": f"{UPSTREAM[0]}:{UPSTREAM[1]}",
-                "method": self.command,
-                "path": self.path,
-                "headers": dict(self.headers.items()),
-            },
-            indent=2,
-        ).encode() + b"\n"
+        body = (
+            json.dumps(
+                {
+                    "upstream": f"{UPSTREAM[0]}:{UPSTREAM[1]}",
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers.items()),
+                },
+                indent=2,
+            ).encode()
+            + b"\n"
+        )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

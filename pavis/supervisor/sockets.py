@@ -25,7 +25,9 @@ def listener_key(model: Model) -> tuple[tuple[str, str, int, bool], ...]:
     TLS material (certificates) is per generation data that workers apply; whether a listener
     speaks TLS at all is fixed at boot like its address.
     """
-    key = [(lst.name, lst.host, lst.port, isinstance(lst.tls, ServerTls)) for lst in model.listeners]
+    key = [
+        (lst.name, lst.host, lst.port, isinstance(lst.tls, ServerTls)) for lst in model.listeners
+    ]
     if isinstance(model.admin, Admin):
         key.append(("<admin>", model.admin.host, model.admin.port, False))
     return tuple(sorted(key))

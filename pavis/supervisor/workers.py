@@ -10,6 +10,7 @@ runtime is imported only in the child, after fork.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -85,7 +86,9 @@ def spawn(
             _close(s.detach())
         for fd in drop:
             _close(fd)
-        from workers.main import run  # type: ignore[import-not-found,unused-ignore]  # the runtime (and gevent) only ever load here
+        # The runtime (and gevent) only ever load here, in the child; importlib keeps the
+        # import graph of the supervisor free of it.
+        run = importlib.import_module("workers.main").run
 
         run(name, slot, notify_fd, listeners)
         code = 0

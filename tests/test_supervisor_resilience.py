@@ -1,0 +1,163 @@
+"""The process model under failure: dead, hung and orphaned workers, a killed supervisor,
+and graceful stop. Invariant: whatever dies, the listeners keep answering with the generation
+the supervisor last made current, and nothing of the instance is left in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from tests.helpers_proc import Serve, get, kill_pid, needs_workers, pid_alive, serving, wait_for
+
+pytestmark = needs_workers
+
+
+class Load:
+    """Keep-alive-less GET clients in threads, counting outcomes."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.ok = 0
+        self.failed = 0
+        self.bodies: set[bytes] = set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = get(self.port)
+            except OSError:
+                self.failed += 1
+                continue
+            if status == 200:
+                self.ok += 1
+                self.bodies.add(body)
+            else:
+                self.failed += 1
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
+def test_killed_worker_is_replaced_and_serves_the_current_generation(tmp_path: Path) -> None:
+    with serving(tmp_path, "A") as sv:
+        assert sv.pavctl("reload", str(sv.config("B"))).returncode == 0
+        st = sv.status()
+        victim = st["workers"][0]["pid"]
+        with Load(sv.port) as load:
+            time.sleep(0.5)
+            kill_pid(victim, signal.SIGKILL)
+
+            def replaced() -> bool:
+                w = sv.status()["workers"][0]
+                return bool(w["pid"] and w["pid"] != victim and w["checksum"] == st["checksum"])
+
+            wait_for(replaced, 20, "a replacement worker on the current generation")
+            time.sleep(0.5)
+        assert load.ok > 0 and load.bodies == {b"B"}
+        after = sv.status()
+        assert after["ready"] and after["workers"][0]["restarts"] == 1
+        assert "SIGKILL" in after["workers"][0]["last_exit"]
+        assert {w["checksum"] for w in after["workers"]} == {st["checksum"]}
+
+
+def test_hung_worker_is_killed_and_replaced(tmp_path: Path) -> None:
+    with serving(tmp_path, "A") as sv:
+        victim = sv.status()["workers"][1]["pid"]
+        wait_for(lambda: sv.status()["workers"][1]["heartbeat_age_s"] is not None, 10, "heartbeat")
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: sv.status()["workers"][1]["pid"] not in (None, victim), 30, "replacement"
+            )
+        finally:
+            kill_pid(victim)
+        assert "hung" in sv.logs()
+        sv.wait_ready()
+        assert get(sv.port) == (200, b"A")
+
+
+def test_killed_supervisor_leaves_workers_serving_and_a_new_one_reclaims(tmp_path: Path) -> None:
+    sv = Serve(tmp_path)
+    try:
+        sv.start(sv.config("A"))
+        assert sv.pavctl("reload", str(sv.config("B"))).returncode == 0
+        st = sv.status()
+        assert sv.proc is not None
+        sv.proc.kill()
+        sv.proc.wait()
+        # Orphaned workers keep serving the generation they have.
+        for _ in range(20):
+            assert get(sv.port) == (200, b"B")
+        orphans = [w["pid"] for w in st["workers"]]
+        assert all(pid_alive(p) for p in orphans)
+        leftovers = sorted(p.name for p in Path("/dev/shm").glob(f"pavis.{sv.name}.*"))
+        assert leftovers, "segments stay while the supervisor is dead"
+        for pid in orphans:
+            kill_pid(pid)
+        wait_for(lambda: not any(pid_alive(p) for p in orphans), 10, "orphans to die")
+        # A new supervisor, same name and state dir, no config: boots the last-known-good.
+        sv.start(None)
+        st2 = sv.status()
+        assert st2["checksum"] == st["checksum"]
+        assert st2["source"] == f"last-known-good {st['checksum']}"
+        assert st2["generation"] > st["generation"]  # names are never reused
+        assert get(sv.port) == (200, b"B")
+        now = {p.name for p in Path("/dev/shm").glob(f"pavis.{sv.name}.*")}
+        assert not {f"pavis.{sv.name}.{g}" for g in st["retained"]} & now  # reclaimed
+        assert sv.history()[-1]["op"] == "boot"
+        assert sv.stop() == 0
+        assert not list(Path("/dev/shm").glob(f"pavis.{sv.name}.*"))
+    finally:
+        sv.cleanup()
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    sv = Serve(tmp_path)
+    try:
+        sv.start(sv.config("A"))
+        pids = [w["pid"] for w in sv.status()["workers"]]
+        assert sv.stop(signal.SIGTERM) == 0
+        assert not any(pid_alive(p) for p in pids)
+        assert not os.path.exists(sv.control)
+        assert not list(Path("/dev/shm").glob(f"pavis.{sv.name}.*"))
+        assert "stopped" in sv.logs()
+    finally:
+        sv.cleanup()
+
+
+def test_sigquit_stops_at_once(tmp_path: Path) -> None:
+    sv = Serve(tmp_path)
+    try:
+        sv.start(sv.config("A"))
+        pids = [w["pid"] for w in sv.status()["workers"]]
+        assert sv.stop(signal.SIGQUIT) == 0
+        assert not any(pid_alive(p) for p in pids)
+    finally:
+        sv.cleanup()
+
+
+def test_a_second_supervisor_with_the_same_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    with serving(tmp_path / "one") as sv:
+        other = Serve(tmp_path / "two", name=sv.name)
+        try:
+            proc = other.start(other.config("B"), ready=False)
+            assert proc.wait(30) == 1
+            assert "held by a live supervisor" in other.logs()
+        finally:
+            other.stop()
+        assert get(sv.port) == (200, b"A")
