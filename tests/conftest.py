@@ -1,0 +1,53 @@
+"""Fixtures every end-to-end test needs: free ports, unique shm names, test upstreams.
+
+Owns: starting and stopping the test upstream (``tests/upstream.py``) by pid and naming shm
+instances uniquely per test. Topic-specific helpers live in ``tests/helpers_*.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.upstream import Upstream, launch
+
+
+def unique_instance() -> str:
+    """A shm instance name no other test run uses (segments are /pavis.<name>.<gen>)."""
+    return f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def instance_name() -> str:
+    return unique_instance()
+
+
+@pytest.fixture
+def upstreams() -> Iterator[Callable[..., Upstream]]:
+    """Factory: ``upstreams("a")`` starts a test upstream named ``a``; all stop at teardown."""
+    started: list[Upstream] = []
+
+    def start(name: str = "up", workers: int = 1) -> Upstream:
+        up = launch(name, workers=workers)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.stop()
+
+
+@pytest.fixture
+def upstream(upstreams: Callable[..., Upstream]) -> Upstream:
+    """One test upstream named ``up``."""
+    return upstreams("up")

@@ -1,0 +1,176 @@
+"""Run real workers (``workers.main.run`` in forked children) against a test Publisher.
+
+Owns: the worker harness of the data-plane tests — a listener bound by the test, a shm
+Publisher with a unique instance name, forked workers, generation flips, and cleanup by pid
+and by unlinking every segment of the instance. Also small raw-HTTP client helpers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from pavis import artifact
+from pavis.compiler import compile_text
+from shm import Publisher
+
+
+def seal_yaml(text: str) -> bytes:
+    return artifact.seal(compile_text(text, "yaml"))
+
+
+def config(port: int, body: str, limits: str = "", extra: str = "") -> str:
+    """A config with listener ``public`` on ``port``; ``body`` is YAML text placed after it
+    (clusters, virtual_hosts...)."""
+    lim = f"limits: {{{limits}}}\n" if limits else ""
+    return (
+        f'version: 1\nlisteners:\n  - {{name: public, address: "127.0.0.1:{port}"}}\n'
+        f"{lim}{extra}{body}"
+    )
+
+
+def one_cluster(port: int, up_address: str, route_extra: str = "", cluster_extra: str = "",
+                limits: str = "", extra: str = "") -> str:
+    """Everything on ``/`` forwards to one upstream."""
+    body = f"""clusters:
+  - name: c
+    endpoints: ["{up_address}"]
+{cluster_extra}virtual_hosts:
+  - name: main
+    domains: ["*"]
+    routes:
+      - name: all
+        match: {{prefix: /}}
+        forward: {{cluster: c, timeout: 5s}}
+{route_extra}"""
+    return config(port, body, limits, extra)
+
+
+class Workers:
+    """A Publisher, a bound listener and ``n`` forked workers serving it."""
+
+    def __init__(self, name: str, n: int = 1) -> None:
+        self.name = name
+        self.n = n
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.port: int = self.sock.getsockname()[1]
+        self.pub = Publisher(name, slots=8)
+        self.pids: dict[int, int] = {}
+        self.generation = 0
+
+    def start(self, artifact_bytes: bytes, timeout: float = 15.0) -> int:
+        gen = self.pub.publish(artifact_bytes)
+        self.pub.activate(gen)
+        for slot in range(self.n):
+            self.spawn(slot)
+        self.pub.wait_acked(gen, timeout)
+        self.generation = gen
+        return gen
+
+    def spawn(self, slot: int) -> int:
+        fd = self.pub.open_slot(slot)
+        pid = os.fork()
+        if pid == 0:  # the child never returns into pytest
+            try:
+                from workers.main import run
+
+                run(self.name, slot, fd, {"public": self.sock})
+            finally:
+                os._exit(70)
+        self.pids[slot] = pid
+        return pid
+
+    def flip(self, artifact_bytes: bytes, timeout: float = 15.0) -> int:
+        gen = self.pub.publish(artifact_bytes)
+        self.pub.activate(gen)
+        self.pub.wait_acked(gen, timeout)
+        self.generation = gen
+        return gen
+
+    def wait_exit(self, pid: int, timeout: float = 10.0) -> int | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.01)
+        return None
+
+    def stop(self) -> dict[int, int | None]:
+        codes: dict[int, int | None] = {}
+        for slot, pid in self.pids.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            code = self.wait_exit(pid)
+            if code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                code = self.wait_exit(pid)
+            codes[slot] = code
+        self.pids.clear()
+        return codes
+
+    def close(self) -> None:
+        self.stop()
+        self.pub.close(unlink=True)
+        self.sock.close()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- clients
+
+
+def request(port: int, method: str = "GET", path: str = "/", body: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 10.0
+            ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.headers, data
+    finally:
+        conn.close()
+
+
+def echo(port: int, path: str = "/", **kw: Any) -> tuple[int, http.client.HTTPMessage, Any]:
+    status, headers, data = request(port, path=path, **kw)
+    return status, headers, json.loads(data) if data.startswith(b"{") else data
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = True) -> bytes:
+    """Send raw bytes, return everything the server sends until it closes (or times out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+                if not read_until_close:
+                    break
+        return out
+
+
+def header_pairs(echo_body: dict[str, Any]) -> dict[str, list[str]]:
+    """The upstream's view of request headers: lower-case name → values."""
+    out: dict[str, list[str]] = {}
+    for k, v in echo_body["headers"]:
+        out.setdefault(k.lower(), []).append(v)
+    return out

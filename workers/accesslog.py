@@ -1,0 +1,46 @@
+"""The access log line: one JSON object per request (SPEC §6).
+
+Owns: the field names and their encoding. Must not: open files (``workers.state`` keeps the
+file per generation) or decide whether to log (the artifact does).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from workers.conn import Exchange
+    from workers.http import Request
+    from workers.state import State
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _text(b: bytes | None) -> str:
+    return b.decode("latin-1") if b is not None else ""
+
+
+def line(ex: Exchange, req: Request, state: State, client: str) -> bytes:
+    now = time.time()
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        + f".{int(now * 1000) % 1000:03d}Z",
+        "client": client,
+        "method": _text(req.method),
+        "host": _text(req.host),
+        "path": _text(req.target),
+        "status": ex.status,
+        "route": ex.route,
+        "cluster": ex.cluster,
+        "endpoint": ex.endpoint,
+        "upstream_ms": round(ex.upstream_ms, 3),
+        "total_ms": round((now - req.started) * 1000.0, 3),
+        "bytes": ex.bytes,
+        "request_id": _text(ex.request_id) or _text(req.request_id),
+        "generation": state.generation,
+        "checksum": state.checksum,
+    }
+    return _ENCODER.encode(record) + b"\n"

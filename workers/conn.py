@@ -1,0 +1,208 @@
+"""One client connection: the request loop, routing, and the proxy's own responses.
+
+Owns: capturing the generation a request runs on (``runtime.state`` read once per request),
+route lookup through ``pavis.lookup``, the direct / redirect / 404 responses, mapping
+``HttpError`` to an answer, keep-alive and draining decisions, and the access log call.
+Must not: relay to upstreams (``workers.proxy``) or parse bytes (``workers.http``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import traceback
+
+from pavis.errors import ArtifactError
+from pavis.lookup import find_route
+from workers import accesslog
+from workers.http import ClientGone, ClientReader, HttpError, Request, error_body, simple_response
+from workers.proxy import Abort, forward
+from workers.state import FORWARD, RouteRT, State
+
+DRAIN_MAX = 65536  # unread request bodies up to this size are drained to keep the connection
+
+
+class Runtime:
+    """Worker-wide facts shared by every connection: the serving state and counters."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.requests = 0
+        self.inflight = 0
+        self.retries = 0
+        self.overflows = 0
+        self.draining = False
+        self.conns: set[Connection] = set()
+
+
+class Exchange:
+    """What the access log reports about one request."""
+
+    __slots__ = ("status", "route", "cluster", "endpoint", "upstream_ms", "bytes", "request_id")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.route = ""
+        self.cluster = ""
+        self.endpoint = ""
+        self.upstream_ms = 0.0
+        self.bytes = 0
+        self.request_id = b""
+
+
+class Connection:
+    __slots__ = ("runtime", "sock", "client_ip", "client", "proto", "reader", "busy")
+
+    def __init__(self, runtime: Runtime, sock: socket.socket, addr: object, proto: bytes) -> None:
+        self.runtime = runtime
+        self.sock = sock
+        host = addr[0] if isinstance(addr, tuple) else str(addr)
+        self.client = host
+        self.client_ip = host.encode("latin-1")
+        self.proto = proto
+        self.busy = False
+        self.reader = ClientReader(sock, runtime.state.limits)
+
+    @staticmethod
+    def new_request_id() -> bytes:
+        return os.urandom(16).hex().encode()
+
+    def serve(self) -> None:
+        rt = self.runtime
+        reader = self.reader
+        sock = self.sock
+        limits = rt.state.limits
+        rt.conns.add(self)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while not rt.draining:
+                try:
+                    req = reader.next_request()
+                except HttpError as exc:
+                    self._answer_error(exc, None, keep=False)
+                    break
+                if req is None:
+                    break
+                state = rt.state  # this request runs on this generation, start to end
+                if state.limits is not limits:
+                    limits = state.limits
+                    reader.set_limits(limits)
+                self.busy = True
+                rt.inflight += 1
+                rt.requests += 1
+                try:
+                    keep = self.handle(req, state)
+                finally:
+                    self.busy = False
+                    rt.inflight -= 1
+                reader.finish(req)
+                if not keep:
+                    break
+        except (ClientGone, Abort, OSError):
+            pass
+        finally:
+            rt.conns.discard(self)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def handle(self, req: Request, state: State) -> bool:
+        ex = Exchange()
+        try:
+            keep = self._dispatch(req, state, ex)
+        except HttpError as exc:
+            ex.status = exc.status
+            # Upstream-side failures leave the client connection usable if the request was
+            # read whole; a bad request from the client does not.
+            keep = exc.status >= 500 and req.complete and req.keep_alive
+            keep = self._answer_error(exc, req, keep)
+        except (ClientGone, Abort):
+            ex.status = ex.status or 499
+            keep = False
+        except ArtifactError as exc:
+            ex.status = 500
+            print(f"pavis worker: {exc}", file=sys.stderr)
+            keep = self._answer_error(HttpError(500, "route does not decode"), req, False)
+        except Exception:
+            ex.status = 500
+            traceback.print_exc()
+            keep = self._answer_error(HttpError(500, "internal error"), req, False)
+        log = state.log
+        if log is not None:
+            log.write(accesslog.line(ex, req, state, self.client))
+        return keep
+
+    def _dispatch(self, req: Request, state: State, ex: Exchange) -> bool:
+        target = req.target
+        q = target.find(b"?")
+        if q >= 0:
+            path = target[:q]
+            query = target[q:]
+        else:
+            path = target
+            query = b""
+        vh = state.vhost(req.host or b"")
+        if vh < 0:
+            raise HttpError(404, "no virtual host for this Host")
+        ri = find_route(
+            state.routes,  # type: ignore[arg-type]  # LazyRoutes is a read-only sequence
+            state.vhosts[vh].index,
+            req.method.decode("latin-1"),
+            path.decode("latin-1"),
+            req,  # type: ignore[arg-type]  # Request.get gives the joined lower-case view
+        )
+        if ri < 0:
+            raise HttpError(404, "no route")
+        rt = state.route(ri)
+        ex.route = rt.name
+        if rt.kind == FORWARD:
+            return forward(self, req, rt, path, query, ex)
+        return self._local(req, rt, ex)
+
+    def _settle(self, req: Request) -> bool:
+        """Before a local answer: can the connection outlive the unread request body?"""
+        if req.complete or not req.has_body:
+            return True
+        if req.expect_continue:
+            return False  # 100 Continue was never sent; the client may still send the body
+        if req.chunked or req.content_length - req.body_bytes > DRAIN_MAX:
+            return False
+        try:
+            while self.reader.read_body(req, self.reader.header_timeout):
+                pass
+        except (HttpError, ClientGone, OSError):
+            return False
+        return True
+
+    def _local(self, req: Request, rt: RouteRT, ex: Exchange) -> bool:
+        keep = self._settle(req) and req.keep_alive and not self.runtime.draining
+        parts = [rt.direct_head]
+        if not keep:
+            parts.append(b"Connection: close\r\n")
+        elif req.http10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        head_len = sum(len(p) for p in parts)
+        if req.method != b"HEAD":
+            parts.append(rt.direct_body)
+        data = b"".join(parts)
+        self.sock.settimeout(self.reader.keepalive_timeout)
+        self.sock.sendall(data)
+        ex.status = int(rt.direct_head[9:12])
+        ex.bytes = len(data) - head_len
+        return keep
+
+    def _answer_error(self, exc: HttpError, req: Request | None, keep: bool) -> bool:
+        if keep and req is not None:
+            keep = self._settle(req) and not self.runtime.draining
+        body = error_body(exc.status, exc.detail)
+        head_only = req is not None and req.method == b"HEAD"
+        try:
+            self.sock.settimeout(1.0)
+            self.sock.sendall(
+                simple_response(exc.status, body, keep_alive=keep, head_only=head_only)
+            )
+        except OSError:
+            return False
+        return keep

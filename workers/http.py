@@ -1,0 +1,375 @@
+"""HTTP/1.1 framing toward clients, on httptools: the request reader and response heads.
+
+Owns: reading requests from one client connection under the artifact's ``Limits`` (400, 408,
+413, 414, 431), pipelining (requests parsed ahead wait in order), ``Expect: 100-continue``
+(the proxy answers 100 itself when the body is first pulled, like nginx), the bytes that follow
+an ``Upgrade`` request, and encoding the heads of responses the proxy writes itself.
+Must not: route, proxy, or read anything from the artifact but the limits it is handed.
+
+The reader is pull-based: the handler asks for the next request head, then for body chunks.
+Bytes are read from the socket only when the current request needs them, so at most one
+receive buffer of a pipelined request's body is held in memory.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from http import HTTPStatus
+
+import httptools
+
+from pavis.schema import Limits
+
+RECV = 65536
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+def reason(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")
+
+
+class HttpError(Exception):
+    """The proxy answers the request itself with ``status`` and then closes the connection."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class ClientGone(Exception):
+    """The client closed, reset or stalled its connection; nothing can be answered."""
+
+
+# Request headers the reader looks at; everything else is only collected.
+_HOST = b"host"
+_CONNECTION = b"connection"
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_EXPECT = b"expect"
+_UPGRADE = b"upgrade"
+_XFF = b"x-forwarded-for"
+_XRID = b"x-request-id"
+_VIA = b"via"
+_SPECIAL = frozenset(
+    (_HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT, _UPGRADE, _XFF, _XRID, _VIA)
+)
+
+
+class Request:
+    """One parsed request head plus its body as it arrives."""
+
+    __slots__ = (
+        "target",
+        "method",
+        "http10",
+        "headers",
+        "host",
+        "connection",
+        "content_length",
+        "chunked",
+        "expect_continue",
+        "upgrade",
+        "xff",
+        "via",
+        "request_id",
+        "keep_alive",
+        "headers_done",
+        "complete",
+        "chunks",
+        "body_bytes",
+        "error",
+        "nheaders",
+        "hbytes",
+        "started",
+        "_lower",
+    )
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.method = b""
+        self.http10 = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.host: bytes | None = None
+        self.connection: bytes | None = None  # raw Connection header value(s)
+        self.content_length = -1  # -1 = no Content-Length
+        self.chunked = False
+        self.expect_continue = False
+        self.upgrade: bytes | None = None
+        self.xff: bytes | None = None
+        self.via: bytes | None = None
+        self.request_id: bytes | None = None
+        self.keep_alive = False
+        self.headers_done = False
+        self.complete = False
+        self.chunks: list[bytes] = []
+        self.body_bytes = 0
+        self.error = 0
+        self.nheaders = 0
+        self.hbytes = 0
+        self.started = 0.0
+        self._lower: dict[str, str] | None = None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.content_length > 0
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Mapping-style access for ``pavis.lookup``: lower-case name → joined value."""
+        d = self._lower
+        if d is None:
+            d = {}
+            for k, v in self.headers:
+                key = k.decode("latin-1").lower()
+                val = v.decode("latin-1")
+                old = d.get(key)
+                d[key] = val if old is None else f"{old}, {val}"
+            self._lower = d
+        return d.get(name, default)
+
+
+class ClientReader:
+    """httptools protocol object and pull interface for one client connection."""
+
+    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+        self.sock = sock
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.cur: Request | None = None
+        self.broken = False  # no more bytes are parsed (error or upgrade)
+        self.eof = False
+        self.tail = b""  # bytes after an upgrade request's head: tunnel data
+        self.head_fed = 0
+        self.set_limits(limits)
+
+    def set_limits(self, limits: Limits) -> None:
+        self.max_line = limits.max_request_line
+        self.max_hbytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.max_body = limits.max_body_bytes
+        self.header_timeout = limits.header_timeout_ms / 1000.0
+        self.keepalive_timeout = limits.keepalive_timeout_ms / 1000.0
+        self.max_head = limits.max_request_line + limits.max_header_bytes + 64
+
+    # ------------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        req = Request()
+        req.started = time.time()
+        self.cur = req
+        self.queue.append(req)
+
+    def on_url(self, url: bytes) -> None:
+        req = self.cur
+        assert req is not None
+        req.target += url
+        if len(req.target) + 10 + len(self.parser.get_method()) > self.max_line:
+            raise HttpError(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.cur
+        assert req is not None
+        req.nheaders += 1
+        req.hbytes += len(name) + len(value) + 4
+        if req.nheaders > self.max_headers or req.hbytes > self.max_hbytes:
+            raise HttpError(431, "request header fields too large")
+        req.headers.append((name, value))
+        lname = name.lower()
+        if lname in _SPECIAL:
+            if lname == _HOST:
+                if req.host is not None:
+                    raise HttpError(400, "more than one Host header")
+                req.host = value
+            elif lname == _CONNECTION:
+                req.connection = value if req.connection is None else req.connection + b"," + value
+            elif lname == _CONTENT_LENGTH:
+                req.content_length = int(value)  # llhttp already checked the syntax
+            elif lname == _TRANSFER_ENCODING:
+                req.chunked = True  # llhttp rejects any coding that does not end in chunked
+            elif lname == _EXPECT:
+                if value.lower() != b"100-continue":
+                    raise HttpError(417, "unsupported expectation")
+                req.expect_continue = True
+            elif lname == _UPGRADE:
+                req.upgrade = value
+            elif lname == _XFF:
+                req.xff = value if req.xff is None else req.xff + b", " + value
+            elif lname == _VIA:
+                req.via = value if req.via is None else req.via + b", " + value
+            else:
+                req.request_id = value
+
+    def on_headers_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        p = self.parser
+        req.method = p.get_method()
+        req.http10 = p.get_http_version() == "1.0"
+        if req.host is None and not req.http10:
+            raise HttpError(400, "missing Host header")
+        if req.content_length > self.max_body:
+            raise HttpError(413, "request body too large")
+        req.keep_alive = p.should_keep_alive()  # final value is set at message complete
+        req.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        req = self.cur
+        assert req is not None
+        req.body_bytes += len(body)
+        if req.body_bytes > self.max_body:
+            raise HttpError(413, "request body too large")
+        req.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        req.complete = True
+        # Only meaningful here (FIELD-NOTES).
+        req.keep_alive = self.parser.should_keep_alive()
+
+    # ------------------------------------------------------------------ feeding
+
+    def _fail(self, status: int) -> None:
+        req = self.cur
+        if req is None or req.complete:
+            req = Request()
+            self.queue.append(req)
+        req.error = status
+        self.broken = True
+
+    def _feed(self, data: bytes) -> None:
+        q = self.queue
+        if not q or not q[-1].headers_done:
+            self.head_fed += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.tail = data[exc.args[0] :]
+            self.broken = True
+        except httptools.HttpParserCallbackError as exc:
+            ctx = exc.__context__
+            self._fail(ctx.status if isinstance(ctx, HttpError) else 400)
+            return
+        except httptools.HttpParserError:
+            self._fail(400)
+            return
+        if q and q[-1].headers_done:
+            self.head_fed = 0
+        elif self.head_fed > self.max_head:
+            cur = self.cur
+            self._fail(414 if cur is None or cur.nheaders == 0 else 431)
+
+    def next_request(self) -> Request | None:
+        """The next request whose head is complete; None when the connection should end
+        quietly (EOF, idle keep-alive timeout). Raises HttpError for a bad head (the caller
+        answers it and closes)."""
+        q = self.queue
+        deadline = 0.0
+        sock = self.sock
+        while True:
+            if q:
+                req = q[0]
+                if req.headers_done:
+                    return req
+                if req.error:
+                    raise HttpError(req.error)
+                if not deadline:
+                    deadline = time.monotonic() + self.header_timeout
+            if self.broken or self.eof:
+                return None
+            if deadline:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise HttpError(408, "request head not received in time")
+            else:
+                timeout = self.keepalive_timeout
+            sock.settimeout(timeout)
+            try:
+                data = sock.recv(RECV)
+            except TimeoutError:
+                if deadline:
+                    raise HttpError(408, "request head not received in time") from None
+                return None
+            except OSError:
+                return None
+            if not data:
+                self.eof = True
+                return None
+            self._feed(data)
+
+    def read_body(self, req: Request, timeout: float) -> bytes:
+        """Next piece of ``req``'s body; b"" once it is complete."""
+        chunks = req.chunks
+        sock = self.sock
+        while True:
+            if chunks:
+                if len(chunks) == 1:
+                    return chunks.pop()
+                data = b"".join(chunks)
+                chunks.clear()
+                return data
+            if req.complete:
+                return b""
+            if req.error:
+                raise HttpError(req.error)
+            if self.broken or self.eof:
+                raise ClientGone("client closed during the request body")
+            if req.expect_continue:
+                req.expect_continue = False
+                sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            sock.settimeout(timeout)
+            try:
+                data = sock.recv(RECV)
+            except OSError as exc:
+                raise ClientGone(str(exc)) from None
+            if not data:
+                self.eof = True
+                raise ClientGone("client closed during the request body")
+            self._feed(data)
+
+    def read_whole_body(self, req: Request, timeout: float) -> bytes:
+        parts = []
+        while True:
+            data = self.read_body(req, timeout)
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+    def finish(self, req: Request) -> None:
+        """``req`` has been answered: drop it so the next pipelined one comes up."""
+        if self.queue and self.queue[0] is req:
+            self.queue.popleft()
+
+
+def simple_response(
+    status: int,
+    body: bytes = b"",
+    content_type: bytes = b"text/plain; charset=utf-8",
+    keep_alive: bool = True,
+    extra: bytes = b"",
+    head_only: bool = False,
+) -> bytes:
+    """A complete response the proxy writes itself (errors, direct, redirect)."""
+    parts = [b"HTTP/1.1 %d %s\r\nServer: pavis\r\n" % (status, reason(status))]
+    if extra:
+        parts.append(extra)
+    if status >= 200 and status not in (204, 304):
+        if body or content_type:
+            parts.append(b"Content-Type: %s\r\n" % content_type)
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    if not head_only and status not in (204, 304):
+        parts.append(body)
+    return b"".join(parts)
+
+
+def error_body(status: int, detail: str = "") -> bytes:
+    text = reason(status)
+    if detail:
+        return text + b": " + detail.encode("utf-8", "replace") + b"\n"
+    return text + b"\n"

@@ -1,0 +1,259 @@
+"""Worker entry: ``run(name, slot, notify_fd, listeners)`` in a freshly forked child.
+
+Owns: patching gevent (here and nowhere earlier, so the supervisor never loads it), attaching
+to shm, booting on the current generation, following flips (notification plus a slow poll),
+acknowledging or rejecting each generation, heartbeats, signals and the graceful drain.
+Must not: be imported for its side effects — importing this module loads no gevent; the
+runtime modules are imported inside ``run``.
+
+Exit codes (docs/INTERFACES.md): 0 clean stop, 70 boot failed (cannot attach, no generation),
+71 the artifact is unusable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import traceback
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from shm import Subscriber
+    from workers.conn import Runtime
+    from workers.state import Registry, State
+
+EXIT_OK = 0
+EXIT_BOOT_FAILED = 70
+EXIT_ARTIFACT_UNUSABLE = 71
+
+POLL_S = 0.2  # backstop poll of the current generation when no notification arrives
+HEARTBEAT_S = 1.0
+BOOT_WAIT_S = 5.0  # how long a worker waits for a first generation to be published
+
+
+class BootFailed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run(name: str, slot: int, notify_fd: int, listeners: dict[str, socket.socket]) -> NoReturn:
+    code = EXIT_BOOT_FAILED
+    try:
+        code = _main(name, slot, notify_fd, listeners)
+    except BootFailed as exc:
+        print(f"pavis worker {slot}: {exc}", file=sys.stderr)
+        code = exc.code
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _main(name: str, slot: int, notify_fd: int, listeners: dict[str, socket.socket]) -> int:
+    import warnings
+
+    # A worker must not die of a warning filter inherited from its parent (pytest -W error).
+    warnings.simplefilter("ignore")
+    from gevent import monkey
+
+    monkey.patch_all(thread=False, subprocess=False, signal=False)
+    worker = Worker(name, slot, notify_fd, listeners)
+    return worker.main()
+
+
+class Worker:
+    def __init__(
+        self, name: str, slot: int, notify_fd: int, listeners: dict[str, socket.socket]
+    ) -> None:
+        self.name = name
+        self.slot = slot
+        self.notify_fd = notify_fd
+        self.listeners = listeners
+        self.rejected = 0
+        self.sub: Subscriber
+        self.runtime: Runtime
+        self.registry: Registry
+
+    def main(self) -> int:
+        import gevent
+        from gevent.event import Event
+
+        from pavis.errors import ArtifactError
+        from shm import ShmError, Subscriber
+        from workers.conn import Runtime
+        from workers.state import Registry
+
+        try:
+            sub = Subscriber(self.name, self.slot, self.notify_fd)
+        except ShmError as exc:
+            raise BootFailed(EXIT_BOOT_FAILED, f"cannot attach to shm: {exc}") from None
+        self.sub = sub
+        sub.heartbeat(0)
+        gen = sub.current()
+        waited = 0.0
+        while gen == 0 and waited < BOOT_WAIT_S:
+            gevent.sleep(0.05)
+            waited += 0.05
+            gen = sub.current()
+        if gen == 0:
+            raise BootFailed(EXIT_BOOT_FAILED, "no generation has been published")
+        self.registry = Registry()
+        try:
+            state = self._build(gen, self.registry)
+        except (ShmError, ArtifactError) as exc:
+            sub.reject(gen, _reason(exc))
+            raise BootFailed(EXIT_ARTIFACT_UNUSABLE, f"generation {gen}: {exc}") from None
+        self.runtime = Runtime(state)
+        self.registry.keep_only(state)
+        self.stopped = Event()
+        self.servers = self._serve(state)
+        sub.ack(gen, state.digest)
+        gevent.spawn(self._follow)
+        gevent.spawn(self._heartbeat)
+        import signal
+
+        gevent.signal_handler(signal.SIGTERM, self._stop)
+        gevent.signal_handler(signal.SIGINT, self._stop)
+        gevent.signal_handler(signal.SIGQUIT, lambda: os._exit(EXIT_OK))
+        self.stopped.wait()
+        return self._drain()
+
+    # ------------------------------------------------------------------ serving
+
+    def _serve(self, state: State) -> list[object]:
+        from gevent import socket as gsocket
+        from gevent.server import StreamServer
+
+        from pavis.schema import TlsOff
+        from workers.conn import Connection
+
+        runtime = self.runtime
+        servers = []
+        for lname, sock in self.listeners.items():
+            proto = b"http"
+            for lst in state.listeners:
+                if lst.name == lname and not isinstance(lst.tls, TlsOff):
+                    proto = b"https"
+            gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+
+            def handle(csock: socket.socket, addr: object, proto: bytes = proto) -> None:
+                Connection(runtime, csock, addr, proto).serve()
+
+            server = StreamServer(gsock, handle)
+            server.start()
+            servers.append(server)
+        return servers
+
+    def _build(self, gen: int, registry: Registry) -> State:
+        from workers.state import State, load
+
+        seg = self.sub.open(gen)
+        try:
+            data = bytes(seg.data)  # a private copy: nothing pins the mapping
+        finally:
+            seg.close()
+        header, model = load(data)
+        return State(gen, header, model, registry)
+
+    # ------------------------------------------------------------------ generations
+
+    def _follow(self) -> None:
+        import gevent
+        from gevent.socket import wait_read
+
+        sub = self.sub
+        fd = sub.fileno()
+        while not self.stopped.is_set():
+            notified = True
+            try:
+                wait_read(fd, timeout=POLL_S)
+            except TimeoutError:
+                notified = False
+            sub.clear()
+            gen = sub.current()
+            if gen and gen != self.runtime.state.generation and gen != self.rejected:
+                self._flip(gen)
+            elif notified:
+                gevent.sleep(0.05)  # a closed notify pipe stays readable: do not spin
+
+    def _flip(self, gen: int) -> None:
+        from pavis.errors import ArtifactError
+        from shm import ShmError
+
+        runtime = self.runtime
+        try:
+            state = self._build(gen, self.registry)
+            if set(state.listener_names) != set(runtime.state.listener_names):
+                raise ArtifactError(
+                    "listeners_changed", "listeners differ from the boot generation"
+                )
+        except (ShmError, ArtifactError) as exc:
+            self._reject(gen, _reason(exc), str(exc))
+            return
+        except Exception as exc:  # a state that cannot be built is a rejected generation
+            traceback.print_exc()
+            self._reject(gen, "build_failed", str(exc))
+            return
+        old = runtime.state
+        runtime.state = state  # the one reference every new request reads
+        self.sub.ack(gen, state.digest)
+        self.registry.keep_only(state)
+        # ``old`` is freed when its last request ends; dropping it here, after the ack, keeps
+        # the free off the flip's critical path.
+        del old
+
+    def _reject(self, gen: int, reason: str, detail: str) -> None:
+        print(f"pavis worker {self.slot}: generation {gen} rejected: {detail}", file=sys.stderr)
+        self.rejected = gen
+        self.sub.reject(gen, reason)
+        self.registry.keep_only(self.runtime.state)
+
+    def _heartbeat(self) -> None:
+        import gevent
+
+        while not self.stopped.is_set():
+            self.sub.heartbeat(self.runtime.requests)
+            gevent.sleep(HEARTBEAT_S)
+
+    # ------------------------------------------------------------------ stopping
+
+    def _stop(self) -> None:
+        self.stopped.set()
+
+    def _drain(self) -> int:
+        import time
+
+        import gevent
+
+        runtime = self.runtime
+        runtime.draining = True
+        for server in self.servers:
+            server.close()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + runtime.state.limits.drain_timeout_ms / 1000.0
+        while True:
+            for conn in list(runtime.conns):
+                if not conn.busy:
+                    with contextlib.suppress(OSError):
+                        conn.sock.shutdown(socket.SHUT_RDWR)
+            if runtime.inflight == 0 or time.monotonic() >= deadline:
+                break
+            gevent.sleep(0.02)
+        # The control block may be gone; the worker exits anyway.
+        with contextlib.suppress(OSError, ValueError):
+            self.sub.heartbeat(runtime.requests)
+        self.registry.close()
+        return EXIT_OK
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", "") or type(exc).__name__)
+
+
+__all__ = ["EXIT_ARTIFACT_UNUSABLE", "EXIT_BOOT_FAILED", "EXIT_OK", "run"]

@@ -1,0 +1,133 @@
+"""Per-endpoint upstream connection pool of one worker.
+
+Owns: idle keep-alive connections (LIFO, at most ``max_idle``, closed after ``idle_timeout``),
+the cap on connections (``max_connections``), and the queue of requests waiting for one
+(at most ``max_pending``; beyond it the request overflows → 503).
+Must not: pick endpoints or speak HTTP; it hands out and takes back ``UpConn`` objects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from gevent.event import Event
+
+from pavis.schema import Pool as PoolConfig
+from pavis.schema import TlsOff, UpstreamTls
+from workers.upstream import ConnectFailed, UpConn, connect
+
+
+class PoolOverflow(ConnectFailed):
+    """Every connection is busy and the pending queue is full (or the wait timed out)."""
+
+    kind = "overflow"
+    status = 503
+
+
+class Pool:
+    __slots__ = (
+        "host",
+        "port",
+        "max_connections",
+        "max_idle",
+        "idle_timeout",
+        "max_pending",
+        "connect_timeout",
+        "tls",
+        "idle",
+        "active",
+        "waiters",
+        "retired",
+        "overflows",
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        cfg: PoolConfig,
+        connect_timeout_ms: int,
+        tls: TlsOff | UpstreamTls,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_connections = cfg.max_connections
+        self.max_idle = cfg.max_idle
+        self.idle_timeout = cfg.idle_timeout_ms / 1000.0
+        self.max_pending = cfg.max_pending
+        self.connect_timeout = connect_timeout_ms / 1000.0
+        self.tls = tls
+        self.idle: list[UpConn] = []
+        self.active = 0  # connections handed out or being opened
+        self.waiters: deque[Event] = deque()
+        self.retired = False
+        self.overflows = 0
+
+    def acquire(self, deadline: float, fresh: bool = False) -> UpConn:
+        """A connection to this endpoint: an idle one unless ``fresh``, else a new one."""
+        while True:
+            if not fresh and self.idle:
+                now = time.monotonic()
+                idle = self.idle
+                while idle:
+                    conn = idle.pop()
+                    if now - conn.idle_since < self.idle_timeout:
+                        self.active += 1
+                        conn.reused = True
+                        return conn
+                    conn.close()
+            if self.active < self.max_connections:
+                break
+            if len(self.waiters) >= self.max_pending:
+                self.overflows += 1
+                raise PoolOverflow(f"{self.host}:{self.port}: connection pool is full")
+            ev = Event()
+            self.waiters.append(ev)
+            try:
+                woke = ev.wait(max(0.0, min(deadline - time.monotonic(), self.connect_timeout)))
+            finally:
+                if ev in self.waiters:
+                    self.waiters.remove(ev)
+            if not woke:
+                self.overflows += 1
+                raise PoolOverflow(f"{self.host}:{self.port}: no connection became free in time")
+        self.active += 1
+        timeout = min(self.connect_timeout, max(0.001, deadline - time.monotonic()))
+        try:
+            sock = connect(self.host, self.port, timeout, self.tls)
+        except BaseException:
+            self.active -= 1
+            self._wake()
+            raise
+        return UpConn(sock)
+
+    def release(self, conn: UpConn, reusable: bool) -> None:
+        self.active -= 1
+        if reusable and not self.retired and len(self.idle) < self.max_idle:
+            now = time.monotonic()
+            conn.idle_since = now
+            idle = self.idle
+            idle.append(conn)
+            # The oldest idle connection sits at the bottom: expire it lazily here.
+            if now - idle[0].idle_since >= self.idle_timeout:
+                idle.pop(0).close()
+        else:
+            conn.close()
+        self._wake()
+
+    def detach(self, conn: UpConn) -> None:
+        """``conn`` leaves the pool for good (an Upgrade tunnel); the caller closes it."""
+        self.active -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiters:
+            self.waiters.popleft().set()
+
+    def retire(self) -> None:
+        """No generation uses this pool any more: close idle connections now, others on release."""
+        self.retired = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()

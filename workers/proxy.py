@@ -1,0 +1,503 @@
+"""The forward path: one client request relayed to an upstream and its response back.
+
+Owns: weighted cluster choice, the attempt loop (fixed retry budget, backoff, per-try and
+route timeouts, one extra try on a fresh connection when a reused pooled one turns out
+stale), the request head sent upstream (rewrites, hop-by-hop removal, X-Forwarded-*, Via,
+X-Request-Id, route header ops), streaming bodies both ways with the proxy's own framing,
+and the Upgrade tunnel after a 101.
+Must not: parse client bytes (``workers.http`` does), choose endpoints (``workers.balance``)
+or hold connections (``workers.pool``).
+
+Timeouts: the route timeout bounds the time until the response head arrives, over every
+attempt; a streamed (non-replayable) upload is sent first and its clock starts after it.
+Body transfers in either direction use the per-try timeout (or the route timeout without
+retries) as an idle timeout per read, so a long download that keeps flowing is not cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import time
+from bisect import bisect_right
+from typing import TYPE_CHECKING
+
+import gevent
+
+from workers.balance import ClusterRT, EndpointRT
+from workers.http import ClientGone, HttpError, Request, reason
+from workers.pool import PoolOverflow
+from workers.state import RouteRT
+from workers.upstream import UpConn, UpstreamError, UpstreamReset, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from workers.conn import Connection, Exchange
+
+REPLAY_MAX = 65536  # request bodies up to this size are buffered so a retry can resend them
+
+# Request headers never copied from the client: hop-by-hop ones, framing the proxy redoes,
+# and the ones the proxy writes itself.
+_SKIP_REQ = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"via",
+        b"x-request-id",
+    )
+)
+_SKIP_RESP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    )
+)
+_STATUS_LINES: dict[int, bytes] = {}
+_VIA = b"1.1 pavis"
+
+
+class Abort(Exception):
+    """The response was already started and cannot be completed: close the client."""
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason(status))
+    return line
+
+
+def _tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b","))
+
+
+def pick_cluster(rt: RouteRT) -> ClusterRT:
+    clusters = rt.clusters
+    if len(clusters) == 1:
+        return clusters[0]
+    return clusters[bisect_right(rt.cum, random.randrange(rt.total))]
+
+
+def request_head(
+    conn: Connection,
+    req: Request,
+    rt: RouteRT,
+    path: bytes,
+    query: bytes,
+    framing: bytes,
+    request_id: bytes,
+) -> bytes:
+    if rt.replace_prefix:
+        target = (rt.prefix + path[rt.strip :] if rt.strip >= 0 else rt.prefix) + query
+    else:
+        target = req.target
+    out = [req.method, b" ", target, b" HTTP/1.1\r\n"]
+    drop = rt.req_drop
+    named = _tokens(req.connection) if req.connection is not None else None
+    ext = out.extend
+    for name, value in req.headers:
+        ln = name.lower()
+        if ln in _SKIP_REQ or ln in drop or (named is not None and ln in named):
+            continue
+        ext((name, b": ", value, b"\r\n"))
+    host = rt.host if rt.replace_host else req.host
+    ip = conn.client_ip
+    xff = req.xff + b", " + ip if req.xff else ip
+    via = req.via + b", " + _VIA if req.via else _VIA
+    skip = rt.proxy_skip
+    if not skip:
+        if host:
+            ext((b"Host: ", host, b"\r\n"))
+        ext((b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", conn.proto, b"\r\n"))
+        if req.host:
+            ext((b"X-Forwarded-Host: ", req.host, b"\r\n"))
+        ext((b"Via: ", via, b"\r\nX-Request-Id: ", request_id, b"\r\n"))
+    else:
+        if host and b"host" not in skip:
+            ext((b"Host: ", host, b"\r\n"))
+        if b"x-forwarded-for" not in skip:
+            ext((b"X-Forwarded-For: ", xff, b"\r\n"))
+        if b"x-forwarded-proto" not in skip:
+            ext((b"X-Forwarded-Proto: ", conn.proto, b"\r\n"))
+        if req.host and b"x-forwarded-host" not in skip:
+            ext((b"X-Forwarded-Host: ", req.host, b"\r\n"))
+        if b"via" not in skip:
+            ext((b"Via: ", via, b"\r\n"))
+        if b"x-request-id" not in skip:
+            ext((b"X-Request-Id: ", request_id, b"\r\n"))
+    out.append(rt.req_extra)
+    out.append(framing)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _send(up: UpConn, data: bytes, timeout: float) -> None:
+    sock = up.sock
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(data)
+    except OSError as exc:
+        raise UpstreamReset(f"sending to upstream failed: {exc}") from None
+
+
+def forward(
+    conn: Connection, req: Request, rt: RouteRT, path: bytes, query: bytes, ex: Exchange
+) -> bool:
+    """Proxy ``req``; returns whether the client connection may stay open."""
+    reader = conn.reader
+    body_timeout = rt.per_try
+    # ---- the request body: buffered when small (replayable), else streamed once
+    body = b""
+    streaming = False
+    if req.upgrade is not None:
+        framing = b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
+    elif not req.has_body:
+        framing = b"Content-Length: 0\r\n" if req.content_length == 0 else b""
+    else:
+        if req.chunked or req.content_length > REPLAY_MAX:
+            parts: list[bytes] = []
+            size = 0
+            while size <= REPLAY_MAX:
+                data = reader.read_body(req, body_timeout)
+                if not data:
+                    break
+                parts.append(data)
+                size += len(data)
+            else:
+                streaming = True
+            body = b"".join(parts)
+        else:
+            body = reader.read_whole_body(req, body_timeout)
+        if not streaming:
+            framing = b"Content-Length: %d\r\n" % len(body)
+        elif req.chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b"Content-Length: %d\r\n" % req.content_length
+    request_id = req.request_id or conn.new_request_id()
+    ex.request_id = request_id
+    head = request_head(conn, req, rt, path, query, framing, request_id)
+    head_only = req.method == b"HEAD"
+
+    cluster = pick_cluster(rt)
+    ex.cluster = cluster.name
+    start = time.monotonic()
+    deadline = start + rt.timeout
+    attempt = 0
+    exclude: EndpointRT | None = None
+    while True:
+        ep = cluster.pick(exclude)
+        if ep is None:
+            raise HttpError(503, f"no healthy endpoint in cluster {cluster.name}")
+        ex.endpoint = ep.label
+        try_deadline = min(deadline, time.monotonic() + rt.per_try) if rt.retry else deadline
+        ep.inflight += 1
+        up: UpConn | None = None
+        try:
+            up = _attempt(conn, req, ep, head, body, streaming, head_only, try_deadline, rt)
+        except UpstreamError as exc:
+            ep.inflight -= 1
+            if not isinstance(exc, PoolOverflow):
+                ep.health.record(False)
+            err = exc
+        else:
+            err = None
+        if err is None:
+            assert up is not None
+            status = up.status
+            if (
+                status in rt.retry_statuses
+                and attempt + 1 < rt.attempts
+                and not streaming
+                and req.upgrade is None
+            ):
+                ep.inflight -= 1
+                ep.health.record(status < 500)
+                ep.pool.release(up, up.complete and up.keep_alive)
+                conn.runtime.retries += 1
+                err_status = status
+            else:
+                ex.upstream_ms = (time.monotonic() - start) * 1000.0
+                ex.status = status
+                try:
+                    return relay(conn, req, rt, ep, up, ex, body_timeout)
+                finally:
+                    ep.inflight -= 1
+                    ep.health.record(status < 500)
+        else:
+            err_status = err.status
+            if isinstance(err, PoolOverflow):
+                conn.runtime.overflows += 1
+                raise HttpError(503, str(err))
+            retryable = (
+                (err.kind == "connect_error" and rt.retry_connect)
+                or (err.kind in ("reset", "bad_response") and rt.retry_reset)
+                or (err.kind == "timeout" and rt.retry_timeout)
+            )
+            if streaming or not retryable or attempt + 1 >= rt.attempts:
+                if time.monotonic() >= deadline:
+                    raise HttpError(504, "route timeout")
+                raise HttpError(err_status, str(err))
+            conn.runtime.retries += 1
+        # ---- next attempt, after a bounded backoff that never outlives the route deadline
+        exclude = ep
+        delay = min(rt.backoff_max, rt.backoff_base * (1 << attempt))
+        attempt += 1
+        if time.monotonic() + delay >= deadline:
+            raise HttpError(504 if err_status == 504 else err_status, "retry budget exhausted")
+        if delay > 0:
+            gevent.sleep(delay)
+
+
+def _attempt(
+    conn: Connection,
+    req: Request,
+    ep: EndpointRT,
+    head: bytes,
+    body: bytes,
+    streaming: bool,
+    head_only: bool,
+    deadline: float,
+    rt: RouteRT,
+) -> UpConn:
+    """Send the request and read the response head on one endpoint."""
+    pool = ep.pool
+    fresh = False
+    while True:
+        up = pool.acquire(deadline, fresh)
+        up.begin(head_only)
+        try:
+            if streaming:
+                if up.reused and _stale(up):
+                    pool.release(up, False)
+                    fresh = True
+                    continue
+                _stream_body(conn, req, up, head + _frame(req, body), rt)
+                deadline = time.monotonic() + rt.timeout
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise UpstreamTimeout("route timeout")
+                _send(up, head + body if body else head, remaining)
+            up.read_head(deadline)
+            return up
+        except UpstreamError as exc:
+            pool.release(up, False)
+            # FIELD-NOTES: a pooled connection may have been closed by the upstream while
+            # idle. Retry once on a fresh connection, never on another pooled one.
+            if (
+                up.reused
+                and not up.got_bytes
+                and not fresh
+                and not streaming
+                and (exc.kind == "reset")
+            ):
+                fresh = True
+                continue
+            raise
+        except BaseException:
+            pool.release(up, False)
+            raise
+
+
+def _stale(up: UpConn) -> bool:
+    """An idle pooled connection that already has EOF or stray bytes pending is unusable."""
+    sock = up.sock
+    sock.settimeout(0.0)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _frame(req: Request, data: bytes) -> bytes:
+    if not data:
+        return b""
+    if req.chunked:
+        return b"%x\r\n%s\r\n" % (len(data), data)
+    return data
+
+
+def _stream_body(conn: Connection, req: Request, up: UpConn, first: bytes, rt: RouteRT) -> None:
+    timeout = rt.per_try
+    _send(up, first, timeout)
+    reader = conn.reader
+    chunked = req.chunked
+    while True:
+        data = reader.read_body(req, timeout)
+        if not data:
+            break
+        _send(up, b"%x\r\n%s\r\n" % (len(data), data) if chunked else data, timeout)
+    if chunked:
+        _send(up, b"0\r\n\r\n", timeout)
+
+
+def relay(
+    conn: Connection,
+    req: Request,
+    rt: RouteRT,
+    ep: EndpointRT,
+    up: UpConn,
+    ex: Exchange,
+    timeout: float,
+) -> bool:
+    """Write the upstream's response to the client with the proxy's own framing."""
+    status = up.status
+    no_body = up.head_only or status in (204, 304) or status < 200
+    keep = req.keep_alive and not conn.runtime.draining
+    parts = [status_line(status)]
+    drop = rt.resp_drop
+    named = _tokens(up.connection) if up.connection is not None else None
+    ext = parts.extend
+    upgrade_value = b""
+    for name, value in up.headers:
+        ln = name.lower()
+        if ln in _SKIP_RESP:
+            if ln == b"content-length" and no_body:
+                ext((name, b": ", value, b"\r\n"))
+            elif ln == b"upgrade":
+                upgrade_value = value
+            continue
+        if ln in drop or (named is not None and ln in named):
+            continue
+        ext((name, b": ", value, b"\r\n"))
+    parts.append(rt.resp_extra)
+    tunnel = status == 101 and req.upgrade is not None
+    mode = 0  # 0 none, 1 length, 2 chunked, 3 until close
+    if tunnel:
+        parts.append(
+            b"Connection: upgrade\r\nUpgrade: " + (upgrade_value or req.upgrade or b"") + b"\r\n"
+        )
+        keep = False
+    elif no_body:
+        pass
+    elif up.content_length >= 0:
+        parts.append(b"Content-Length: %d\r\n" % up.content_length)
+        mode = 1
+    elif not req.http10:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+        mode = 2
+    else:
+        mode = 3
+        keep = False
+    if req.upgrade is not None and not tunnel:
+        keep = False  # the client's parser is in upgrade state: nothing more can be read
+    if not tunnel:
+        if not keep:
+            parts.append(b"Connection: close\r\n")
+        elif req.http10:
+            parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    csock = conn.sock
+    csock.settimeout(timeout)
+    sent = 0
+    try:
+        if tunnel:
+            csock.sendall(b"".join(parts))
+            ep.pool.detach(up)  # the socket belongs to the tunnel now, not the pool
+            try:
+                _tunnel(conn, up)
+            finally:
+                up.close()
+            return False
+        if mode == 0:
+            csock.sendall(b"".join(parts))
+            _done(ep, up, ex, sent)
+            return keep
+        # Coalesce the head with whatever body is already here: one write for small replies.
+        data = up.read_body(timeout) if up.chunks or up.complete else b""
+        if mode == 2:
+            if data:
+                parts.append(b"%x\r\n%s\r\n" % (len(data), data))
+            if up.complete and not up.chunks:
+                parts.append(b"0\r\n\r\n")
+                csock.sendall(b"".join(parts))
+                sent += len(data)
+                _done(ep, up, ex, sent)
+                return keep
+        else:
+            parts.append(data)
+        csock.sendall(b"".join(parts))
+        sent += len(data)
+        while True:
+            try:
+                data = up.read_body(timeout)
+            except UpstreamError:
+                raise Abort("upstream failed mid-response") from None
+            if not data:
+                break
+            sent += len(data)
+            if mode == 2:
+                csock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                csock.sendall(data)
+        if mode == 2:
+            csock.sendall(b"0\r\n\r\n")
+        _done(ep, up, ex, sent)
+        return keep
+    except OSError:
+        if not tunnel:
+            ep.pool.release(up, False)
+        ex.bytes = sent
+        raise ClientGone("client went away mid-response") from None
+    except BaseException:
+        if not tunnel:
+            ep.pool.release(up, False)
+        ex.bytes = sent
+        raise
+
+
+def _done(ep: EndpointRT, up: UpConn, ex: Exchange, sent: int) -> None:
+    ex.bytes = sent
+    ep.pool.release(up, up.complete and up.keep_alive and not up.upgraded)
+
+
+def _tunnel(conn: Connection, up: UpConn) -> None:
+    client = conn.sock
+    upstream = up.sock
+    client.settimeout(None)
+    upstream.settimeout(None)
+    if conn.reader.tail:
+        upstream.sendall(conn.reader.tail)
+    if up.tail:
+        client.sendall(up.tail)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    back = gevent.spawn(pump, upstream, client)
+    try:
+        pump(client, upstream)
+        back.join(timeout=conn.reader.keepalive_timeout)
+    finally:
+        back.kill(block=False)

@@ -1,0 +1,333 @@
+"""One generation's runtime state, built from a verified artifact.
+
+Owns: lazy decoding of the route table (each route decoded on first use and cached), the
+per-route precomputation the request path needs (header-op byte strings, lower-cased drop
+sets, rewrite pieces, cluster objects), host → virtual-host caching, and the registry that
+lets endpoints (pools, health) outlive a generation when their configuration is unchanged.
+Must not: apply defaults or interpret configuration; every value comes from the artifact.
+
+A request captures the ``State`` it starts with and holds the reference until it ends; the
+old state is freed when the last such request drops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import msgspec
+
+from pavis import artifact
+from pavis.artifact import Header
+from pavis.errors import ArtifactError
+from pavis.lookup import find_vhost
+from pavis.schema import (
+    AccessLog,
+    AccessLogOff,
+    Admin,
+    AdminOff,
+    Cluster,
+    Direct,
+    DomainIndex,
+    Endpoint,
+    Forward,
+    HeaderOps,
+    Limits,
+    Listener,
+    Redirect,
+    Retry,
+    Route,
+    VirtualHost,
+)
+from workers.balance import ClusterRT, EndpointRT
+from workers.health import Health
+from workers.http import simple_response
+from workers.pool import Pool
+
+_OPTS: dict[str, Any] = {
+    "frozen": True,
+    "gc": False,
+    "array_like": True,
+    "forbid_unknown_fields": True,
+}
+
+
+class LazyModel(msgspec.Struct, **_OPTS):
+    """``schema.Model`` by position, with each route left encoded until first use
+    (FIELD-NOTES: decoding dominates flip latency on large tables)."""
+
+    format_version: int
+    listeners: tuple[Listener, ...]
+    admin: AdminOff | Admin
+    limits: Limits
+    access_log: AccessLogOff | AccessLog
+    clusters: tuple[Cluster, ...]
+    virtual_hosts: tuple[VirtualHost, ...]
+    domains: DomainIndex
+    routes: tuple[msgspec.Raw, ...]
+
+
+_LAZY = msgspec.msgpack.Decoder(LazyModel)
+_ROUTE = msgspec.msgpack.Decoder(Route)
+EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verification is cheap
+
+
+def load(data: bytes) -> tuple[Header, LazyModel]:
+    """Verify (size, header, checksum) then decode the index eagerly and routes lazily."""
+    header = artifact.verify(data)
+    try:
+        model = _LAZY.decode(data[artifact.HEADER_SIZE :])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ArtifactError("decode_failed", f"payload does not decode: {exc}") from None
+    return header, model
+
+
+class LazyRoutes:
+    """Sequence of ``Route`` decoded on first access."""
+
+    __slots__ = ("raw", "cache")
+
+    def __init__(self, raw: tuple[msgspec.Raw, ...]) -> None:
+        self.raw = raw
+        self.cache: list[Route | None] = [None] * len(raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> Route:
+        r = self.cache[i]
+        if r is None:
+            try:
+                r = self.cache[i] = _ROUTE.decode(self.raw[i])
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ArtifactError("decode_failed", f"route {i}: {exc}") from None
+        return r
+
+
+# ------------------------------------------------------------------------ per-route runtime
+
+DIRECT, REDIRECT, FORWARD = 0, 1, 2
+
+
+def _lines(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    return b"".join(f"{k}: {v}\r\n".encode("latin-1", "replace") for k, v in pairs)
+
+
+def _drop_set(ops: HeaderOps) -> frozenset[bytes]:
+    names = {n.lower() for n in ops.remove} | {k.lower() for k, _ in ops.set}
+    return frozenset(n.encode("latin-1") for n in names)
+
+
+class RouteRT:
+    """A route precomputed for the request path."""
+
+    __slots__ = (
+        "index",
+        "name",
+        "kind",
+        "direct_head",
+        "direct_body",
+        "clusters",
+        "cum",
+        "total",
+        "replace_prefix",
+        "prefix",
+        "strip",
+        "replace_host",
+        "host",
+        "req_drop",
+        "req_extra",
+        "resp_drop",
+        "resp_extra",
+        "timeout",
+        "retry",
+        "attempts",
+        "per_try",
+        "backoff_base",
+        "backoff_max",
+        "retry_statuses",
+        "retry_connect",
+        "retry_reset",
+        "retry_timeout",
+        "proxy_skip",
+    )
+
+    def __init__(self, index: int, route: Route, clusters: list[ClusterRT]) -> None:
+        self.index = index
+        self.name = route.name
+        self.req_drop = _drop_set(route.request_headers)
+        self.req_extra = _lines(route.request_headers.set) + _lines(route.request_headers.add)
+        self.resp_drop = _drop_set(route.response_headers)
+        self.resp_extra = _lines(route.response_headers.set) + _lines(route.response_headers.add)
+        action = route.action
+        self.clusters: list[ClusterRT] = []
+        if isinstance(action, Direct):
+            self.kind = DIRECT
+            self._prebuild(action.status, action.body, action.content_type.encode("latin-1"), b"")
+        elif isinstance(action, Redirect):
+            self.kind = REDIRECT
+            loc = b"Location: " + action.location.encode("latin-1") + b"\r\n"
+            self._prebuild(action.status, b"", b"", loc)
+        else:
+            assert isinstance(action, Forward)
+            self.kind = FORWARD
+            self._forward(route, action, clusters)
+
+    def _prebuild(self, status: int, body: bytes, ctype: bytes, extra: bytes) -> None:
+        head = simple_response(status, body, ctype, keep_alive=True, extra=extra, head_only=True)
+        # Response header ops apply to the proxy's own responses too.
+        lines = head[:-2].split(b"\r\n")
+        kept = [lines[0]] + [
+            ln for ln in lines[1:] if ln and ln.split(b":", 1)[0].lower() not in self.resp_drop
+        ]
+        self.direct_head = b"\r\n".join(kept) + b"\r\n" + self.resp_extra
+        self.direct_body = body
+
+    def _forward(self, route: Route, fwd: Forward, clusters: list[ClusterRT]) -> None:
+        self.clusters = [clusters[wc.cluster] for wc in fwd.clusters]
+        self.cum = fwd.cumulative_weights
+        self.total = fwd.cumulative_weights[-1] if fwd.cumulative_weights else 0
+        rw = fwd.rewrite
+        self.replace_prefix = rw.replace_prefix
+        self.prefix = rw.prefix.encode("latin-1")
+        m = route.match
+        # How many bytes of the path the rewrite replaces (-1: the whole path, for regex).
+        self.strip = len(m.path.encode("latin-1")) if m.kind in ("prefix", "exact") else -1
+        self.replace_host = rw.replace_host
+        self.host = rw.host.encode("latin-1")
+        self.timeout = fwd.timeout_ms / 1000.0
+        retry = fwd.retry
+        if isinstance(retry, Retry):
+            self.retry = True
+            self.attempts = max(1, retry.attempts)
+            self.per_try = retry.per_try_timeout_ms / 1000.0
+            self.backoff_base = retry.backoff_base_ms / 1000.0
+            self.backoff_max = retry.backoff_max_ms / 1000.0
+            self.retry_statuses = frozenset(retry.statuses)
+            self.retry_connect = retry.on_connect_error
+            self.retry_reset = retry.on_reset
+            self.retry_timeout = retry.on_timeout
+        else:
+            self.retry = False
+            self.attempts = 1
+            self.per_try = self.timeout
+            self.backoff_base = self.backoff_max = 0.0
+            self.retry_statuses = frozenset()
+            self.retry_connect = self.retry_reset = self.retry_timeout = False
+        # Proxy-added request headers a route op removes or sets are not emitted by the proxy.
+        self.proxy_skip = self.req_drop
+
+
+# ------------------------------------------------------------------------ endpoints registry
+
+
+class AccessLogFile:
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path == "-":
+            self.fd = 1
+        else:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def write(self, line: bytes) -> None:
+        with contextlib.suppress(OSError):  # a full disk must not fail requests
+            os.write(self.fd, line)
+
+    def close(self) -> None:
+        if self.fd > 2:
+            os.close(self.fd)
+            self.fd = -1
+
+
+EndpointKey = tuple[Any, ...]
+
+
+class Registry:
+    """Endpoints and log files of this worker, shared by generations with equal config."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[EndpointKey, EndpointRT] = {}
+        self.logs: dict[str, AccessLogFile] = {}
+
+    def endpoint(self, c: Cluster, e: Endpoint) -> tuple[EndpointKey, EndpointRT]:
+        key = (e.host, e.port, c.pool, c.connect_timeout_ms, c.health_check, c.outlier, c.tls)
+        ep = self.endpoints.get(key)
+        if ep is None:
+            pool = Pool(e.host, e.port, c.pool, c.connect_timeout_ms, c.tls)
+            health = Health(e.host, e.port, c.health_check, c.outlier, c.tls)
+            ep = self.endpoints[key] = EndpointRT(e.host, e.port, pool, health)
+        return key, ep
+
+    def log(self, path: str) -> AccessLogFile:
+        f = self.logs.get(path)
+        if f is None:
+            f = self.logs[path] = AccessLogFile(path)
+        return f
+
+    def keep_only(self, state: State | None) -> None:
+        """Retire what ``state`` (the one now serving) does not use; start what it does."""
+        keys = state.endpoint_keys if state is not None else frozenset()
+        for key in [k for k in self.endpoints if k not in keys]:
+            ep = self.endpoints.pop(key)
+            ep.health.stop()
+            ep.pool.retire()
+        if state is not None:
+            for key in keys:
+                self.endpoints[key].health.start()
+        path = state.log.path if state is not None and state.log is not None else None
+        for p in [p for p in self.logs if p != path]:
+            self.logs.pop(p).close()
+
+    def close(self) -> None:
+        self.keep_only(None)
+
+
+class State:
+    """Everything one generation needs to serve requests."""
+
+    def __init__(self, generation: int, header: Header, model: LazyModel, reg: Registry) -> None:
+        self.generation = generation
+        self.checksum = header.checksum
+        self.digest = header.digest
+        self.limits = model.limits
+        self.listeners = model.listeners
+        self.listener_names = tuple(lst.name for lst in model.listeners)
+        self.domains = model.domains
+        self.vhosts = model.virtual_hosts
+        self.routes = LazyRoutes(model.routes)
+        if len(model.routes) <= EAGER_ROUTES:
+            for i in range(len(model.routes)):
+                self.routes[i]  # full verification while it is cheap
+        keys: set[EndpointKey] = set()
+        self.clusters: list[ClusterRT] = []
+        for c in model.clusters:
+            eps = []
+            for e in c.endpoints:
+                key, ep = reg.endpoint(c, e)
+                keys.add(key)
+                eps.append(ep)
+            self.clusters.append(ClusterRT(c, eps))
+        self.endpoint_keys = frozenset(keys)
+        self.log = (
+            reg.log(model.access_log.path) if isinstance(model.access_log, AccessLog) else None
+        )
+        self.route_rts: list[RouteRT | None] = [None] * len(model.routes)
+        self.vhost_cache: dict[bytes, int] = {}
+
+    def vhost(self, host: bytes) -> int:
+        vh = self.vhost_cache.get(host)
+        if vh is None:
+            vh = find_vhost(self.domains, host.decode("latin-1"))
+            if len(self.vhost_cache) >= 4096:
+                self.vhost_cache.clear()  # bounded: Host is client-controlled
+            self.vhost_cache[host] = vh
+        return vh
+
+    def route(self, i: int) -> RouteRT:
+        rt = self.route_rts[i]
+        if rt is None:
+            rt = self.route_rts[i] = RouteRT(i, self.routes[i], self.clusters)
+        return rt

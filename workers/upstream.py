@@ -1,0 +1,251 @@
+"""One connection to an upstream endpoint: connect (TCP, optional TLS) and read responses.
+
+Owns: the httptools response parser of a pooled connection, interim (1xx) responses, the
+framing facts of the response (length, chunked, close-delimited, no body for HEAD/204/304),
+and the failure classes the proxy maps to statuses and retries.
+Must not: choose endpoints, keep pools, or know about routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl as _stdlib_ssl
+import time
+
+import httptools
+from gevent import socket as gsocket
+from gevent import ssl as gssl
+
+from pavis.schema import TlsOff, UpstreamTls
+
+RECV = 65536
+
+
+class UpstreamError(Exception):
+    """A failed exchange with an upstream. ``kind`` selects status, retry and outlier rules."""
+
+    kind = "reset"
+    status = 502
+
+
+class ConnectFailed(UpstreamError):
+    kind = "connect_error"
+    status = 503
+
+
+class UpstreamReset(UpstreamError):
+    """The upstream closed or reset the connection before the response was complete."""
+
+    kind = "reset"
+    status = 502
+
+
+class BadResponse(UpstreamError):
+    kind = "bad_response"
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    kind = "timeout"
+    status = 504
+
+
+def _tls_context(tls: UpstreamTls) -> _stdlib_ssl.SSLContext:
+    ctx = gssl.create_default_context(cadata=tls.ca_pem or None)
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = _stdlib_ssl.CERT_NONE
+    return ctx
+
+
+_TLS_CONTEXTS: dict[UpstreamTls, _stdlib_ssl.SSLContext] = {}
+
+
+def connect(host: str, port: int, timeout: float, tls: TlsOff | UpstreamTls) -> socket.socket:
+    try:
+        sock = gsocket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        raise ConnectFailed(f"connect to {host}:{port} timed out") from None
+    except OSError as exc:
+        raise ConnectFailed(f"connect to {host}:{port}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if isinstance(tls, UpstreamTls):
+        ctx = _TLS_CONTEXTS.get(tls)
+        if ctx is None:
+            ctx = _TLS_CONTEXTS[tls] = _tls_context(tls)
+        try:
+            sock = ctx.wrap_socket(sock, server_hostname=tls.sni or host)
+        except (OSError, _stdlib_ssl.SSLError) as exc:
+            sock.close()
+            raise ConnectFailed(f"TLS handshake with {host}:{port}: {exc}") from None
+    return sock
+
+
+class UpConn:
+    """A connection to one endpoint; also the httptools protocol object of its parser."""
+
+    __slots__ = (
+        "sock",
+        "parser",
+        "reused",
+        "idle_since",
+        "status",
+        "headers",
+        "headers_done",
+        "complete",
+        "chunks",
+        "keep_alive",
+        "tail",
+        "upgraded",
+        "interim",
+        "head_only",
+        "content_length",
+        "chunked",
+        "got_bytes",
+        "stale_parser",
+        "connection",
+    )
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parser = httptools.HttpResponseParser(self)
+        self.reused = False
+        self.idle_since = 0.0
+        self.stale_parser = False
+        self.begin(False)
+
+    def begin(self, head_only: bool) -> None:
+        """Reset per-exchange state before a request is written."""
+        if self.stale_parser:
+            self.parser = httptools.HttpResponseParser(self)
+            self.stale_parser = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.complete = False
+        self.chunks: list[bytes] = []
+        self.keep_alive = False
+        self.tail = b""
+        self.upgraded = False
+        self.interim = False
+        self.head_only = head_only
+        self.content_length = -1
+        self.chunked = False
+        self.connection: bytes | None = None
+        self.got_bytes = False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    # ------------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.content_length = -1
+        self.chunked = False
+        self.connection = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            self.content_length = int(value)
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self.chunked = True
+        elif n == 10 and name.lower() == b"connection":
+            self.connection = value if self.connection is None else self.connection + b"," + value
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.interim = True  # 100 Continue, 103 Early Hints: swallowed
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self.headers_done = True
+        if self.head_only:
+            # httptools cannot be told the request was HEAD: the head is the whole message,
+            # and this parser is replaced before the connection's next exchange.
+            self.complete = True
+            self.stale_parser = True
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if not self.head_only:
+            self.complete = True
+            self.keep_alive = self.parser.should_keep_alive()
+
+    # ------------------------------------------------------------------ reading
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.tail = data[exc.args[0] :]
+            self.upgraded = True
+        except httptools.HttpParserError as exc:
+            if self.head_only and self.headers_done:
+                return  # bytes after a HEAD response's head: the connection is not reused
+            raise BadResponse(f"invalid response from upstream: {exc}") from None
+
+    def _recv(self, timeout: float) -> bytes:
+        sock = self.sock
+        sock.settimeout(timeout)
+        try:
+            data: bytes = sock.recv(RECV)
+        except TimeoutError:
+            raise UpstreamTimeout("upstream did not answer in time") from None
+        except OSError as exc:
+            raise UpstreamReset(f"upstream connection failed: {exc}") from None
+        return data
+
+    def read_head(self, deadline: float) -> None:
+        """Read until the final response head is parsed (or raise)."""
+        while not self.headers_done:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise UpstreamTimeout("upstream did not answer in time")
+            data = self._recv(timeout)
+            if not data:
+                raise UpstreamReset("upstream closed the connection before responding")
+            self.got_bytes = True
+            self._feed(data)
+            if self.upgraded and not self.headers_done:
+                raise BadResponse("upstream switched protocols without a response head")
+
+    @property
+    def close_delimited(self) -> bool:
+        return (
+            self.content_length < 0
+            and not self.chunked
+            and not self.head_only
+            and self.status not in (204, 304)
+        )
+
+    def read_body(self, timeout: float) -> bytes:
+        """Next piece of the response body; b"" once complete."""
+        chunks = self.chunks
+        while True:
+            if chunks:
+                if len(chunks) == 1:
+                    return chunks.pop()
+                data = b"".join(chunks)
+                chunks.clear()
+                return data
+            if self.complete or self.upgraded:
+                return b""
+            data = self._recv(timeout)
+            if not data:
+                if self.close_delimited:
+                    self.complete = True
+                    self.keep_alive = False
+                    return b""
+                raise UpstreamReset("upstream closed the connection mid-response")
+            self._feed(data)
