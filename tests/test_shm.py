@@ -400,7 +400,9 @@ def test_a_worker_that_died_mid_flip_is_not_waited_for(name: str, pub: Publisher
     procs.append(zombie)
     reaped = fork(attach_then_die(1))
     assert exit_code(reaped) == 0
+    deadline = time.monotonic() + 30
     while pub.slots()[0].pid != zombie:  # attached, then exited; left unreaped on purpose
+        assert time.monotonic() < deadline
         time.sleep(0.001)
     pub.wait_acked(g, timeout=5)
 
@@ -470,8 +472,8 @@ def test_readers_never_see_a_torn_generation_pair(name: str, pub: Publisher, pro
         select.select([r], [], [], 10)
         reads, torn = (int(x) for x in os.read(r, 100).split())
         os.close(r)
-        assert reads > 10_000 and torn == 0
-    assert flips > 1000
+        assert reads > 1000 and torn == 0
+    assert flips > 100
 
 
 def test_the_supervisor_never_sees_a_torn_slot(name: str, pub: Publisher, procs: list[int]):
@@ -491,8 +493,8 @@ def test_the_supervisor_never_sees_a_torn_slot(name: str, pub: Publisher, procs:
     procs.append(pid)
     os.close(go_r)
     seen = set()
-    stop = time.monotonic() + 1.0
-    while time.monotonic() < stop:
+    stop = time.monotonic() + 10.0  # normally a fraction of a second; more on a loaded box
+    while len(seen) < 1000 and time.monotonic() < stop:
         info = pub.slots()[0]
         if info.generation:
             assert info.digest == xxhash.xxh3_128_digest(str(info.generation).encode())
@@ -500,4 +502,4 @@ def test_the_supervisor_never_sees_a_torn_slot(name: str, pub: Publisher, procs:
     os.close(go_w)
     assert exit_code(pid) == 0
     procs.remove(pid)
-    assert len(seen) > 100
+    assert len(seen) >= 1000
