@@ -58,6 +58,25 @@ listeners:
 """
 
 
+def forward_config(port: int, upstream: str, admin_port: int | None = None) -> str:
+    """A config forwarding everything to the test upstream at ``upstream`` (host:port)."""
+    admin = f'admin: {{address: "127.0.0.1:{admin_port}"}}\n' if admin_port else ""
+    return f"""version: 1
+listeners:
+  - {{name: public, address: "127.0.0.1:{port}"}}
+{admin}clusters:
+  - name: up
+    endpoints: ["{upstream}"]
+virtual_hosts:
+  - name: main
+    domains: ["*"]
+    routes:
+      - name: all
+        match: {{prefix: /}}
+        forward: {{cluster: up, timeout: 30s}}
+"""
+
+
 def unlink_shm(name: str) -> None:
     for entry in Path("/dev/shm").glob(f"pavis.{name}.*"):
         with contextlib.suppress(FileNotFoundError):

@@ -9,9 +9,20 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers_proc import Serve, get, kill_pid, needs_workers, pid_alive, serving, wait_for
+from tests.helpers_proc import (
+    Serve,
+    forward_config,
+    get,
+    kill_pid,
+    needs_workers,
+    pid_alive,
+    serving,
+    wait_for,
+)
+from tests.upstream import Upstream
 
 pytestmark = needs_workers
 
@@ -161,3 +172,24 @@ def test_a_second_supervisor_with_the_same_name_is_refused(tmp_path: Path) -> No
         finally:
             other.stop()
         assert get(sv.port) == (200, b"A")
+
+
+def test_sigterm_lets_a_slow_request_finish(
+    tmp_path: Path, upstreams: Callable[..., Upstream]
+) -> None:
+    up = upstreams("slow")
+    sv = Serve(tmp_path)
+    try:
+        config = tmp_path / "fwd.yaml"
+        config.write_text(forward_config(sv.port, up.address))
+        sv.start(config)
+        result: list[tuple[int, bytes]] = []
+        client = threading.Thread(target=lambda: result.append(get(sv.port, "/delay/1500", 20)))
+        client.start()
+        time.sleep(0.5)  # the request is now in flight, waiting on the upstream
+        assert sv.stop(signal.SIGTERM) == 0
+        client.join()
+        assert result and result[0][0] == 200
+        assert b"/delay/1500" in result[0][1]
+    finally:
+        sv.cleanup()
