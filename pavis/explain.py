@@ -28,15 +28,19 @@ def header_map(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def rewritten_path(route: Route, path: str) -> str:
-    """Upstream path after the route's rewrite (the matched prefix, or the whole path of an
-    exact or regex match, is replaced by ``rewrite.prefix``)."""
+def upstream_target(route: Route, target: str) -> str:
+    """The request target sent upstream, as the worker builds it (workers/proxy.py): with a
+    prefix rewrite, the matched prefix (or whole exact path; the whole path for a regex) is
+    replaced by ``rewrite.prefix`` and the query kept; without one, the target is unchanged."""
     action = route.action
     if not isinstance(action, Forward) or not action.rewrite.replace_prefix:
-        return path
-    if route.match.kind == "prefix":
-        return action.rewrite.prefix + path[len(route.match.path) :]
-    return action.rewrite.prefix
+        return target
+    path = lookup.split_target(target)
+    query = target[len(path) :]
+    prefix = action.rewrite.prefix
+    if route.match.kind in ("prefix", "exact"):
+        return prefix + path[len(route.match.path) :] + query
+    return prefix + query
 
 
 def apply_ops(ops: HeaderOps, headers: dict[str, str]) -> dict[str, str]:
@@ -103,12 +107,12 @@ def explain(
     report["request_headers"] = to_view(route.request_headers)
     report["response_headers"] = to_view(route.response_headers)
     if isinstance(action, Forward):
-        report["upstream"] = _upstream(model, route, action, host, path, hmap)
+        report["upstream"] = _upstream(model, route, action, host, target, hmap)
     return report
 
 
 def _upstream(
-    model: Model, route: Route, action: Forward, host: str, path: str, hmap: dict[str, str]
+    model: Model, route: Route, action: Forward, host: str, target: str, hmap: dict[str, str]
 ) -> dict[str, Any]:
     total = action.cumulative_weights[-1] if action.cumulative_weights else 0
     clusters = []
@@ -131,7 +135,7 @@ def _upstream(
         )
     rewrite = action.rewrite
     return {
-        "path": rewritten_path(route, path),
+        "target": upstream_target(route, target),
         "host": rewrite.host if rewrite.replace_host else host,
         "headers": apply_ops(route.request_headers, hmap),
         "clusters": clusters,
@@ -181,7 +185,7 @@ def format_text(report: dict[str, Any]) -> str:
                 f"{label:<18}{c['name']} weight {c['weight']} ({c['share_percent']}%) "
                 f"{c['lb']}: {eps}"
             )
-        lines.append(f"upstream request  {up['host']} {up['path']}")
+        lines.append(f"upstream request  {up['host']} {up['target']}")
         lines.append(f"timeout           {up['timeout_ms']} ms")
         lines.append(f"retry             {_retry_text(up['retry'])}")
     lines.append(f"request headers   {_ops_text(report['request_headers'])}")

@@ -366,7 +366,7 @@ def test_explain_names_route_clusters_rewrite_and_budget(site: Path) -> None:
     assert "route             #1 v1 " in out
     assert "api weight 90 (90.0%) round_robin: 127.0.0.1:9001 w1, 127.0.0.1:9002 w2" in out
     assert "api-canary weight 10 (10.0%) random: 127.0.0.1:9003 w1" in out
-    assert "upstream request  api.internal /users" in out
+    assert "upstream request  api.internal /users?page=2" in out
     assert "timeout           5000 ms" in out
     assert "retry             3 attempts on connect_error, reset, 503; per try 1000 ms" in out
     assert "request headers   remove cookie; set x-env: prod" in out

@@ -148,7 +148,7 @@ def test_explain_forward_with_rewrite_and_header_ops() -> None:
     assert report["route"]["name"] == "users"
     assert report["outcome"] == "forward"
     up = report["upstream"]
-    assert up["path"] == "/v2/users/7"
+    assert up["target"] == "/v2/users/7?x=1"  # the query goes upstream, as the worker sends it
     assert up["host"] == "API.example.com."  # no host rewrite: the request's Host is kept
     assert up["headers"] == {"cookie": "a=b", "x-env": "prod"}
     assert up["timeout_ms"] == 5000
