@@ -286,8 +286,18 @@ def test_a_flipped_digest_bit_is_a_checksum_mismatch() -> None:
         msgspec.msgpack.encode({"format_version": 1}),  # msgpack, but not the model's shape
         msgspec.msgpack.encode(list(msgspec.msgpack.decode(SEALED[artifact.HEADER_SIZE :]))[:-1]),
         SEALED[artifact.HEADER_SIZE :] + b"\x00",  # the model followed by junk
+        b"\x91" * 100_000 + b"\xc0",  # nested arrays, deeper than any recursion limit
+        b"\xdd\xff\xff\xff\xff",  # an array header claiming 4 G items
     ],
-    ids=["empty", "invalid-msgpack", "wrong-shape", "missing-field", "trailing-junk"],
+    ids=[
+        "empty",
+        "invalid-msgpack",
+        "wrong-shape",
+        "missing-field",
+        "trailing-junk",
+        "deep-nesting",
+        "huge-length",
+    ],
 )
 def test_a_payload_with_a_correct_checksum_that_is_not_the_model(payload: bytes) -> None:
     data = sealed_payload(payload)
