@@ -14,6 +14,7 @@ Invariants (SPEC §2):
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -410,3 +411,27 @@ def test_schema_prints_a_json_schema() -> None:
     doc = json.loads(result.stdout)
     assert "$defs" in doc or "properties" in doc
     assert "virtual_hosts" in json.dumps(doc)
+
+
+# --------------------------------------------------------------------------- determinism
+
+DETERMINISM_CASES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", DETERMINISM_CASES, ids=[p.name for p in DETERMINISM_CASES])
+def test_compile_does_not_depend_on_hash_seed_or_directory(config: Path, tmp_path: Path) -> None:
+    # Set and dict iteration order follows PYTHONHASHSEED: another machine, another seed.
+    outputs = []
+    for seed, cwd in (("0", tmp_path), ("4242", config.parent)):
+        out = tmp_path / f"seed{seed}.pvs"
+        result = subprocess.run(
+            [sys.executable, "-m", "pavis.cli", "compile", str(config), "-o", str(out)],
+            capture_output=True,
+            cwd=cwd,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
