@@ -396,6 +396,16 @@ def test_explain_exits_1_when_the_request_would_get_a_404(site: Path) -> None:
     assert "#1 v1 no" in text(result.stdout)
 
 
+def test_explain_reads_a_config_or_an_artifact_from_stdin(site: Path) -> None:
+    args = ("explain", "-", "--host", "api.example.com", "--path", "/healthz", "--json")
+    from_config = pavctl(*args, stdin=site.read_bytes())
+    sealed = pavctl("compile", str(site), "-o", "-").stdout
+    from_artifact = pavctl(*args, stdin=sealed)
+    assert from_config.returncode == from_artifact.returncode == 0
+    assert json.loads(from_config.stdout) == json.loads(from_artifact.stdout)
+    assert json.loads(from_config.stdout)["outcome"] == "direct"
+
+
 def test_explain_rejects_a_malformed_header(site: Path) -> None:
     result = pavctl("explain", str(site), "--host", "a", "-H", "no-colon")
     assert result.returncode == 2

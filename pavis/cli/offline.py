@@ -56,7 +56,10 @@ def _load(source: str) -> tuple[Model, artifact.Header, bytes]:
             return model, header, data
     data = _read_source(source)
     if source == "-" and not data.startswith(artifact.MAGIC):
-        raise UsageError("stdin must carry an artifact here; pass a configuration by file name")
+        from pavis.compiler import compile_text
+
+        # A config on stdin: YAML is a superset of JSON, so one parser reads both.
+        data = artifact.seal(compile_text(data, "yaml", "<stdin>"))
     header, model = artifact.read(data)
     return model, header, data
 
