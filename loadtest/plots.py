@@ -76,28 +76,28 @@ def _scale_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return list(((result.get("reload") or {}).get("scale") or {}).get("rows") or [])
 
 
-def _flip_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return list((result.get("flip") or {}).get("rows") or [])
-
-
-def _col(rows: list[dict[str, Any]], *names: str) -> str | None:
-    for name in names:
-        if rows and all(isinstance(r.get(name), int | float) for r in rows):
-            return name
-    return None
+def _flip_series(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """bench_flip rows by variant, for its smallest worker count, sorted by route count."""
+    rows = [r for r in (result.get("flip") or {}).get("rows") or []
+            if isinstance(r, dict) and isinstance(r.get("routes"), int)
+            and isinstance(r.get("median_ms"), int | float)]  # fmt: skip
+    if not rows:
+        return {}
+    fewest = min(r.get("workers", 0) for r in rows)
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r["routes"]):
+        if r.get("workers", 0) == fewest:
+            series.setdefault(str(r.get("variant", "flip")), []).append(r)
+    return series
 
 
 def flip_latency(plt: Any, result: dict[str, Any], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plotted = False
-    flip = _flip_rows(result)
-    n_col = _col(flip, "routes", "route_count", "n")
-    for col in ("flip_ms_median", "median_ms", "flip_median_ms", "median", "p50_ms"):
-        if n_col and _col(flip, col):
-            ax.plot([r[n_col] for r in flip], [r[col] for r in flip], "o-",
-                    color=COLORS["pavis"], label=f"pavis flip ({col}, bench_flip)")  # fmt: skip
-            plotted = True
-            break
+    for variant, rows in _flip_series(result).items():
+        ax.plot([r["routes"] for r in rows], [r["median_ms"] for r in rows], "o-",
+                label=f"shm flip, {variant} (bench_flip)")  # fmt: skip
+        plotted = True
     scale = _scale_rows(result)
     for key, label, color in (
         ("pavis_reload_ms", "pavis: pavctl reload --wait", "#17becf"),
@@ -132,13 +132,12 @@ def worker_memory(plt: Any, result: dict[str, Any], out: Path) -> Path | None:
         if pts:
             ax.plot(*zip(*pts, strict=True), "o-", color=color, label=label)
             plotted = True
-    flip = _flip_rows(result)
-    n_col = _col(flip, "routes", "route_count", "n")
-    m_col = _col(flip, "worker_private_mib", "private_mib", "rss_mib", "worker_rss_mib")
-    if n_col and m_col:
-        ax.plot([r[n_col] for r in flip], [r[m_col] for r in flip], "s--", color="#9467bd",
-                label=f"pavis worker ({m_col}, bench_flip)")  # fmt: skip
-        plotted = True
+    for variant, rows in _flip_series(result).items():
+        pts = [(r["routes"], r["private_mb"]) for r in rows
+               if isinstance(r.get("private_mb"), int | float)]  # fmt: skip
+        if pts:
+            ax.plot(*zip(*pts, strict=True), "s--", label=f"flip worker, {variant} (bench_flip)")
+            plotted = True
     if not plotted:
         plt.close(fig)
         return None
@@ -164,6 +163,7 @@ def reload_failures(plt: Any, result: dict[str, Any], out: Path) -> Path | None:
         ax1.annotate(f"{r['failed']} of {r['requests']}\n{r['reloads']} reloads",
                      (b.get_x() + b.get_width() / 2, b.get_height()),
                      ha="center", va="bottom", fontsize=8)  # fmt: skip
+    ax1.margins(y=0.2)
     ax1.set_title("failed requests during the reload storm")
     ax1.set_ylabel("non-2xx + socket errors")
     for n in names:
@@ -172,6 +172,7 @@ def reload_failures(plt: Any, result: dict[str, Any], out: Path) -> Path | None:
             ax2.plot(range(len(v)), v, ".", color=COLORS[n], label=f"{n} (median "
                      f"{res[n]['visible_ms_median']:.1f} ms)")  # fmt: skip
     ax2.set_title("per reload: time until the change is visible")
+    ax2.set_yscale("log")
     ax2.set_xlabel("reload #")
     ax2.set_ylabel("ms")
     ax2.legend(fontsize=8)
