@@ -81,7 +81,7 @@ def serve(
 
         if source:
             raise UsageError("--demo brings its own config; drop the CONFIG argument")
-        code = demo_mod.run(workers or 2, control, state_dir)
+        code = demo_mod.run(workers or 2, control, state_dir, "demo" if name == "default" else name)
         raise click.exceptions.Exit(code)
     opts = Options(
         source=os.path.abspath(source) if source else None,

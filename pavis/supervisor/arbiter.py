@@ -110,8 +110,9 @@ class Arbiter:
         data, source = self._initial_artifact()
         header, model = read(data)
         checksum = self.store.put(data)
-        self.listeners = bind_listeners(model.listeners)
+        # The instance lock first: a second supervisor of this name fails on it, not on a port.
         self.publisher = Publisher(self.opts.name)
+        self.listeners = bind_listeners(model.listeners)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
         gen = Generation(number, checksum, source, model)
@@ -303,6 +304,10 @@ class Arbiter:
 
     def _stop(self) -> int:
         notify("STOPPING=1")
+        # A flip in progress finishes (or times out) first: it uses the Publisher we close.
+        # Never released: later requests are refused by _check_running.
+        if not self._ops.acquire(timeout=DEFAULT_WAIT + 5):
+            log.warning("a reload is still running; stopping anyway")
         sig = getattr(self, "_stop_signal", signal.SIGTERM)
         pids = {s.pid for s in self.slots if s.alive}
         drain = STOP_MARGIN
@@ -364,6 +369,7 @@ class Arbiter:
     ) -> dict[str, Any]:
         """Load, check, store and flip to a config or artifact; all-or-nothing."""
         source = path or self.opts.source
+        self._check_running()
         with self._ops:
             self._check_running()
             notify("RELOADING=1", monotonic_usec())
@@ -387,6 +393,7 @@ class Arbiter:
         self, to: str | None, wait: bool, timeout: float, respond: Respond | None = None
     ) -> dict[str, Any]:
         """Flip to the previous (or a named) generation without compiling anything."""
+        self._check_running()
         with self._ops:
             self._check_running()
             assert self.current is not None

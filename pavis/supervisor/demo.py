@@ -74,7 +74,7 @@ def start_upstream(address: tuple[str, int] = UPSTREAM) -> int:
     return pid
 
 
-def run(workers: int, control: str | None, state_dir: str | None) -> int:
+def run(workers: int, control: str | None, state_dir: str | None, name: str = "demo") -> int:
     from pavis.supervisor.arbiter import Arbiter, Options
 
     home = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"pavis-demo-{os.getuid()}"
@@ -112,7 +112,7 @@ Stop with Ctrl-C.
         workers=workers,
         control=control,
         state_dir=os.path.abspath(state_dir or str(home / "state")),
-        name="demo",
+        name=name,
     )
     try:
         return Arbiter(opts).run()
