@@ -3,6 +3,7 @@ regex checks, the endpoint schedule and validation rules not covered by the corp
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pavis.artifact import read, seal
 from pavis.compiler import compile_path, compile_text, json_schema, units
 from pavis.compiler.index import MAX_SCHEDULE, swrr_schedule
 from pavis.compiler.regex import literal_prefix, problem
@@ -453,3 +457,50 @@ def test_a_large_table_compiles() -> None:
     )
     m = model_of(routes_yaml(routes))
     assert len(m.routes) == 4000 and len(m.virtual_hosts[0].index.exact) == 2000
+
+
+# ---------------------------------------------------------------------------- robustness
+
+FULL_DOC = json.loads((ROOT / "tests" / "configs" / "valid" / "002_full.json").read_text())
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.sampled_from(["", "0s", "1h", "*", "/", "(a+)+", "[", "x:1", "[::1]:0", "5xx", "-"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["name", "x", "weight"]), st.integers(), max_size=2),
+)
+
+
+def _leaves(doc: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() for p in _leaves(v, (*path, k))] + [path]
+    if isinstance(doc, list):
+        return [p for i, v in enumerate(doc) for p in _leaves(v, (*path, i))] + [path]
+    return [path]
+
+
+LEAVES = [p for p in _leaves(FULL_DOC) if p]
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits=st.lists(st.tuples(st.sampled_from(LEAVES), junk), min_size=1, max_size=3))
+def test_mangled_configs_are_rejected_cleanly_or_compile(edits: list[tuple[tuple, object]]) -> None:
+    doc = copy.deepcopy(FULL_DOC)
+    for path, value in edits:
+        node = doc
+        try:
+            for step in path[:-1]:
+                node = node[step]
+            node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit replaced a parent
+    origin = str(ROOT / "tests" / "configs" / "valid" / "fuzz.json")
+    try:
+        validated = compile_text(json.dumps(doc), "json", origin=origin)
+    except ConfigError as exc:
+        assert exc.problems and all(p.path.startswith("$") and p.constraint for p in exc.problems)
+        return
+    assert read(seal(validated))[1] == validated.model

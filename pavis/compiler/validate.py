@@ -35,6 +35,7 @@ from pavis.schema import (
 )
 
 MAX_DIRECT_BODY = 64 * 1024
+MAX_WEIGHT = 1_000_000
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL and friends
@@ -144,9 +145,11 @@ def _cluster(path: str, c: Cluster, out: list[Problem]) -> None:
     for k, ep in enumerate(c.endpoints):
         where = f"{path}.endpoints[{k}]"
         _port(where, ep.port, out)
-        if ep.weight < 1:
+        if not 1 <= ep.weight <= MAX_WEIGHT:
             out.append(
-                Problem(f"{where}.weight", "invalid_weight", f"weight {ep.weight} is not positive")
+                Problem(
+                    f"{where}.weight", "invalid_weight", f"weight {ep.weight} is not 1-{MAX_WEIGHT}"
+                )
             )
         if (ep.host, ep.port) in seen:
             first = seen[(ep.host, ep.port)]
@@ -320,12 +323,12 @@ def _header_ops(path: str, ops: HeaderOps, out: list[Problem]) -> None:
 def _forward(path: str, r: Route, f: Forward, out: list[Problem]) -> None:
     names: set[str] = set()
     for k, wc in enumerate(f.clusters):
-        if wc.weight < 1:
+        if not 1 <= wc.weight <= MAX_WEIGHT:
             out.append(
                 Problem(
                     f"{path}.clusters[{k}].weight",
                     "invalid_weight",
-                    f"weight {wc.weight} is not positive",
+                    f"weight {wc.weight} is not 1-{MAX_WEIGHT}",
                 )
             )
         if wc.name in names:
