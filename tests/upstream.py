@@ -14,6 +14,8 @@ Endpoints (any method unless noted; every response carries ``X-Upstream: <name>`
 - ``/upload``             consumes a body of any size; answers its length and sha256
 - ``/flaky/<key>/<n>``    503 for the first n requests with this key, then echo
 - ``/close``              echo with ``Connection: close``, then closes
+- ``/drop``               echo with keep-alive, then closes the idle connection 50 ms later
+                          without a word (a stale pooled connection for the proxy)
 - ``/reset``              closes the connection without answering (RST)
 - ``/garbage``            answers bytes that are not HTTP
 - ``/healthz``            200 ``ok`` (503 after ``/admin/unhealthy``, again 200 after ``/admin/healthy``)
@@ -233,6 +235,8 @@ class _Conn:
                 return self.send(503, b"flaky\n", keep, head=head)
         elif path == "/close":
             keep = False
+        elif path == "/drop":
+            gevent.spawn_later(0.05, _shutdown, self.sock)
         elif path == "/reset":
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
@@ -283,6 +287,11 @@ class _Conn:
         if kind == "stream":
             self.sock.sendall(b"0\r\n\r\n")
         return keep
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _reason(status: int) -> str:
