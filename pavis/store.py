@@ -102,7 +102,8 @@ class Store:
         self._lkg_path = self.root / "last-known-good"
         self._lock = threading.Lock()
         try:
-            self.artifacts.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.artifacts.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StoreError(f"cannot create state dir {self.root}: {exc.strerror}") from None
         # Leftover temp files of a crash mid-write are garbage by construction.
