@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(STEPS), help=f"subset of {','.join(STEPS)}")
     ap.add_argument("--duration", type=float, help="override seconds per wrk run and storm")
     ap.add_argument("--scale", help="route counts for reload/memory by size ('' = none)")
+    ap.add_argument("--scenarios", help="subset of the proxy scenarios, e.g. keepalive-c50")
     ap.add_argument("--upstream", choices=("nginx", "python"), default="nginx",
                     help="nginx (static 3-byte answer, 1 worker) or tests.upstream")  # fmt: skip
     ap.add_argument("--no-plots", action="store_true")
@@ -232,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     if "proxy" in only and not missing:
         progress("proxy: direct vs nginx vs pavis under wrk")
         duration = a.duration or cfg["proxy_duration"]
+        scenarios = tuple(
+            sc for sc in bench_proxy.SCENARIOS
+            if a.scenarios is None or sc.name in a.scenarios.split(",")
+        )  # fmt: skip
         pr = bench_proxy.run(
             duration=duration, repeats=cfg["proxy_repeats"], upstream_kind=a.upstream,
-            progress=progress,
+            scenarios=scenarios, progress=progress,
         )  # fmt: skip
         result["proxy"] = pr.as_dict()
         print(bench_proxy.format_table(pr.summary()), flush=True)

@@ -131,7 +131,7 @@ class Proc:
 
 
 # The test upstream's cheapest GET (a 3-byte body), see tests/upstream.py.
-PYTHON_UPSTREAM_PATH = "/"
+PYTHON_UPSTREAM_PATH = "/bytes3"
 
 
 def python_upstream_available() -> bool:

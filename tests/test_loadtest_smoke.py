@@ -1,0 +1,158 @@
+"""Smoke tests of the load-test harness (loadtest/): it runs, stops everything, writes results.
+
+Invariants: the harness never judges speed, so nothing here compares a figure to a threshold —
+only that figures exist, that failures are counted, and that every process it started is
+gone afterwards. Skips cleanly when wrk or nginx is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest import bench, nginx, procstat, servers, wrk
+
+REPO = Path(__file__).resolve().parent.parent
+
+needs_tools = pytest.mark.skipif(
+    wrk.available() is None or nginx.available() is None, reason="wrk and nginx are needed"
+)
+
+WRK_TEXT = """\
+Running 1s test @ http://127.0.0.1:18081/
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.48ms  575.75us   1.37s    74.59%
+  Latency Distribution
+     50%  512.00us
+     75%    1.20ms
+     90%    2.00ms
+     99%    1.05s
+  1433 requests in 1.10s, 2.30MB read
+  Socket errors: connect 1, read 2, write 3, timeout 4
+  Non-2xx or 3xx responses: 7
+Requests/sec:   1302.80
+Transfer/sec:      2.09MB
+"""
+
+
+def test_wrk_text_output_is_parsed() -> None:
+    r = wrk.parse_text(WRK_TEXT)
+    assert r.requests == 1433
+    assert r.rps == pytest.approx(1302.80)
+    assert r.p50_ms == pytest.approx(0.512)
+    assert r.p99_ms == pytest.approx(1050.0)
+    assert r.errors == {"connect": 1, "read": 2, "write": 3, "timeout": 4}
+    assert r.non2xx == 7
+    assert r.failed == 17
+
+
+def test_script_tables_are_parsed() -> None:
+    table = (
+        "    routes |     compile_ms | artifact_bytes\n"
+        "        10 |           1.50 |          2,345\n"
+        "    10,000 |         812.25 |      2,700,000\n"
+        "\n"
+        "target: read 10k routes < 30 ms: 4.1 ms OK\n"
+    )
+    rows = bench.parse_rows(table)
+    assert rows == [
+        {"routes": 10, "compile_ms": 1.5, "artifact_bytes": 2345},
+        {"routes": 10000, "compile_ms": 812.25, "artifact_bytes": 2700000},
+    ]
+    assert bench.parse_rows('# header\n{"routes": 10, "median_ms": 1.0}\n') == [
+        {"routes": 10, "median_ms": 1.0}
+    ]
+
+
+def test_procstat_sees_a_child_and_its_cpu() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nsum(range(2_000_000))\ntime.sleep(30)"]
+    )
+    try:
+        deadline = 50
+        while procstat.cpu_seconds(child.pid) == 0.0 and deadline:
+            subprocess.run(["sleep", "0.1"], check=True)
+            deadline -= 1
+        assert child.pid in procstat.tree(os.getpid())
+        s = procstat.sample(os.getpid())
+        assert s.cpu_s > 0
+        assert s.private[os.getpid()] > 0
+        assert procstat.tree_cpu_seconds(child.pid) > 0
+    finally:
+        child.kill()
+        child.wait()
+    assert procstat.tree(child.pid) == []
+
+
+@needs_tools
+def test_private_nginx_starts_answers_and_stops_by_pid() -> None:
+    ng = nginx.Nginx("smoke")
+    port = servers.free_port()
+    try:
+        ng.start(nginx.static_conf(ng.prefix, port, workers=1), (port,))
+        pids = procstat.tree(ng.pid)
+        assert len(pids) == 2  # master + one worker
+        assert servers.http_get(port, "/")[1] == b"ok\n"
+        r = wrk.run(f"http://127.0.0.1:{port}/", connections=2, duration=1)
+        assert r.requests > 0
+        assert r.failed == 0
+    finally:
+        ng.stop()
+    assert all(procstat.tree(p) == [] for p in pids)
+    assert not ng.prefix.exists()
+
+
+@needs_tools
+def test_quick_harness_runs_in_a_tiny_configuration(tmp_path: Path) -> None:
+    """The proxy and reload steps end to end, 1 s runs, two scenarios, one small table."""
+    before = set(procstat.tree(os.getpid()))
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.bench", "--quick", "--only", "proxy,reload",
+         "--duration", "1", "--scenarios", "keepalive-c10,close-c50", "--scale", "10",
+         "--out", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    summary = result["proxy"]["summary"]
+    assert set(summary) == {"keepalive-c10", "close-c50"}
+    for scenario in summary.values():
+        assert scenario["direct"]["rps"] > 0
+        assert scenario["nginx"]["rps"] > 0
+        assert "rps_vs_direct" in scenario["nginx"]
+    reload = result["reload"]["results"]
+    assert reload["nginx"]["reloads"] > 0
+    assert reload["nginx"]["requests"] > 0
+    assert reload["nginx"]["failed"] is not None  # counted, whatever it is
+    assert result["reload"]["scale"]["rows"][0]["routes"] == 10
+    if servers.pavis_serve_available():
+        assert "pavis" in summary["keepalive-c10"], result["proxy"]["notes"]
+        assert reload["pavis"]["reloads"] > 0, reload["pavis"]["notes"]
+    if _has_matplotlib():
+        assert (out / "throughput_p99.png").exists()
+        assert (out / "reload_failures.png").exists()
+    # Everything the harness started is gone, shared memory included (instance names carry
+    # the harness's pid).
+    assert set(procstat.tree(os.getpid())) == before
+    assert list(Path("/dev/shm").glob(f"pavis.b{proc.pid}x*")) == []
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
