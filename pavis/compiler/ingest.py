@@ -119,20 +119,27 @@ _Loader.add_implicit_resolver(
 
 
 def _construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+    # Merge keys (``<<: *base``) put the merged pairs first; explicit keys may override
+    # them, but an explicit key given twice is an error.
+    explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
+    first_explicit = len(node.value) - explicit
     out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
+    seen: set[Any] = set()
+    for i, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
         try:
-            seen = key in out
+            duplicate = key in seen
         except TypeError:
             raise yaml.constructor.ConstructorError(
                 None, None, f"unhashable key {key!r}", key_node.start_mark
             ) from None
-        if seen:
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
+        if i >= first_explicit:
+            seen.add(key)
         out[key] = loader.construct_object(value_node, deep=deep)
     return out
 
@@ -140,8 +147,28 @@ def _construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_VALUES = 5_000_000  # far above 100k routes (~15 values each)
+
+
 def _parse_yaml(text: str, origin: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         raise IngestError(f"{origin}: invalid YAML: {exc}") from None
+    if "&" in text:  # anchors: aliases may expand exponentially ("billion laughs")
+        _bound_size(doc, origin)
+    return doc
+
+
+def _bound_size(doc: Any, origin: str) -> None:
+    budget = MAX_VALUES
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise IngestError(f"{origin}: document expands to over {MAX_VALUES} values (aliases?)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
