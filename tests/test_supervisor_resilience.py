@@ -193,3 +193,44 @@ def test_sigterm_lets_a_slow_request_finish(
         assert b"/delay/1500" in result[0][1]
     finally:
         sv.cleanup()
+
+
+def test_reload_that_times_out_flips_everyone_back(tmp_path: Path) -> None:
+    with serving(tmp_path, "A") as sv:
+        before = sv.status()
+        stuck = before["workers"][0]["pid"]
+        os.kill(stuck, signal.SIGSTOP)  # alive but never acknowledges
+        try:
+            r = sv.pavctl("reload", str(sv.config("B")), "--timeout", "1")
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        assert r.returncode == 4, (r.stdout, r.stderr)
+        assert "flipped back" in r.stderr
+        after = sv.status()
+        assert after["checksum"] == before["checksum"]
+        wait_for(
+            lambda: {w["checksum"] for w in sv.status()["workers"]} == {before["checksum"]},
+            10,
+            "every worker back on the old generation",
+        )
+        for _ in range(10):
+            assert get(sv.port) == (200, b"A")
+        last = sv.history()[-1]
+        assert (last["op"], last["outcome"]) == ("reload", "timeout")
+        assert (sv.state_dir / "last-known-good").read_text().strip() == before["checksum"]
+
+
+def test_workers_that_cannot_boot_stop_the_supervisor(tmp_path: Path) -> None:
+    """A worker runtime that exits 70 at once: the supervisor halts instead of looping."""
+    fake = tmp_path / "fake" / "workers"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "main.py").write_text("import sys\n\ndef run(*args):\n    sys.exit(70)\n")
+    sv = Serve(tmp_path)
+    try:
+        proc = sv.start(sv.config("A"), env={"PYTHONPATH": str(tmp_path / "fake")}, ready=False)
+        assert proc.wait(30) == 1
+        assert "failed to boot 3 times in a row" in sv.logs()
+        assert not list(Path("/dev/shm").glob(f"pavis.{sv.name}.*"))
+    finally:
+        sv.cleanup()

@@ -471,7 +471,7 @@ class Arbiter:
             self.publisher.wait_acked(target.number, timeout)
             self._check_digests(target)
         except (WorkerRejected, AckTimeout, ShmError) as exc:
-            self._flip_back(old)
+            self._flip_back(old, timeout)
             outcome = TIMEOUT if isinstance(exc, AckTimeout) else REJECTED
             reason = f"{exc}; every worker flipped back to generation {old.number}"
             self._record(op, source, outcome, target.number, checksum, reason)
@@ -496,12 +496,14 @@ class Arbiter:
                     f"{target.number} with checksum {info.digest.hex()}",
                 )
 
-    def _flip_back(self, old: Generation) -> None:
+    def _flip_back(self, old: Generation, timeout: float) -> None:
         assert self.publisher is not None
         self.publisher.activate(old.number)
         self.current = old
         try:
-            self.publisher.wait_acked(old.number, DEFAULT_WAIT)
+            # Workers that never took the new generation are still on the old one; a stuck
+            # worker must not hold the answer longer than the caller's own bound.
+            self.publisher.wait_acked(old.number, timeout)
         except ShmError as exc:
             log.error("flip back to generation %d incomplete: %s", old.number, exc)
 
