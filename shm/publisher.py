@@ -44,10 +44,17 @@ class Publisher:
         self._retained: set[int] = set()
         self._current = 0
         self._previous = 0
-        self._lock_fd = lock.acquire(name, mode, gid)
+        try:
+            self._lock_fd = lock.acquire(name, mode, gid)
+        except OSError as exc:
+            raise ShmError("unavailable", f"cannot take the lock of {name!r}: {exc}") from None
         try:
             high_water = self._reclaim()
             self._ctl = self._create_control(high_water)
+        except (OSError, posix_ipc.Error) as exc:
+            # E.g. leftovers owned by another user in the sticky /dev/shm: say which.
+            lock.release(self._lock_fd, name, unlink=False)
+            raise ShmError("unavailable", f"cannot set up instance {name!r}: {exc}") from None
         except BaseException:
             lock.release(self._lock_fd, name, unlink=False)
             raise

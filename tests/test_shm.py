@@ -503,3 +503,24 @@ def test_the_supervisor_never_sees_a_torn_slot(name: str, pub: Publisher, procs:
     assert exit_code(pid) == 0
     procs.remove(pid)
     assert len(seen) >= 1000
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_another_users_instance_is_unavailable_not_a_crash(name: str, procs: list[int]):
+    with Publisher(name):
+        pass
+    with open(f"{SHM}/pavis.{name}.lock", "wb"), open(f"{SHM}/pavis.{name}.7", "wb"):
+        pass  # root's leftovers: another user may neither lock nor reclaim them
+
+    def stranger() -> None:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        with pytest.raises(ShmError) as err:
+            Publisher(name)
+        assert err.value.reason == "unavailable"
+
+    pid = fork(stranger)
+    procs.append(pid)
+    assert exit_code(pid) == 0
+    procs.remove(pid)
