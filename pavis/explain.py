@@ -31,7 +31,10 @@ def header_map(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
 def upstream_target(route: Route, target: str) -> str:
     """The request target sent upstream, as the worker builds it (workers/proxy.py): with a
     prefix rewrite, the matched prefix (or whole exact path; the whole path for a regex) is
-    replaced by ``rewrite.prefix`` and the query kept; without one, the target is unchanged."""
+    replaced by ``rewrite.prefix`` and the query kept; without one, the target is unchanged.
+
+    This mirrors ``workers.proxy.request_head``, which pavis/ may not import; the one shared
+    implementation would belong next to ``pavis.lookup``."""
     action = route.action
     if not isinstance(action, Forward) or not action.rewrite.replace_prefix:
         return target
