@@ -21,18 +21,18 @@ FORMAT_VERSION = 1
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
 
-class _S(msgspec.Struct, **_OPTS):  # type: ignore[call-arg,misc]
+class _S(msgspec.Struct, **_OPTS):
     """Base of untagged runtime Structs."""
 
 
 # --------------------------------------------------------------------------- listeners
 
 
-class TlsOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+class TlsOff(msgspec.Struct, tag="off", **_OPTS):
     """TLS is not used here."""
 
 
-class ServerTls(msgspec.Struct, tag="tls", **_OPTS):  # type: ignore[call-arg,misc]
+class ServerTls(msgspec.Struct, tag="tls", **_OPTS):
     """TLS termination on a listener. PEM text is embedded so the artifact is complete."""
 
     cert_pem: str
@@ -46,11 +46,11 @@ class Listener(_S):
     tls: TlsOff | ServerTls
 
 
-class AdminOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+class AdminOff(msgspec.Struct, tag="off", **_OPTS):
     """No admin listener."""
 
 
-class Admin(msgspec.Struct, tag="on", **_OPTS):  # type: ignore[call-arg,misc]
+class Admin(msgspec.Struct, tag="on", **_OPTS):
     host: str
     port: int
 
@@ -67,11 +67,11 @@ class Limits(_S):
     drain_timeout_ms: int  # on graceful stop, in-flight requests get this long
 
 
-class AccessLogOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+class AccessLogOff(msgspec.Struct, tag="off", **_OPTS):
     """No access log."""
 
 
-class AccessLog(msgspec.Struct, tag="json", **_OPTS):  # type: ignore[call-arg,misc]
+class AccessLog(msgspec.Struct, tag="json", **_OPTS):
     """One JSON line per request; path ``-`` means stdout."""
 
     path: str
@@ -93,11 +93,11 @@ class Pool(_S):
     max_pending: int  # requests allowed to wait for a connection; beyond → 503 overflow
 
 
-class HealthCheckOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+class HealthCheckOff(msgspec.Struct, tag="off", **_OPTS):
     """No active health checking: every endpoint is considered healthy."""
 
 
-class HealthCheck(msgspec.Struct, tag="http", **_OPTS):  # type: ignore[call-arg,misc]
+class HealthCheck(msgspec.Struct, tag="http", **_OPTS):
     path: str
     host: str  # Host header sent with the probe
     interval_ms: int
@@ -107,16 +107,16 @@ class HealthCheck(msgspec.Struct, tag="http", **_OPTS):  # type: ignore[call-arg
     expected_statuses: tuple[int, ...]  # sorted; a probe answering any of these passes
 
 
-class OutlierOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+class OutlierOff(msgspec.Struct, tag="off", **_OPTS):
     """No passive ejection."""
 
 
-class Outlier(msgspec.Struct, tag="consecutive", **_OPTS):  # type: ignore[call-arg,misc]
+class Outlier(msgspec.Struct, tag="consecutive", **_OPTS):
     consecutive_failures: int
     eject_ms: int  # ejection expires after this; nothing is learned
 
 
-class UpstreamTls(msgspec.Struct, tag="tls", **_OPTS):  # type: ignore[call-arg,misc]
+class UpstreamTls(msgspec.Struct, tag="tls", **_OPTS):
     sni: str
     verify: bool
     ca_pem: str  # embedded CA bundle; "" = system trust store
@@ -173,11 +173,11 @@ class Rewrite(_S):
     host: str
 
 
-class RetryOff(msgspec.Struct, tag="off", **_OPTS):  # type: ignore[call-arg,misc]
+class RetryOff(msgspec.Struct, tag="off", **_OPTS):
     """One attempt only."""
 
 
-class Retry(msgspec.Struct, tag="on", **_OPTS):  # type: ignore[call-arg,misc]
+class Retry(msgspec.Struct, tag="on", **_OPTS):
     attempts: int  # total attempts including the first
     on_connect_error: bool
     on_reset: bool
@@ -188,7 +188,7 @@ class Retry(msgspec.Struct, tag="on", **_OPTS):  # type: ignore[call-arg,misc]
     backoff_max_ms: int
 
 
-class Forward(msgspec.Struct, tag="forward", **_OPTS):  # type: ignore[call-arg,misc]
+class Forward(msgspec.Struct, tag="forward", **_OPTS):
     clusters: tuple[WeightedCluster, ...]
     cumulative_weights: tuple[int, ...]  # running sums of clusters' weights, for bisect
     rewrite: Rewrite
@@ -196,12 +196,12 @@ class Forward(msgspec.Struct, tag="forward", **_OPTS):  # type: ignore[call-arg,
     retry: RetryOff | Retry
 
 
-class Redirect(msgspec.Struct, tag="redirect", **_OPTS):  # type: ignore[call-arg,misc]
+class Redirect(msgspec.Struct, tag="redirect", **_OPTS):
     status: int
     location: str
 
 
-class Direct(msgspec.Struct, tag="direct", **_OPTS):  # type: ignore[call-arg,misc]
+class Direct(msgspec.Struct, tag="direct", **_OPTS):
     status: int
     body: bytes
     content_type: str
