@@ -175,3 +175,18 @@ def test_boot_failure_is_reported(tmp_path: Path) -> None:
         assert "no last-known-good" in sv.logs()
     finally:
         sv.cleanup()
+
+
+def test_reload_no_wait_answers_at_activation(tmp_path: Path) -> None:
+    with serving(tmp_path, "A") as sv:
+        r = sv.pavctl("reload", str(sv.config("B")), "--no-wait", "--json")
+        assert r.returncode == 0, r.stderr
+        answer = json.loads(r.stdout)
+        assert answer["outcome"] == "activated"
+        wait_for(
+            lambda: {w["checksum"] for w in sv.status()["workers"]} == {answer["checksum"]},
+            10,
+            "every worker on the new generation",
+        )
+        wait_for(lambda: sv.history()[-1]["outcome"] == "accepted", 10, "the accepted entry")
+        assert get(sv.port) == (200, b"B")

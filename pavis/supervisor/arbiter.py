@@ -468,7 +468,11 @@ class Arbiter:
         if not wait and respond is not None:
             respond({"ok": True, **self._answer(target, "activated", t0)})
         try:
-            self.publisher.wait_acked(target.number, timeout)
+            # Only slots with a live process: a slot waiting for its restart has nobody to ask
+            # (its next worker boots on the current generation anyway). No spawn happens while
+            # we hold _ops, so this set cannot grow during the wait.
+            live = [s.index for s in self.slots if s.alive]
+            self.publisher.wait_acked(target.number, timeout, slots=live)
             self._check_digests(target)
         except (WorkerRejected, AckTimeout, ShmError) as exc:
             self._flip_back(old, timeout)
