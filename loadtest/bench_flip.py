@@ -5,21 +5,25 @@ what a pavis worker does — open the segment through ``shm.Subscriber``, verify
 artifact, build state, switch, acknowledge — in one of several strategies, so that their costs
 can be compared:
 
-- ``shm``       open + segment checksum + ack; no artifact work (the floor shm itself sets)
-- ``eager``     ``artifact.read`` (verify + decode every route), swap, ack — the old table is
-                freed by the swap, i.e. *before* the ack (the naive worker)
-- ``eager-late``as ``eager`` but the old table is dropped only after the ack
-- ``lazy``      ``artifact.verify`` + decode with a mirror Model whose routes stay
-                ``msgspec.Raw`` (views into the read-only mapping, decoded on first use), ack,
-                then free the old generation
+- ``shm``        open + segment checksum + ack; no artifact work (the floor shm itself sets)
+- ``eager``      ``artifact.read`` (verify + decode every route), swap, ack — the old table is
+                 freed by the swap, i.e. *before* the ack (the naive worker)
+- ``eager-late`` as ``eager`` but the old table is dropped only after the ack
+- ``lazy``       ``artifact.verify`` + decode with a mirror Model whose routes stay
+                 ``msgspec.Raw`` (views into the read-only mapping, decoded on first use), ack,
+                 then free the old generation
+- ``lazy-copy``  as ``lazy`` but from a private ``bytes`` copy, the segment closed at once
+- ``runtime``    the worker runtime's own code: ``workers.state.load`` + ``State`` + Registry
 
-Workers wait cooperatively with gevent's select on the notify descriptor plus a 200 ms poll,
-as the real runtime does. Between flips the supervisor pauses long enough for workers to finish
-freeing, so each sample is one flip on an otherwise idle system (reloads are rare).
+Default: shm, eager, lazy, runtime (``--variants`` selects others). Workers wait cooperatively
+with gevent's select on the notify descriptor plus a 200 ms poll, as the real runtime does.
+Between flips the supervisor pauses long enough for workers to finish freeing, so each sample
+is one flip on an otherwise quiet system (reloads are rare); the 1-minute load average printed
+with each row says how quiet the box really was.
 Must not: assert anything. It prints figures (docs/bench/flip.md); tests never time things.
 
 Run:  python -m loadtest.bench_flip [--sizes 10,1000,10000,100000] [--workers 2,4]
-                                    [--variants shm,eager,eager-late,lazy] [--idle 10]
+                                    [--variants shm,eager,lazy,runtime] [--idle 10] [--json]
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ import msgspec
 from loadtest import procstat
 from pavis import artifact
 from pavis.compiler import compile_text
-from pavis.errors import ArtifactError
 from pavis.schema import (
     AccessLog,
     AccessLogOff,
@@ -57,8 +60,10 @@ from pavis.schema import (
 )
 from shm import Publisher, Segment, ShmError, Subscriber
 
-VARIANTS = ("shm", "eager", "eager-late", "lazy")
-FLIPS = {10: 200, 1000: 200, 10_000: 100, 100_000: 10}
+VARIANTS = ("shm", "eager", "eager-late", "lazy", "lazy-copy", "runtime")
+DEFAULT_VARIANTS = ("shm", "eager", "lazy", "runtime")
+FLIPS = {10: 100, 1000: 100, 10_000: 100, 100_000: 10}
+ACK_TIMEOUT_S = 120
 POLL_S = 0.2
 
 
@@ -113,7 +118,7 @@ def load_lazy(data: memoryview) -> tuple[artifact.Header, LazyModel, LazyRoutes]
 # ------------------------------------------------------------------ the worker
 
 
-def build(variant: str, seg: Segment) -> tuple[bytes, Any, Segment | None]:
+def build(variant: str, seg: Segment, generation: int, registry: Any) -> tuple[bytes, Any, Any]:
     """(digest to ack, new state, segment to keep mapped or None)."""
     if variant == "shm":
         return seg.digest, None, seg
@@ -122,6 +127,18 @@ def build(variant: str, seg: Segment) -> tuple[bytes, Any, Segment | None]:
         state = (model, {c.name: c for c in model.clusters})
         seg.close()  # a full decode copies everything: the mapping is no longer needed
         return header.digest, state, None
+    if variant == "runtime":
+        from workers.state import State, load
+
+        data = bytes(seg.data)
+        seg.close()
+        header, model = load(data)
+        return header.digest, State(generation, header, model, registry), None
+    if variant == "lazy-copy":
+        data = memoryview(bytes(seg.data))
+        seg.close()
+        header, lazy, routes = load_lazy(data)
+        return header.digest, (lazy, routes, {c.name: c for c in lazy.clusters}), None
     header, lazy, routes = load_lazy(seg.data)
     return header.digest, (lazy, routes, {c.name: c for c in lazy.clusters}), seg
 
@@ -129,6 +146,11 @@ def build(variant: str, seg: Segment) -> tuple[bytes, Any, Segment | None]:
 def worker(name: str, slot: int, notify_fd: int, variant: str) -> None:
     from gevent import select as gselect  # gevent only after fork, as in workers/
 
+    registry = None
+    if variant == "runtime":
+        from workers.state import Registry
+
+        registry = Registry()
     sub = Subscriber(name, slot, notify_fd)
     served = 0
     state: Any = None
@@ -141,9 +163,9 @@ def worker(name: str, slot: int, notify_fd: int, variant: str) -> None:
             continue
         try:
             new_seg = sub.open(generation)
-            digest, new_state, keep = build(variant, new_seg)
-        except (ShmError, ArtifactError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            sub.reject(generation, str(exc))
+            digest, new_state, keep = build(variant, new_seg, generation, registry)
+        except Exception as exc:  # a benchmark worker reports anything, the run shows it
+            sub.reject(generation, f"{type(exc).__name__}: {exc}")
             served = generation
             continue
         if variant == "eager":
@@ -154,6 +176,8 @@ def worker(name: str, slot: int, notify_fd: int, variant: str) -> None:
             old_state, seg_old = state, seg
             state, seg = new_state, keep
             sub.ack(generation, digest)
+            if registry is not None:
+                registry.keep_only(state)
             del old_state  # freed after the ack: off the flip's critical path
         if seg_old is not None:
             seg_old.close()
@@ -198,15 +222,15 @@ def run(
         pub.activate(first)
         for slot in range(workers):
             pids.append(fork_worker(name, slot, pub.open_slot(slot), variant))
-        pub.wait_acked(first, 300)
+        pub.wait_acked(first, ACK_TIMEOUT_S)
         samples: list[float] = []
         for _ in range(flips):
             # Let workers finish freeing the previous table: each sample is a flip on a quiet box.
-            time.sleep(0.02 + 2 * (samples[-1] if samples else 0.05))
+            time.sleep(0.02 + 1.2 * (samples[-1] if samples else 0.05))
             t0 = time.perf_counter()
             generation = pub.publish(data)
             pub.activate(generation)
-            pub.wait_acked(generation, 300)
+            pub.wait_acked(generation, ACK_TIMEOUT_S)
             samples.append(time.perf_counter() - t0)
             pub.collect()
         time.sleep(0.2 + 2 * samples[-1])
@@ -285,7 +309,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,1000,10000,100000")
     parser.add_argument("--workers", default="2,4")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"of {','.join(VARIANTS)}"
+    )
     parser.add_argument("--flips", type=int, default=0, help="per run (default: by size)")
     parser.add_argument(
         "--idle",
@@ -314,7 +340,13 @@ def main() -> None:
                     if (workers == counts[0] and variant == variants[-1] and routes == sizes[-1])
                     else 0.0
                 )
-                row = run(data, routes, workers, variant, args.flips or FLIPS.get(routes, 50), idle)
+                try:
+                    row = run(
+                        data, routes, workers, variant, args.flips or FLIPS.get(routes, 50), idle
+                    )
+                except ShmError as exc:  # e.g. WorkerRejected: say so and go on with the rest
+                    print(f"{routes:>7} {len(data):>9} {workers:>2} {variant:<10} failed: {exc}")
+                    continue
                 cpu = "" if row["idle_cpu_pct"] is None else f"{row['idle_cpu_pct']:.4f}%"
                 print(
                     f"{routes:>7} {len(data):>9} {workers:>2} {variant:<10} {row['flips']:>5} "
