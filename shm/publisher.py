@@ -27,7 +27,11 @@ _POLL_MAX = 0.001
 
 
 class Publisher:
-    """One per instance name and host. See docs/INTERFACES.md "Shared memory"."""
+    """One per instance name and host. See docs/INTERFACES.md "Shared memory".
+
+    Every object is created with ``mode`` set explicitly (the umask does not matter); with
+    ``gid`` the objects belong to that group and are group-readable (0640).
+    """
 
     def __init__(
         self, name: str, slots: int = 64, mode: int = 0o600, gid: int | None = None
@@ -37,6 +41,8 @@ class Publisher:
             raise ShmError("bad_slot", f"slots must be 1..4096, not {slots}")
         if mode & ~0o660 or (mode & 0o600) != 0o600:
             raise ShmError("bad_mode", f"mode {mode:#o}: owner rw required, no execute/other bits")
+        if gid is not None and not mode & 0o060:
+            mode |= 0o040  # a configured group is there to read: 0600 + gid means 0640 (SPEC §5)
         self.mode = mode
         self.gid = gid
         self.nslots = slots

@@ -219,9 +219,10 @@ def test_modes_are_explicit_whatever_the_umask(name: str, umask: int):
                 "lock": 0o600,
                 "1": 0o600,
             }
-        with Publisher(name, mode=0o640, gid=NOBODY) as p:
-            p.publish(b"x")
-            assert {mode_of(name, e) for e in entries(name)} == {(0o640, NOBODY)}
+        for mode in (0o600, 0o640):
+            with Publisher(name, mode=mode, gid=NOBODY) as p:
+                p.publish(b"x")
+                assert {mode_of(name, e) for e in entries(name)} == {(0o640, NOBODY)}
     finally:
         os.umask(old)
 
