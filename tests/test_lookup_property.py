@@ -41,6 +41,9 @@ REGEX_TAILS = [
     "[.]",
     r"\.b",
     "+",
+    "b{2}",
+    "(?:/a|/b)",
+    r"\/",
 ]
 
 
@@ -75,6 +78,7 @@ header_matchers = st.sampled_from(
         [{"name": "x-a", "present": True}],
         [{"name": "x-a", "absent": True}],
         [{"name": "x-a", "prefix": "1"}],
+        [{"name": "x-a", "regex": "1+"}, {"name": "x-b", "absent": True}],
     ]
 )
 method_sets = st.sampled_from([[], [], ["GET"], ["post", "GET"], ["PUT"]])
