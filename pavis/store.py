@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -30,6 +31,8 @@ from typing import Any
 
 from pavis.artifact import verify
 from pavis.errors import ArtifactError, PavisError
+
+log = logging.getLogger("pavis.store")
 
 HISTORY_LIMIT = 1000
 ARTIFACT_LIMIT = 64  # artifacts kept on disk; last-known-good and recent ones never pruned
@@ -100,7 +103,8 @@ class Store:
         self.artifacts = self.root / "artifacts"
         self._history_path = self.root / "history.json"
         self._lkg_path = self.root / "last-known-good"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # in-memory state
+        self._write_lock = threading.Lock()  # disk writes, in order
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.artifacts.mkdir(exist_ok=True, mode=0o700)
@@ -111,6 +115,12 @@ class Store:
             for leftover in d.glob(".*.tmp"):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+        # History and last-known-good live in memory and are written through (flush); readers
+        # never wait for the disk.
+        self._entries = self._load_history()
+        self._lkg = self._load_lkg()
+        self._dirty_history = False
+        self._dirty_lkg = False
 
     # ------------------------------------------------------------------ artifacts
 
@@ -159,13 +169,12 @@ class Store:
         """Drop artifacts beyond the ``keep`` most recently used; never the last-known-good."""
         with self._lock:
             recent: list[str] = []
-            for e in reversed(self._read_history()):
+            for e in reversed(self._entries):
                 if e.checksum and e.outcome in (ACCEPTED, UNCHANGED) and e.checksum not in recent:
                     recent.append(e.checksum)
             protect = set(recent[:keep])
-            lkg = self._read_lkg()
-            if lkg:
-                protect.add(lkg)
+            if self._lkg:
+                protect.add(self._lkg)
             dropped = []
             for c in self.checksums():
                 if c not in protect:
@@ -179,41 +188,71 @@ class Store:
     def last_known_good(self) -> str:
         """Checksum of the last artifact every worker acknowledged; "" if none yet."""
         with self._lock:
-            return self._read_lkg()
+            return self._lkg
 
-    def _read_lkg(self) -> str:
+    def mark_good(self, checksum: str, flush: bool = True) -> None:
+        if not self.path_of(checksum).exists():
+            raise StoreError(f"cannot mark {checksum} good: it is not stored")
+        with self._lock:
+            if checksum != self._lkg:
+                self._lkg = checksum
+                self._dirty_lkg = True
+        if flush:
+            self.flush()
+
+    def _load_lkg(self) -> str:
         try:
             text = self._lkg_path.read_text().strip()
         except FileNotFoundError:
             return ""
         return text if _CHECKSUM.match(text) else ""
 
-    def mark_good(self, checksum: str) -> None:
-        if not self.path_of(checksum).exists():
-            raise StoreError(f"cannot mark {checksum} good: it is not stored")
-        with self._lock:
-            atomic_write(self._lkg_path, f"{checksum}\n".encode())
-
     # ------------------------------------------------------------------ history
 
-    def record(self, entry: Entry) -> None:
+    def record(self, entry: Entry, flush: bool = True) -> None:
+        """Append to the history; with ``flush=False`` it is visible at once, on disk at the
+        next ``flush()`` (the supervisor answers a reload first and writes right after)."""
         with self._lock:
-            entries = self._read_history()
-            entries.append(entry)
-            body = json.dumps([e.to_json() for e in entries[-HISTORY_LIMIT:]], indent=0)
-            atomic_write(self._history_path, body.encode() + b"\n")
+            self._entries.append(entry)
+            del self._entries[:-HISTORY_LIMIT]
+            self._dirty_history = True
+        if flush:
+            self.flush()
 
     def history(self) -> list[Entry]:
         with self._lock:
-            return self._read_history()
+            return list(self._entries)
 
-    def _read_history(self) -> list[Entry]:
+    def flush(self) -> None:
+        """Write what changed, each file atomically, in the order the changes were made.
+
+        Snapshots are taken under the write lock, so a slow fsync never lets an older state
+        overwrite a newer one, and never blocks readers or ``record()`` (they take only
+        ``_lock``, which is not held while writing).
+        """
+        with self._write_lock:
+            with self._lock:
+                lkg = self._lkg if self._dirty_lkg else None
+                entries = list(self._entries) if self._dirty_history else None
+                self._dirty_lkg = self._dirty_history = False
+            if lkg is not None:
+                atomic_write(self._lkg_path, f"{lkg}\n".encode())
+            if entries is not None:
+                body = json.dumps([e.to_json() for e in entries], indent=0)
+                atomic_write(self._history_path, body.encode() + b"\n")
+
+    def _load_history(self) -> list[Entry]:
         try:
             raw = json.loads(self._history_path.read_bytes())
+            fields = Entry.__dataclass_fields__
+            return [Entry(**{k: v for k, v in item.items() if k in fields}) for item in raw]
         except FileNotFoundError:
             return []
-        except ValueError as exc:
-            # Atomic writes make this impossible short of outside tampering: say so loudly.
-            raise StoreError(f"{self._history_path} is not valid JSON: {exc}") from None
-        fields = Entry.__dataclass_fields__
-        return [Entry(**{k: v for k, v in item.items() if k in fields}) for item in raw]
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Atomic writes rule out a torn file; this is outside tampering. Keep the evidence,
+            # start a new history: a history problem must never stop the proxy from booting.
+            bad = self._history_path.with_name(f"history.json.bad-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                self._history_path.rename(bad)
+            log.error("%s is unreadable (%s); moved to %s", self._history_path, exc, bad.name)
+            return []

@@ -137,3 +137,24 @@ def test_atomic_write_leaves_old_or_new_only(tmp_path: Path) -> None:
     Store(tmp_path)  # reopening clears temp leftovers of the killed writer
     assert not list(tmp_path.glob(".*.tmp"))
     assert os.path.getsize(target) in (4, 300000)
+
+
+def test_deferred_writes_are_visible_before_flush(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    checksum = store.put(_artifact(1))
+    store.mark_good(checksum, flush=False)
+    store.record(_entry(checksum), flush=False)
+    assert store.last_known_good() == checksum
+    assert [e.checksum for e in store.history()] == [checksum]
+    assert Store(tmp_path).history() == []  # not on disk yet
+    store.flush()
+    reopened = Store(tmp_path)
+    assert reopened.last_known_good() == checksum
+    assert reopened.history() == store.history()
+
+
+def test_unreadable_history_is_set_aside_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "history.json").write_text("{not json")
+    store = Store(tmp_path)
+    assert store.history() == []
+    assert list(tmp_path.glob("history.json.bad-*"))

@@ -372,6 +372,7 @@ class Arbiter:
         self._check_running()
         with self._ops:
             self._check_running()
+            t0 = time.monotonic()
             notify("RELOADING=1", monotonic_usec())
             try:
                 if not source:
@@ -383,11 +384,13 @@ class Arbiter:
                     header, model = read(data)
                 except PavisError as exc:
                     raise self._reject("reload", source, str(exc)) from None
-                return self._flip(
-                    "reload", source, data, header.checksum, model, wait, timeout, respond
+                answer = self._flip(
+                    "reload", source, data, header.checksum, model, wait, timeout, respond, t0
                 )
             finally:
                 notify("READY=1", self._status_line())
+        self.store.flush()
+        return answer
 
     def rollback(
         self, to: str | None, wait: bool, timeout: float, respond: Respond | None = None
@@ -397,6 +400,7 @@ class Arbiter:
         with self._ops:
             self._check_running()
             assert self.current is not None
+            t0 = time.monotonic()
             checksum = self._rollback_target(to)
             source = f"rollback to {checksum}"
             notify("RELOADING=1", monotonic_usec())
@@ -406,9 +410,13 @@ class Arbiter:
                     _, model = read(data)
                 except PavisError as exc:
                     raise self._reject("rollback", source, str(exc)) from None
-                return self._flip("rollback", source, data, checksum, model, wait, timeout, respond)
+                answer = self._flip(
+                    "rollback", source, data, checksum, model, wait, timeout, respond, t0
+                )
             finally:
                 notify("READY=1", self._status_line())
+        self.store.flush()
+        return answer
 
     def _rollback_target(self, to: str | None) -> str:
         assert self.current is not None
@@ -445,10 +453,10 @@ class Arbiter:
         wait: bool,
         timeout: float,
         respond: Respond | None,
+        t0: float,
     ) -> dict[str, Any]:
         """Make ``data`` current on every worker, or on none (the caller holds ``_ops``)."""
         assert self.current is not None and self.publisher is not None
-        t0 = time.monotonic()
         old = self.current
         if checksum == old.checksum:
             self._record(op, source, UNCHANGED, old.number, checksum, "")
@@ -483,11 +491,16 @@ class Arbiter:
             if outcome == TIMEOUT:
                 raise WaitTimeout(reason) from None
             raise ControlError(reason) from None
-        self.store.mark_good(checksum)
-        self._record(op, source, ACCEPTED, target.number, checksum, "")
+        # Visible in memory at once; written to disk by the caller after the answer and
+        # outside _ops (fsyncs cost ~10 ms here, and the workers already serve it).
+        self.store.mark_good(checksum, flush=False)
+        self._record(op, source, ACCEPTED, target.number, checksum, "", flush=False)
+        answer = self._answer(target, ACCEPTED, t0)
+        if respond is not None:
+            respond({"ok": True, **answer})
         self._forget_unused()
         log.info("%s: generation %d (%s) from %s", op, target.number, checksum, source)
-        return self._answer(target, ACCEPTED, t0)
+        return answer
 
     def _check_digests(self, target: Generation) -> None:
         assert self.publisher is not None
@@ -536,13 +549,19 @@ class Arbiter:
         return ControlError(reason)
 
     def _record(
-        self, op: str, source: str, outcome: str, number: int, checksum: str, reason: str
+        self,
+        op: str,
+        source: str,
+        outcome: str,
+        number: int,
+        checksum: str,
+        reason: str,
+        flush: bool = True,
     ) -> None:
         if op != "boot":
             self.reloads[outcome] = self.reloads.get(outcome, 0) + 1
-        self.store.record(
-            Entry(time.time(), op, source, outcome, number, checksum, reason, self.boot_id)
-        )
+        entry = Entry(time.time(), op, source, outcome, number, checksum, reason, self.boot_id)
+        self.store.record(entry, flush)
 
     def _check_running(self) -> None:
         if self.stopping:
