@@ -499,7 +499,7 @@ class Arbiter:
         if respond is not None:
             respond({"ok": True, **answer})
         self._forget_unused()
-        log.info("%s: generation %d (%s) from %s", op, target.number, checksum, source)
+        log.info("%s accepted: generation %d, checksum %s (%s)", op, target.number, checksum, source)
         return answer
 
     def _check_digests(self, target: Generation) -> None:

@@ -89,7 +89,6 @@ def run(workers: int, control: str | None, state_dir: str | None, name: str = "d
     except OSError as exc:
         print(f"demo upstream: cannot listen on {UPSTREAM[0]}:{UPSTREAM[1]}: {exc.strerror}")
         return 1
-    env = f"PAVIS_CONTROL={control}"
     print(
         f"""pavis demo ({workers} workers); config {config}
   proxy      http://127.0.0.1:8080/          (forwards to the demo upstream on :8081)
@@ -97,12 +96,13 @@ def run(workers: int, control: str | None, state_dir: str | None, name: str = "d
   admin      http://127.0.0.1:9901/status    /ready  /metrics
 
 Try, in another terminal:
+  export PAVIS_CONTROL={control}
   curl -i http://127.0.0.1:8080/hello
-  {env} pavctl status
-  $EDITOR {config}                   # e.g. change the x-served-by header
-  {env} pavctl reload                # every worker flips, or none does
-  {env} pavctl history
-  {env} pavctl rollback              # back to the previous generation, no recompiling
+  pavctl status
+  $EDITOR {config}   # e.g. change the x-served-by header
+  pavctl reload      # every worker flips to the new config, or none does
+  pavctl history
+  pavctl rollback    # back to the previous generation, nothing recompiled
 Stop with Ctrl-C.
 """,
         flush=True,
