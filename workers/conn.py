@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 import traceback
 
 from pavis.errors import ArtifactError
@@ -21,7 +22,16 @@ from workers.http import ClientGone, ClientReader, HttpError, Request, error_bod
 from workers.proxy import Abort, forward
 from workers.state import FORWARD, RouteRT, State
 
-DRAIN_MAX = 65536  # unread request bodies up to this size are drained to keep the connection
+DRAIN_MAX = 65536
+_RID_PREFIX = os.urandom(8).hex().encode()  # re-drawn in each worker: see reseed_request_ids
+_RID_SEQ = 0
+
+
+def reseed_request_ids() -> None:
+    """Call after fork: workers forked from one parent must not share the prefix."""
+    global _RID_PREFIX, _RID_SEQ
+    _RID_PREFIX = os.urandom(8).hex().encode()
+    _RID_SEQ = 0  # unread request bodies up to this size are drained to keep the connection
 
 
 class Runtime:
@@ -67,7 +77,10 @@ class Connection:
 
     @staticmethod
     def new_request_id() -> bytes:
-        return os.urandom(16).hex().encode()
+        # A random per-process prefix and a counter: unique without a syscall per request.
+        global _RID_SEQ
+        _RID_SEQ += 1
+        return b"%s%016x" % (_RID_PREFIX, _RID_SEQ)
 
     def serve(self) -> None:
         rt = self.runtime
@@ -105,7 +118,7 @@ class Connection:
         finally:
             rt.conns.discard(self)
             with contextlib.suppress(OSError):
-                sock.close()
+                reader.stream.close()
 
     def handle(self, req: Request, state: State) -> bool:
         ex = Exchange()
@@ -187,8 +200,7 @@ class Connection:
         if req.method != b"HEAD":
             parts.append(rt.direct_body)
         data = b"".join(parts)
-        self.sock.settimeout(self.reader.keepalive_timeout)
-        self.sock.sendall(data)
+        self.reader.stream.send(data, time.monotonic() + self.reader.keepalive_timeout)
         ex.status = int(rt.direct_head[9:12])
         ex.bytes = len(data) - head_len
         return keep
@@ -199,9 +211,9 @@ class Connection:
         body = error_body(exc.status, exc.detail)
         head_only = req is not None and req.method == b"HEAD"
         try:
-            self.sock.settimeout(1.0)
-            self.sock.sendall(
-                simple_response(exc.status, body, keep_alive=keep, head_only=head_only)
+            self.reader.stream.send(
+                simple_response(exc.status, body, keep_alive=keep, head_only=head_only),
+                time.monotonic() + 1.0,
             )
         except OSError:
             return False

@@ -21,8 +21,7 @@ from http import HTTPStatus
 import httptools
 
 from pavis.schema import Limits
-
-RECV = 65536
+from workers.io import Stream
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
@@ -136,6 +135,8 @@ class ClientReader:
 
     def __init__(self, sock: socket.socket, limits: Limits) -> None:
         self.sock = sock
+        self.stream = Stream(sock)
+        self.served = 0
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
         self.cur: Request | None = None
@@ -268,7 +269,7 @@ class ClientReader:
         answers it and closes)."""
         q = self.queue
         deadline = 0.0
-        sock = self.sock
+        stream = self.stream
         while True:
             if q:
                 req = q[0]
@@ -281,14 +282,14 @@ class ClientReader:
             if self.broken or self.eof:
                 return None
             if deadline:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
+                until = deadline
+                if until <= time.monotonic():
                     raise HttpError(408, "request head not received in time")
             else:
-                timeout = self.keepalive_timeout
-            sock.settimeout(timeout)
+                until = time.monotonic() + self.keepalive_timeout
             try:
-                data = sock.recv(RECV)
+                # After a response the next request is rarely there yet: wait before reading.
+                data = stream.recv(until, wait_first=self.served > 0)
             except TimeoutError:
                 if deadline:
                     raise HttpError(408, "request head not received in time") from None
@@ -303,7 +304,7 @@ class ClientReader:
     def read_body(self, req: Request, timeout: float) -> bytes:
         """Next piece of ``req``'s body; b"" once it is complete."""
         chunks = req.chunks
-        sock = self.sock
+        stream = self.stream
         while True:
             if chunks:
                 if len(chunks) == 1:
@@ -319,10 +320,12 @@ class ClientReader:
                 raise ClientGone("client closed during the request body")
             if req.expect_continue:
                 req.expect_continue = False
-                sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-            sock.settimeout(timeout)
+                try:
+                    stream.send(b"HTTP/1.1 100 Continue\r\n\r\n", time.monotonic() + timeout)
+                except OSError as exc:
+                    raise ClientGone(str(exc)) from None
             try:
-                data = sock.recv(RECV)
+                data = stream.recv(time.monotonic() + timeout)
             except OSError as exc:
                 raise ClientGone(str(exc)) from None
             if not data:
@@ -340,6 +343,7 @@ class ClientReader:
 
     def finish(self, req: Request) -> None:
         """``req`` has been answered: drop it so the next pipelined one comes up."""
+        self.served += 1
         if self.queue and self.queue[0] is req:
             self.queue.popleft()
 

@@ -87,8 +87,10 @@ class Worker:
 
         from pavis.errors import ArtifactError
         from shm import ShmError, Subscriber
-        from workers.conn import Runtime
+        from workers.conn import Runtime, reseed_request_ids
         from workers.state import Registry
+
+        reseed_request_ids()
 
         try:
             sub = Subscriber(self.name, self.slot, self.notify_fd)

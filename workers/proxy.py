@@ -149,10 +149,8 @@ def request_head(
 
 
 def _send(up: UpConn, data: bytes, timeout: float) -> None:
-    sock = up.sock
-    sock.settimeout(timeout)
     try:
-        sock.sendall(data)
+        up.stream.send(data, time.monotonic() + timeout)
     except OSError as exc:
         raise UpstreamReset(f"sending to upstream failed: {exc}") from None
 
@@ -408,12 +406,12 @@ def relay(
         elif req.http10:
             parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
-    csock = conn.sock
-    csock.settimeout(timeout)
+    stream = conn.reader.stream
+    deadline = time.monotonic() + timeout
     sent = 0
     try:
         if tunnel:
-            csock.sendall(b"".join(parts))
+            stream.send(b"".join(parts), deadline)
             ep.pool.detach(up)  # the socket belongs to the tunnel now, not the pool
             try:
                 _tunnel(conn, up)
@@ -421,7 +419,7 @@ def relay(
                 up.close()
             return False
         if mode == 0:
-            csock.sendall(b"".join(parts))
+            stream.send(b"".join(parts), deadline)
             _done(ep, up, ex, sent)
             return keep
         # Coalesce the head with whatever body is already here: one write for small replies.
@@ -431,13 +429,13 @@ def relay(
                 parts.append(b"%x\r\n%s\r\n" % (len(data), data))
             if up.complete and not up.chunks:
                 parts.append(b"0\r\n\r\n")
-                csock.sendall(b"".join(parts))
+                stream.send(b"".join(parts), deadline)
                 sent += len(data)
                 _done(ep, up, ex, sent)
                 return keep
         else:
             parts.append(data)
-        csock.sendall(b"".join(parts))
+        stream.send(b"".join(parts), deadline)
         sent += len(data)
         while True:
             try:
@@ -448,11 +446,11 @@ def relay(
                 break
             sent += len(data)
             if mode == 2:
-                csock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+                stream.send(b"%x\r\n%s\r\n" % (len(data), data), deadline)
             else:
-                csock.sendall(data)
+                stream.send(data, deadline)
         if mode == 2:
-            csock.sendall(b"0\r\n\r\n")
+            stream.send(b"0\r\n\r\n", deadline)
         _done(ep, up, ex, sent)
         return keep
     except OSError:
@@ -475,6 +473,8 @@ def _done(ep: EndpointRT, up: UpConn, ex: Exchange, sent: int) -> None:
 def _tunnel(conn: Connection, up: UpConn) -> None:
     client = conn.sock
     upstream = up.sock
+    conn.reader.stream.quiet()
+    up.stream.quiet()
     client.settimeout(None)
     upstream.settimeout(None)
     if conn.reader.tail:

@@ -18,8 +18,7 @@ from gevent import socket as gsocket
 from gevent import ssl as gssl
 
 from pavis.schema import TlsOff, UpstreamTls
-
-RECV = 65536
+from workers.io import Stream
 
 
 class UpstreamError(Exception):
@@ -87,6 +86,7 @@ class UpConn:
 
     __slots__ = (
         "sock",
+        "stream",
         "parser",
         "reused",
         "idle_since",
@@ -109,6 +109,7 @@ class UpConn:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.stream = Stream(sock)
         self.parser = httptools.HttpResponseParser(self)
         self.reused = False
         self.idle_since = 0.0
@@ -137,7 +138,7 @@ class UpConn:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self.sock.close()
+            self.stream.close()
 
     # ------------------------------------------------------------------ httptools callbacks
 
@@ -195,11 +196,9 @@ class UpConn:
                 return  # bytes after a HEAD response's head: the connection is not reused
             raise BadResponse(f"invalid response from upstream: {exc}") from None
 
-    def _recv(self, timeout: float) -> bytes:
-        sock = self.sock
-        sock.settimeout(timeout)
+    def _recv(self, deadline: float, wait_first: bool = False) -> bytes:
         try:
-            data: bytes = sock.recv(RECV)
+            data = self.stream.recv(deadline, wait_first)
         except TimeoutError:
             raise UpstreamTimeout("upstream did not answer in time") from None
         except OSError as exc:
@@ -208,11 +207,12 @@ class UpConn:
 
     def read_head(self, deadline: float) -> None:
         """Read until the final response head is parsed (or raise)."""
+        wait_first = True  # the request was just sent: the answer is not there yet
         while not self.headers_done:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
+            if deadline <= time.monotonic():
                 raise UpstreamTimeout("upstream did not answer in time")
-            data = self._recv(timeout)
+            data = self._recv(deadline, wait_first)
+            wait_first = False
             if not data:
                 raise UpstreamReset("upstream closed the connection before responding")
             self.got_bytes = True
@@ -241,7 +241,7 @@ class UpConn:
                 return data
             if self.complete or self.upgraded:
                 return b""
-            data = self._recv(timeout)
+            data = self._recv(time.monotonic() + timeout)
             if not data:
                 if self.close_delimited:
                     self.complete = True

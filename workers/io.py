@@ -1,0 +1,170 @@
+"""Socket reads and writes with deadlines, without gevent's per-call timeout machinery.
+
+Owns: the hot-path I/O of client and upstream connections and the worker's one deadline
+watchdog. gevent's ``sendall`` asks the kernel for SO_SNDBUF on every call and every waiting
+``recv`` with a timeout builds, starts and cancels a ``gevent.Timeout``; on a 3-byte
+keep-alive exchange that was a quarter of the worker's CPU. Here a wait registers an
+``_Arm`` (deadline, greenlet) and a single watchdog greenlet, ticking every ``TICK`` seconds,
+throws ``TimeoutError`` into waits that outlived their deadline — so deadlines fire up to one
+tick late, which is fine for protocol timeouts measured in hundreds of milliseconds.
+Must not: know HTTP. Non-gevent-native sockets (TLS) fall back to gevent's own methods.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import gevent
+from gevent import get_hub, getcurrent
+from gevent import socket as gsocket
+
+RECV = 65536
+TICK = 0.025
+
+_armed: set[_Arm] = set()
+_watchdog: gevent.Greenlet | None = None
+
+
+class _Arm:
+    __slots__ = ("deadline", "glet", "live")
+
+    def __init__(self, deadline: float, glet: Any) -> None:
+        self.deadline = deadline
+        self.glet = glet
+        self.live = True
+
+
+def _fire(arm: _Arm) -> None:
+    if arm.live:
+        arm.live = False
+        arm.glet.throw(TimeoutError("timed out"))
+
+
+def _watch() -> None:
+    loop = get_hub().loop
+    while True:
+        gevent.sleep(TICK)
+        if _armed:
+            now = time.monotonic()
+            for arm in [a for a in _armed if a.deadline <= now]:
+                _armed.discard(arm)
+                loop.run_callback(_fire, arm)
+
+
+def _arm(deadline: float, glet: Any) -> _Arm:
+    global _watchdog
+    if _watchdog is None:
+        _watchdog = gevent.spawn(_watch)
+    if deadline <= time.monotonic():
+        raise TimeoutError("timed out")
+    arm = _Arm(deadline, glet)
+    _armed.add(arm)
+    return arm
+
+
+def _wait(watcher: Any, deadline: float) -> None:
+    arm = _arm(deadline, getcurrent())
+    try:
+        get_hub().wait(watcher)
+    finally:
+        arm.live = False
+        _armed.discard(arm)
+
+
+class Stream:
+    """A connected socket with deadline-bounded ``recv`` and ``send``.
+
+    Reads wait on a read watcher of our own that stays started between waits: stopping and
+    restarting an io watcher costs libev an epoll_ctl per wait (measured: one per read, every
+    one failing with EEXIST). When it fires with nobody waiting it stops itself, so a
+    readable socket nobody reads never spins the loop. ``close()`` must be used instead of
+    closing the socket directly, so the watcher never outlives its descriptor.
+    """
+
+    __slots__ = ("sock", "raw", "rw", "wev", "fast", "waiter", "hub")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fast = type(sock) is gsocket.socket
+        self.waiter: Any = None
+        if self.fast:
+            sock.settimeout(None)  # our deadlines replace gevent's; the fd stays non-blocking
+            self.raw = sock._sock  # type: ignore[attr-defined]
+            self.wev = sock._write_event  # type: ignore[attr-defined]
+            self.hub = get_hub()
+            self.rw = self.hub.loop.io(sock.fileno(), 1)
+
+    def _ready(self) -> None:  # runs in the hub
+        glet = self.waiter
+        if glet is None:
+            self.rw.stop()
+        else:
+            self.waiter = None
+            glet.switch()
+
+    def _wait_read(self, deadline: float) -> None:
+        rw = self.rw
+        if not rw.active:
+            rw.start(self._ready)
+        glet = getcurrent()
+        arm = _arm(deadline, glet)
+        self.waiter = glet
+        try:
+            self.hub.switch()
+        finally:
+            self.waiter = None
+            arm.live = False
+            _armed.discard(arm)
+
+    def quiet(self) -> None:
+        """Stop our read watcher (before handing the socket to code that reads it itself)."""
+        if self.fast:
+            self.rw.stop()
+
+    def close(self) -> None:
+        if self.fast:
+            self.rw.stop()
+            self.rw.close()
+        self.sock.close()
+
+    def recv(self, deadline: float, wait_first: bool = False) -> bytes:
+        """Up to RECV bytes; b"" at EOF; TimeoutError after ``deadline`` (monotonic)."""
+        if not self.fast:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            return self.sock.recv(RECV)
+        raw = self.raw
+        if not wait_first:
+            try:
+                return raw.recv(RECV)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                pass
+        while True:
+            self._wait_read(deadline)
+            try:
+                return raw.recv(RECV)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                continue
+
+    def send(self, data: bytes, deadline: float) -> None:
+        """All of ``data``, or OSError / TimeoutError."""
+        if not self.fast:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            self.sock.sendall(data)
+            return
+        raw = self.raw
+        try:
+            n = raw.send(data)
+        except BlockingIOError:
+            n = 0
+        if n == len(data):
+            return
+        view = memoryview(data)[n:]
+        while view:
+            _wait(self.wev, deadline)
+            try:
+                n = raw.send(view)
+            except BlockingIOError:
+                continue
+            view = view[n:]
