@@ -96,6 +96,12 @@ class Arbiter:
             return 1
         try:
             code = self._loop()
+        except Exception:
+            # A bug in the loop must not orphan the workers: stop them like a SIGTERM would.
+            log.exception("the supervisor loop failed; stopping the workers")
+            self.halt_reason = "internal error in the supervisor loop"
+            self.stopping = True
+            code = self._stop()
         finally:
             self._cleanup()
         return code
@@ -230,7 +236,12 @@ class Arbiter:
                     slot.needs_close = False
                 if now >= slot.respawn_at:
                     slot.restarts += 1
-                    self._spawn(slot)
+                    try:
+                        self._spawn(slot)
+                    except OSError as exc:  # fork failed (EAGAIN, ENOMEM): try again later
+                        log.error("cannot start a worker in slot %d: %s", slot.index, exc)
+                        slot.needs_close = True
+                        slot.respawn_at = now + wk.BACKOFF_MAX
         finally:
             self._ops.release()
 
