@@ -108,6 +108,17 @@ _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class _Loader(_BaseLoader):  # type: ignore[misc]
     """Safe loader with YAML 1.2 booleans and duplicate-key detection."""
 
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # Tag resolution of plain scalars is PyYAML's hottest Python code and big route
+        # tables repeat the same words ("match", "forward", cluster names) endlessly.
+        if kind is yaml.ScalarNode and implicit[0]:
+            cache: dict[str, str] = self.__dict__.setdefault("_tags", {})
+            tag = cache.get(value)
+            if tag is None:
+                tag = cache[value] = super().resolve(kind, value, implicit)
+            return tag
+        return super().resolve(kind, value, implicit)
+
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
