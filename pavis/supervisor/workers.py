@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("pavis.supervisor")
 
@@ -52,7 +52,6 @@ class Slot:
     last_exit: str = ""
     restarts: int = 0
     notify_fd: int = -1
-    history: list[str] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
