@@ -16,7 +16,6 @@ import time
 import traceback
 
 from pavis.errors import ArtifactError
-from pavis.lookup import find_route
 from workers import accesslog
 from workers.http import ClientGone, ClientReader, HttpError, Request, error_body, simple_response
 from workers.proxy import Abort, forward
@@ -158,13 +157,7 @@ class Connection:
         vh = state.vhost(req.host or b"")
         if vh < 0:
             raise HttpError(404, "no virtual host for this Host")
-        ri = find_route(
-            state.routes,  # type: ignore[arg-type]  # LazyRoutes is a read-only sequence
-            state.vhosts[vh].index,
-            req.method.decode("latin-1"),
-            path.decode("latin-1"),
-            req,  # type: ignore[arg-type]  # Request.get gives the joined lower-case view
-        )
+        ri = state.find(vh, req.method, path, req)  # Request.get: the lower-case header view
         if ri < 0:
             raise HttpError(404, "no route")
         rt = state.route(ri)

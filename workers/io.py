@@ -21,7 +21,7 @@ from gevent import get_hub, getcurrent
 from gevent import socket as gsocket
 
 RECV = 65536
-TICK = 0.025
+TICK = 0.05
 
 _armed: set[_Arm] = set()
 _watchdog: gevent.Greenlet | None = None

@@ -21,7 +21,7 @@ import msgspec
 from pavis import artifact
 from pavis.artifact import Header
 from pavis.errors import ArtifactError
-from pavis.lookup import find_vhost
+from pavis.lookup import candidates, find_vhost, route_holds
 from pavis.schema import (
     AccessLog,
     AccessLogOff,
@@ -316,6 +316,7 @@ class State:
         )
         self.route_rts: list[RouteRT | None] = [None] * len(model.routes)
         self.vhost_cache: dict[bytes, int] = {}
+        self.route_cache: dict[tuple[int, bytes, bytes], int] = {}
 
     def vhost(self, host: bytes) -> int:
         vh = self.vhost_cache.get(host)
@@ -325,6 +326,34 @@ class State:
                 self.vhost_cache.clear()  # bounded: Host is client-controlled
             self.vhost_cache[host] = vh
         return vh
+
+    def find(self, vh: int, method: bytes, path: bytes, headers: Any) -> int:
+        """``pavis.lookup`` route matching, memoised when the answer cannot depend on headers.
+
+        The loop is ``lookup.find_route``'s, over the same ``candidates`` and ``route_holds``;
+        an answer is cached only if no route examined on the way had header matchers.
+        """
+        key = (vh, method, path)
+        hit = self.route_cache.get(key)
+        if hit is not None:
+            return hit
+        m = method.decode("latin-1")
+        p = path.decode("latin-1")
+        routes = self.routes
+        found = -1
+        pure = True
+        for i in candidates(self.vhosts[vh].index, p):
+            r = routes[i]
+            if r.match.headers:
+                pure = False
+            if route_holds(r, m, p, headers):
+                found = i
+                break
+        if pure:
+            if len(self.route_cache) >= 8192:
+                self.route_cache.clear()  # bounded: paths are client-controlled
+            self.route_cache[key] = found
+        return found
 
     def route(self, i: int) -> RouteRT:
         rt = self.route_rts[i]
