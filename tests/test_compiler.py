@@ -504,3 +504,21 @@ def test_mangled_configs_are_rejected_cleanly_or_compile(edits: list[tuple[tuple
         assert exc.problems and all(p.path.startswith("$") and p.constraint for p in exc.problems)
         return
     assert read(seal(validated))[1] == validated.model
+
+
+def test_an_exact_path_under_an_earlier_regex_is_shadowed() -> None:
+    got = problems_of(
+        routes_yaml(
+            """
+- {match: {regex: "^/old/[0-9]+$"}, redirect: {location: /new}}
+- {match: {exact: /old/42}, direct: {}}
+- {match: {exact: /old/x}, direct: {}}
+- {match: {regex: "(a+)+"}, direct: {}}
+- {match: {exact: /aaaa}, direct: {}}
+"""
+        )
+    )
+    assert got == {
+        ("$.virtual_hosts[0].routes[1].match", "shadowed_route"),
+        ("$.virtual_hosts[0].routes[3].match.regex", "unsafe_regex"),
+    }

@@ -40,6 +40,7 @@ def _parse(pattern: str) -> Any:
 
 def clear_cache() -> None:
     _parse.cache_clear()
+    problem.cache_clear()
 
 
 def literal_prefix(pattern: str) -> str:
@@ -60,6 +61,7 @@ def literal_prefix(pattern: str) -> str:
     return "".join(out)
 
 
+@functools.cache
 def problem(pattern: str) -> tuple[str, str] | None:
     """``(constraint, message)`` if ``pattern`` is rejected, else None."""
     if len(pattern) > MAX_PATTERN:

@@ -36,6 +36,7 @@ from pavis.schema import (
 
 MAX_DIRECT_BODY = 64 * 1024
 MAX_WEIGHT = 1_000_000
+MAX_SHADOW_REGEX_TRIES = 100_000
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL and friends
@@ -388,13 +389,19 @@ def _shadowed(path: str, routes: list[Route], out: list[Problem]) -> None:
 
     Earlier prefix ``p`` covers any later path (exact, prefix, or regex literal) starting
     with ``p``; an earlier exact covers the same exact path; an earlier regex covers the
-    identical regex. Earlier routes are indexed by path, so this is linear in the routes
-    times the number of distinct prefix lengths, not quadratic.
+    identical regex and any later exact path it fully matches. Earlier routes are indexed
+    by path (regexes by their literal start, as the lookup does), so this is linear in the
+    routes times the number of distinct prefix lengths, not quadratic; regex evaluations
+    are capped by ``MAX_SHADOW_REGEX_TRIES`` (beyond it, exact-under-regex goes unreported).
     """
     exact: dict[str, list[int]] = {}
     prefix: dict[str, list[int]] = {}
     regexes: dict[str, list[int]] = {}
+    by_literal: dict[str, list[int]] = {}  # safe regexes by literal start
     lengths: set[int] = set()
+    literal_lengths: set[int] = set()
+    tries = MAX_SHADOW_REGEX_TRIES
+    patterns: dict[str, re.Pattern[str]] = {}
     for j, r in enumerate(routes):
         m = r.match
         # every path this route can match starts with ``covered``
@@ -405,6 +412,18 @@ def _shadowed(path: str, routes: list[Route], out: list[Problem]) -> None:
                 earlier.extend(prefix.get(covered[:length], ()))
         if m.kind == "exact":
             earlier.extend(exact.get(m.path, ()))
+            for length in sorted(literal_lengths):
+                if length > len(m.path):
+                    break
+                for i in by_literal.get(m.path[:length], ()):
+                    if tries > 0 and _covers(routes[i], r):
+                        tries -= 1
+                        pattern = routes[i].match.path
+                        rx = patterns.get(pattern) or patterns.setdefault(
+                            pattern, re.compile(pattern)
+                        )
+                        if rx.fullmatch(m.path):
+                            earlier.append(i)
         elif m.kind == "regex":
             earlier.extend(regexes.get(m.path, ()))
         for i in sorted(earlier):
@@ -422,3 +441,6 @@ def _shadowed(path: str, routes: list[Route], out: list[Problem]) -> None:
         table.setdefault(m.path, []).append(j)
         if m.kind == "prefix":
             lengths.add(len(m.path))
+        elif m.kind == "regex" and regex.problem(m.path) is None:  # never run an unsafe one
+            by_literal.setdefault(covered, []).append(j)
+            literal_lengths.add(len(covered))
