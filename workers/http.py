@@ -334,7 +334,7 @@ class ClientReader:
             self._feed(data)
 
     def read_whole_body(self, req: Request, timeout: float) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             data = self.read_body(req, timeout)
             if not data:

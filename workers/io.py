@@ -16,9 +16,9 @@ import socket
 import time
 from typing import Any
 
-import gevent
-from gevent import get_hub, getcurrent
-from gevent import socket as gsocket
+import gevent  # type: ignore[import-untyped,unused-ignore]
+from gevent import get_hub, getcurrent  # type: ignore[import-untyped,unused-ignore]
+from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
 
 RECV = 65536
 TICK = 0.05

@@ -17,7 +17,7 @@ import os
 import socket
 import sys
 import traceback
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from shm import Subscriber
@@ -61,7 +61,7 @@ def _main(name: str, slot: int, notify_fd: int, listeners: dict[str, socket.sock
 
     # A worker must not die of a warning filter inherited from its parent (pytest -W error).
     warnings.simplefilter("ignore")
-    from gevent import monkey
+    from gevent import monkey  # type: ignore[import-untyped,unused-ignore]
 
     monkey.patch_all(thread=False, subprocess=False, signal=False)
     worker = Worker(name, slot, notify_fd, listeners)
@@ -82,8 +82,8 @@ class Worker:
         self.registry: Registry
 
     def main(self) -> int:
-        import gevent
-        from gevent.event import Event
+        import gevent  # type: ignore[import-untyped,unused-ignore]
+        from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
 
         from pavis.errors import ArtifactError
         from shm import ShmError, Subscriber
@@ -129,9 +129,9 @@ class Worker:
 
     # ------------------------------------------------------------------ serving
 
-    def _serve(self, state: State) -> list[object]:
-        from gevent import socket as gsocket
-        from gevent.server import StreamServer
+    def _serve(self, state: State) -> list[Any]:
+        from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
+        from gevent.server import StreamServer  # type: ignore[import-untyped,unused-ignore]
 
         from pavis.schema import TlsOff
         from workers.conn import Connection
@@ -167,8 +167,8 @@ class Worker:
     # ------------------------------------------------------------------ generations
 
     def _follow(self) -> None:
-        import gevent
-        from gevent.socket import wait_read
+        import gevent  # type: ignore[import-untyped,unused-ignore]
+        from gevent.socket import wait_read  # type: ignore[import-untyped,unused-ignore]
 
         sub = self.sub
         fd = sub.fileno()
@@ -218,7 +218,7 @@ class Worker:
         self.registry.keep_only(self.runtime.state)
 
     def _heartbeat(self) -> None:
-        import gevent
+        import gevent  # type: ignore[import-untyped,unused-ignore]
 
         while not self.stopped.is_set():
             self.sub.heartbeat(self.runtime.requests)
@@ -232,12 +232,12 @@ class Worker:
     def _drain(self) -> int:
         import time
 
-        import gevent
+        import gevent  # type: ignore[import-untyped,unused-ignore]
 
         runtime = self.runtime
         runtime.draining = True
         for server in self.servers:
-            server.close()  # type: ignore[attr-defined]
+            server.close()
         deadline = time.monotonic() + runtime.state.limits.drain_timeout_ms / 1000.0
         while True:
             for conn in list(runtime.conns):

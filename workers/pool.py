@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from gevent.event import Event
+from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
 
 from pavis.schema import Pool as PoolConfig
 from pavis.schema import TlsOff, UpstreamTls

@@ -23,7 +23,7 @@ import time
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-import gevent
+import gevent  # type: ignore[import-untyped,unused-ignore]
 
 from workers.balance import ClusterRT, EndpointRT
 from workers.http import ClientGone, HttpError, Request, reason
@@ -208,6 +208,7 @@ def forward(
         try_deadline = min(deadline, time.monotonic() + rt.per_try) if rt.retry else deadline
         ep.inflight += 1
         up: UpConn | None = None
+        err: UpstreamError | None = None
         try:
             up = _attempt(conn, req, ep, head, body, streaming, head_only, try_deadline, rt)
         except UpstreamError as exc:
@@ -215,8 +216,6 @@ def forward(
             if not isinstance(exc, PoolOverflow):
                 ep.health.record(False)
             err = exc
-        else:
-            err = None
         if err is None:
             assert up is not None
             status = up.status

@@ -14,8 +14,8 @@ import ssl as _stdlib_ssl
 import time
 
 import httptools
-from gevent import socket as gsocket
-from gevent import ssl as gssl
+from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
+from gevent import ssl as gssl  # type: ignore[import-untyped,unused-ignore]
 
 from pavis.schema import TlsOff, UpstreamTls
 from workers.io import Stream
@@ -51,7 +51,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 def _tls_context(tls: UpstreamTls) -> _stdlib_ssl.SSLContext:
-    ctx = gssl.create_default_context(cadata=tls.ca_pem or None)
+    ctx: _stdlib_ssl.SSLContext = gssl.create_default_context(cadata=tls.ca_pem or None)
     if not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = _stdlib_ssl.CERT_NONE
@@ -63,7 +63,7 @@ _TLS_CONTEXTS: dict[UpstreamTls, _stdlib_ssl.SSLContext] = {}
 
 def connect(host: str, port: int, timeout: float, tls: TlsOff | UpstreamTls) -> socket.socket:
     try:
-        sock = gsocket.create_connection((host, port), timeout=timeout)
+        sock: socket.socket = gsocket.create_connection((host, port), timeout=timeout)
     except TimeoutError:
         raise ConnectFailed(f"connect to {host}:{port} timed out") from None
     except OSError as exc:
