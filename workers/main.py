@@ -133,22 +133,24 @@ class Worker:
         from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
         from gevent.server import StreamServer  # type: ignore[import-untyped,unused-ignore]
 
-        from pavis.schema import TlsOff
+        from pavis.schema import ServerTls
         from workers.conn import Connection
 
         runtime = self.runtime
         servers = []
         for lname, sock in self.listeners.items():
             proto = b"http"
+            kwargs: dict[str, Any] = {}
             for lst in state.listeners:
-                if lst.name == lname and not isinstance(lst.tls, TlsOff):
+                if lst.name == lname and isinstance(lst.tls, ServerTls):
                     proto = b"https"
+                    kwargs["ssl_context"] = _server_context(lst.tls)
             gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
 
             def handle(csock: socket.socket, addr: object, proto: bytes = proto) -> None:
                 Connection(runtime, csock, addr, proto).serve()
 
-            server = StreamServer(gsock, handle)
+            server = StreamServer(gsock, handle, **kwargs)
             server.start()
             servers.append(server)
         return servers
@@ -192,7 +194,7 @@ class Worker:
         runtime = self.runtime
         try:
             state = self._build(gen, self.registry)
-            if set(state.listener_names) != set(runtime.state.listener_names):
+            if state.listeners != runtime.state.listeners:
                 raise ArtifactError(
                     "listeners_changed", "listeners differ from the boot generation"
                 )
@@ -252,6 +254,24 @@ class Worker:
             self.sub.heartbeat(runtime.requests)
         self.registry.close()
         return EXIT_OK
+
+
+def _server_context(tls: Any) -> Any:
+    """A gevent TLS server context from the PEM text embedded in the artifact."""
+    import tempfile
+
+    from gevent import ssl as gssl  # type: ignore[import-untyped,unused-ignore]
+
+    ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
+    # load_cert_chain reads files only: hand it private, short-lived copies.
+    with tempfile.TemporaryDirectory(prefix="pavis-tls-") as d:
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        for path, text in ((cert, tls.cert_pem), (key, tls.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def _reason(exc: BaseException) -> str:

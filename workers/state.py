@@ -294,7 +294,6 @@ class State:
         self.digest = header.digest
         self.limits = model.limits
         self.listeners = model.listeners
-        self.listener_names = tuple(lst.name for lst in model.listeners)
         self.domains = model.domains
         self.vhosts = model.virtual_hosts
         self.routes = LazyRoutes(model.routes)
