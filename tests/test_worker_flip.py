@@ -17,7 +17,7 @@ import websocket
 
 from shm import WorkerRejected
 from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, config, echo, header_pairs, seal_yaml
+from tests.helpers_worker import Workers, config, echo, header_pairs, request, seal_yaml
 from tests.upstream import Upstream, launch
 
 
@@ -61,7 +61,9 @@ def _check(status: int, headers: http.client.HTTPMessage, body: dict[str, object
     return gens[0]
 
 
-def test_burst_during_flip_has_no_failures(workers: Workers, ups: tuple[Upstream, Upstream]) -> None:
+def test_burst_during_flip_has_no_failures(
+    workers: Workers, ups: tuple[Upstream, Upstream]
+) -> None:
     a = ups[0]
     workers.start(gen_config(workers.port, 1, a))
     results: list[str] = []
@@ -185,3 +187,27 @@ def test_rejected_generation_keeps_the_old_one_serving(
     workers.flip(gen_config(workers.port, 4, a))
     _, headers, _ = echo(workers.port, "/")
     assert headers["x-gen"] == "4"
+
+
+def _big(port: int, n: int, tag: str) -> bytes:
+    routes = "".join(
+        f'      - {{name: r{i}, match: {{exact: /r/{i}}}, direct: {{status: 200, body: "{i}-{tag}"}}}}\n'
+        for i in range(n)
+    )
+    return seal_yaml(
+        config(port, f'virtual_hosts:\n  - name: main\n    domains: ["*"]\n    routes:\n{routes}')
+    )
+
+
+def test_large_table_flips_with_lazy_route_decoding() -> None:
+    n = 3000  # above workers.state.EAGER_ROUTES: routes are decoded on first use
+    with Workers(unique_instance(), 2) as w:
+        w.start(_big(w.port, n, "g1"))
+        assert request(w.port, path=f"/r/{n - 1}")[2] == f"{n - 1}-g1".encode()
+        second = _big(w.port, n, "g2")
+        t0 = time.monotonic()
+        w.flip(second)
+        print(f"flip of {n} routes acknowledged by 2 workers in {time.monotonic() - t0:.3f} s")
+        for i in (0, n // 2, n - 1):
+            assert request(w.port, path=f"/r/{i}")[2] == f"{i}-g2".encode()
+        assert request(w.port, path=f"/r/{n}")[0] == 404
