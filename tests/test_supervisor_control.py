@@ -90,3 +90,14 @@ def test_stale_socket_is_replaced_but_live_one_is_not(tmp_path: Path) -> None:
     finally:
         srv.close()
     assert not os.path.exists(path)
+
+
+def test_socket_in_a_new_directory_and_unusable_paths(tmp_path: Path) -> None:
+    srv = ControlServer(str(tmp_path / "a" / "b" / "c.sock"), _handler)
+    try:
+        assert stat.S_IMODE(os.stat(tmp_path / "a" / "b").st_mode) & 0o700 == 0o700
+    finally:
+        srv.close()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PavisError, match="--control"):
+        ControlServer(str(tmp_path / "file" / "c.sock"), _handler)

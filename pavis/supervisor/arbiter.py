@@ -90,7 +90,7 @@ class Arbiter:
         self._install_signals()
         try:
             self._boot()
-        except (PavisError, ShmError) as exc:
+        except (PavisError, ShmError, OSError) as exc:
             log.error("boot failed: %s", exc)
             self._cleanup()
             return 1
@@ -510,7 +510,9 @@ class Arbiter:
         if respond is not None:
             respond({"ok": True, **answer})
         self._forget_unused()
-        log.info("%s accepted: generation %d, checksum %s (%s)", op, target.number, checksum, source)
+        log.info(
+            "%s accepted: generation %d, checksum %s (%s)", op, target.number, checksum, source
+        )
         return answer
 
     def _check_digests(self, target: Generation) -> None:

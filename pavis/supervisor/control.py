@@ -135,14 +135,22 @@ def _bind(path: str) -> socket.socket:
             raise PavisError(f"control socket {path} is in use by a running supervisor")
         finally:
             probe.close()
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise PavisError(
+            f"cannot create the directory of the control socket {path}: {exc.strerror} "
+            "(choose another path with --control)"
+        ) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)  # no window in which the socket is connectable by others
     try:
         sock.bind(path)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise PavisError(
+            f"cannot create the control socket {path}: {exc.strerror} (choose one with --control)"
+        ) from None
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
