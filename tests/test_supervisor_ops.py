@@ -190,3 +190,57 @@ def test_reload_no_wait_answers_at_activation(tmp_path: Path) -> None:
         )
         wait_for(lambda: sv.history()[-1]["outcome"] == "accepted", 10, "the accepted entry")
         assert get(sv.port) == (200, b"B")
+
+
+# A stand-in worker runtime (the supervisor is under test here, not the worker): it serves
+# nothing, acknowledges the generation it booted on, and in slot 0 rejects every other one.
+_REJECTING_RUNTIME = """
+import select
+from shm import Subscriber
+
+def run(name, slot, notify_fd, listeners):
+    sub = Subscriber(name, slot, notify_fd)
+    first = sub.current()
+    seg = sub.open(first)
+    digest = bytes(seg.data[24:40])
+    seg.close()
+    sub.ack(first, digest)
+    while True:
+        select.select([sub.fileno()], [], [], 0.2)
+        sub.clear()
+        gen = sub.current()
+        if gen == first:
+            sub.ack(first, digest)
+        elif slot == 0:
+            sub.reject(gen, "slot 0 refuses on purpose")
+        else:
+            seg = sub.open(gen)
+            sub.ack(gen, bytes(seg.data[24:40]))
+            seg.close()
+        sub.heartbeat(0)
+"""
+
+
+def test_a_worker_rejecting_the_artifact_flips_everyone_back(tmp_path: Path) -> None:
+    fake = tmp_path / "fake" / "workers"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "main.py").write_text(_REJECTING_RUNTIME)
+    sv = Serve(tmp_path)
+    try:
+        sv.start(sv.config("A"), env={"PYTHONPATH": str(tmp_path / "fake")})
+        before = sv.status()
+        r = sv.pavctl("reload", str(sv.config("B")))
+        assert r.returncode == EXIT_REJECTED, (r.stdout, r.stderr)
+        assert "slot 0 refuses on purpose" in r.stderr and "flipped back" in r.stderr
+        after = sv.status()
+        assert after["checksum"] == before["checksum"]
+        assert {w["checksum"] for w in after["workers"]} == {before["checksum"]}
+        rejection = after["workers"][0]["last_rejection"]
+        assert rejection["reason"] == "slot 0 refuses on purpose"
+        assert rejection["generation"] > before["generation"]
+        last = sv.history()[-1]
+        assert (last["op"], last["outcome"]) == ("reload", "rejected")
+        assert (sv.state_dir / "last-known-good").read_text().strip() == before["checksum"]
+    finally:
+        sv.cleanup()

@@ -498,6 +498,7 @@ class Arbiter:
             outcome = TIMEOUT if isinstance(exc, AckTimeout) else REJECTED
             reason = f"{exc}; every worker flipped back to generation {old.number}"
             self._record(op, source, outcome, target.number, checksum, reason)
+            log.warning("%s %s: %s", op, outcome, reason)
             self._forget_unused()
             if outcome == TIMEOUT:
                 raise WaitTimeout(reason) from None
@@ -558,6 +559,7 @@ class Arbiter:
         }
 
     def _reject(self, op: str, source: str, reason: str, checksum: str = "") -> ControlError:
+        log.warning("%s rejected (%s): %s", op, source or "no source", reason)
         self._record(op, source, REJECTED, 0, checksum, reason)
         return ControlError(reason)
 
