@@ -97,6 +97,20 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
 
 
+def children(pid: int) -> set[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_bytes()
+        except OSError:
+            continue
+        fields = text[text.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
 def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -209,7 +223,10 @@ class Serve:
         return code
 
     def cleanup(self) -> None:
-        self.stop(signal.SIGKILL if self.proc and self.proc.poll() is None else signal.SIGTERM)
+        """Graceful stop (escalating to SIGKILL), then kill any child it left, then unlink."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.worker_pids.update(children(self.proc.pid))
+        self.stop(signal.SIGTERM)
         unlink_shm(self.name)
 
 
