@@ -97,9 +97,15 @@ class Workers:
         return gen
 
     def wait_exit(self, pid: int, timeout: float = 10.0) -> int | None:
+        """The child's exit code; None if it is still running after ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                raise AssertionError(
+                    f"worker {pid} was reaped by someone else in this process"
+                ) from None
             if done:
                 return os.waitstatus_to_exitcode(status)
             time.sleep(0.01)

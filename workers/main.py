@@ -112,18 +112,19 @@ class Worker:
         except (ShmError, ArtifactError) as exc:
             sub.reject(gen, _reason(exc))
             raise BootFailed(EXIT_ARTIFACT_UNUSABLE, f"generation {gen}: {exc}") from None
+        import signal
+
+        self.stopped = Event()
+        # Handlers before the first ack: a supervisor may signal as soon as it sees the ack.
+        gevent.signal_handler(signal.SIGTERM, self._stop)
+        gevent.signal_handler(signal.SIGINT, self._stop)
+        gevent.signal_handler(signal.SIGQUIT, lambda: os._exit(EXIT_OK))
         self.runtime = Runtime(state)
         self.registry.keep_only(state)
-        self.stopped = Event()
         self.servers = self._serve(state)
         sub.ack(gen, state.digest)
         gevent.spawn(self._follow)
         gevent.spawn(self._heartbeat)
-        import signal
-
-        gevent.signal_handler(signal.SIGTERM, self._stop)
-        gevent.signal_handler(signal.SIGINT, self._stop)
-        gevent.signal_handler(signal.SIGQUIT, lambda: os._exit(EXIT_OK))
         self.stopped.wait()
         return self._drain()
 
