@@ -116,7 +116,11 @@ class Workers:
         for slot, pid in self.pids.items():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            code = self.wait_exit(pid)
+            try:
+                code = self.wait_exit(pid)
+            except AssertionError:  # already reaped elsewhere: nothing left to stop
+                codes[slot] = None
+                continue
             if code is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
