@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 COLORS = {"direct": "#7f7f7f", "nginx": "#2ca02c", "pavis": "#1f77b4"}
+# bench_flip's strategies, in colours the three targets above do not use.
+VARIANT_COLORS = ("#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22")
 
 
 def _pyplot() -> Any:
@@ -94,13 +96,15 @@ def _flip_series(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def flip_latency(plt: Any, result: dict[str, Any], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plotted = False
-    for variant, rows in _flip_series(result).items():
+    for i, (variant, rows) in enumerate(_flip_series(result).items()):
         ax.plot([r["routes"] for r in rows], [r["median_ms"] for r in rows], "o-",
+                color=VARIANT_COLORS[i % len(VARIANT_COLORS)],
                 label=f"shm flip, {variant} (bench_flip)")  # fmt: skip
         plotted = True
     scale = _scale_rows(result)
     for key, label, color in (
-        ("pavis_reload_ms", "pavis: pavctl reload --wait", "#17becf"),
+        ("pavis_reload_ms", "pavis: pavctl reload --wait (CLI start included)", "#17becf"),
+        ("pavis_server_ms", "pavis: supervisor's reload time", COLORS["pavis"]),
         ("nginx_visible_ms", "nginx: SIGHUP → change visible", COLORS["nginx"]),
     ):
         pts = [(r["routes"], r[key]) for r in scale if isinstance(r.get(key), int | float)]
@@ -132,11 +136,12 @@ def worker_memory(plt: Any, result: dict[str, Any], out: Path) -> Path | None:
         if pts:
             ax.plot(*zip(*pts, strict=True), "o-", color=color, label=label)
             plotted = True
-    for variant, rows in _flip_series(result).items():
+    for i, (variant, rows) in enumerate(_flip_series(result).items()):
         pts = [(r["routes"], r["private_mb"]) for r in rows
                if isinstance(r.get("private_mb"), int | float)]  # fmt: skip
         if pts:
-            ax.plot(*zip(*pts, strict=True), "s--", label=f"flip worker, {variant} (bench_flip)")
+            ax.plot(*zip(*pts, strict=True), "s--", color=VARIANT_COLORS[i % len(VARIANT_COLORS)],
+                    label=f"flip worker, {variant} (bench_flip)")  # fmt: skip
             plotted = True
     if not plotted:
         plt.close(fig)
