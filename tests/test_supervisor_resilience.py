@@ -181,16 +181,21 @@ def test_sigterm_lets_a_slow_request_finish(
     sv = Serve(tmp_path)
     try:
         config = tmp_path / "fwd.yaml"
-        config.write_text(forward_config(sv.port, up.address))
+        config.write_text(forward_config(sv.port, up.address, sv.admin_port))
         sv.start(config)
+        assert get(sv.admin_port, "/ready")[0] == 200
         result: list[tuple[int, bytes]] = []
-        client = threading.Thread(target=lambda: result.append(get(sv.port, "/delay/1500", 20)))
+        client = threading.Thread(target=lambda: result.append(get(sv.port, "/delay/2500", 20)))
         client.start()
         time.sleep(0.5)  # the request is now in flight, waiting on the upstream
+        assert sv.proc is not None
+        sv.proc.send_signal(signal.SIGTERM)
+        # Draining: the health check fails at once so load balancers move away.
+        wait_for(lambda: get(sv.admin_port, "/ready")[0] == 503, 2, "/ready to fail")
         assert sv.stop(signal.SIGTERM) == 0
         client.join()
         assert result and result[0][0] == 200
-        assert b"/delay/1500" in result[0][1]
+        assert b"/delay/2500" in result[0][1]
     finally:
         sv.cleanup()
 

@@ -295,8 +295,9 @@ class Arbiter:
             log.info("ready: every worker serves generation %d", self.current.number)
 
     def ready(self) -> bool:
-        """Every slot has a live worker that serves the current generation."""
-        if self.current is None or self.publisher is None:
+        """Every slot has a live worker that serves the current generation, and we are not
+        stopping (a draining proxy tells load balancers to go elsewhere)."""
+        if self.current is None or self.publisher is None or self.stopping:
             return False
         infos = {i.slot: i for i in self.publisher.slots()}
         for slot in self.slots:
