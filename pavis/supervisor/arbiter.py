@@ -108,7 +108,10 @@ class Arbiter:
 
     def _install_signals(self) -> None:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
+        for sig in (
+            signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD,
+            signal.SIGUSR1, signal.SIGUSR2,
+        ):  # fmt: skip
             # The handler does nothing: the byte on the wakeup fd carries the signal.
             signal.signal(sig, lambda s, f: None)
 
@@ -202,6 +205,14 @@ class Arbiter:
         log.info("SIGQUIT: immediate stop")
         self.stopping = True
         self._stop_signal = signal.SIGQUIT
+
+    def handle_usr1(self) -> None:
+        # Default action would kill the supervisor and orphan the workers (an nginx habit of
+        # "reopen logs" must not do that); there is nothing to reopen: logs go to stderr.
+        log.info("SIGUSR1 ignored (logs go to stderr)")
+
+    def handle_usr2(self) -> None:
+        log.info("SIGUSR2 ignored")
 
     def handle_chld(self) -> None:
         now = time.monotonic()
