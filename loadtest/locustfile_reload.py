@@ -6,9 +6,11 @@
 
 The traffic is ``locustfile_mixed``'s. A background greenlet (in the standalone or master
 process only) runs, every ``PAVIS_RELOAD_INTERVAL`` seconds (default 0.5), alternately
-``pavctl reload CONFIG --wait`` (``PAVIS_RELOAD_CONFIGS``, comma-separated, default
-``PAVIS_CONFIG`` or examples/demo.yaml, taken in turn) and ``pavctl rollback --wait``, against
-``PAVIS_CONTROL``. Each change's window (start, end, command, exit code) is recorded; at the
+``pavctl reload CONFIG --wait`` and ``pavctl rollback --wait``, against
+``PAVIS_CONTROL``. ``PAVIS_RELOAD_CONFIGS`` lists configs, comma-separated (default
+``PAVIS_CONFIG`` or examples/demo.yaml): the first is the one the proxy runs; each reload
+loads one of the others in turn (the first if it is alone), so every reload changes the
+generation and every rollback returns to the first. Each change's window (start, end, command, exit code) is recorded; at the
 end every failed request is attributed to a change window (it started between a command's
 start − ``PAVIS_ATTRIBUTION_MARGIN`` s, default 0.05, and its end + margin) or not.
 
@@ -71,7 +73,10 @@ def _changer() -> None:
     next_tick = time.monotonic()
     while True:
         if n % 2 == 0:
-            args = ["reload", CONFIGS[(n // 2) % len(CONFIGS)], "--wait"]
+            # The running config is assumed to be the first; reload one of the others, so
+            # every reload changes something and every rollback returns to the first.
+            others = CONFIGS[1:] or CONFIGS
+            args = ["reload", others[(n // 2) % len(others)], "--wait"]
         else:
             args = ["rollback", "--wait"]
         if CONTROL:
