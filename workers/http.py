@@ -167,7 +167,9 @@ class ClientReader:
         req = self.cur
         assert req is not None
         req.target += url
-        if len(req.target) + 10 + len(self.parser.get_method()) > self.max_line:
+        n = len(req.target)
+        # "METHOD target HTTP/1.1": the method is looked up only when the line gets close.
+        if n > self.max_line - 32 and n + 10 + len(self.parser.get_method()) > self.max_line:
             raise HttpError(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:

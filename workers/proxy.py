@@ -84,7 +84,13 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def _tokens(value: bytes) -> frozenset[bytes]:
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"upgrade"))
+
+
+def _tokens(value: bytes) -> frozenset[bytes] | None:
+    """Header names a Connection header declares hop-by-hop (None: only the usual tokens)."""
+    if value.lower() in _PLAIN_CONNECTION:
+        return None
     return frozenset(t.strip().lower() for t in value.split(b","))
 
 
