@@ -130,7 +130,7 @@ def storm(
     name: str,
     port: int,
     root_pid: int,
-    reload_to: Callable[[bytes], tuple[bool, bool]],
+    reload_to: Callable[[bytes], tuple[bool, bool, bool]],
     *,
     duration: float,
     interval: float,
@@ -140,8 +140,9 @@ def storm(
     """Run wrk (50 keep-alive connections) for ``duration`` s while reloading every ``interval``.
 
     ``reload_to(answer)`` switches to the configuration whose ``/which`` answers ``answer``
-    and returns (succeeded, waited) — ``waited`` means the change is complete on return
-    (``pavctl reload --wait``); otherwise visibility is polled.
+    and returns (succeeded, waited, counted) — ``waited`` means the change is complete on
+    return (``pavctl reload --wait``), otherwise visibility is polled; a reload not ``counted``
+    (a differently-made sample the caller records itself) stays out of the latency lists.
     """
     res = StormResult(name, duration, interval)
     box: dict[str, Any] = {}
@@ -168,23 +169,25 @@ def storm(
         want = answers[i % 2]
         i += 1
         start = time.monotonic()
-        ok, waited = reload_to(want)
+        ok, waited, counted = reload_to(want)
         after = time.monotonic()
         res.reloads += 1
         if not ok:
             res.reload_failures += 1
-        else:
-            res.reload_ms.append((after - start) * 1000)
-            if waited:
-                if _answer(port) != want:
-                    res.stale_after_return += 1
+        elif waited:
+            if _answer(port) != want:
+                res.stale_after_return += 1
+            if counted:
+                res.reload_ms.append((after - start) * 1000)
                 res.visible_ms.append(res.reload_ms[-1])
-            else:
-                v = wait_visible(port, want, start)
+        else:
+            v = wait_visible(port, want, start)
+            if counted:
+                res.reload_ms.append((after - start) * 1000)
                 if v is not None:
                     res.visible_ms.append(v)
-                else:
-                    res.notes.append(f"reload {i}: not visible within 2 s")
+            if v is None:
+                res.notes.append(f"reload {i}: not visible within 2 s")
         next_tick += interval
         pause = next_tick - time.monotonic()
         if pause > 0:
@@ -218,10 +221,10 @@ def nginx_storm(
     try:
         wrk.run(f"http://127.0.0.1:{port}{up.path}", connections=50, duration=1)  # warm up
 
-        def reload_to(answer: bytes) -> tuple[bool, bool]:
+        def reload_to(answer: bytes) -> tuple[bool, bool, bool]:
             ng.write("which.conf", nginx.which_location(answer.decode()))
             ng.reload()
-            return True, False
+            return True, False, True
 
         res = storm(
             "nginx", port, ng.pid, reload_to,
@@ -258,7 +261,7 @@ def pavis_storm(
         server_ms: list[float] = []
         count = [0]
 
-        def reload_to(answer: bytes) -> tuple[bool, bool]:
+        def reload_to(answer: bytes) -> tuple[bool, bool, bool]:
             count[0] += 1
             if pavctl_every and count[0] % pavctl_every == 0:
                 # The real command, Python start-up included, as an operator runs it.
@@ -271,7 +274,7 @@ def pavis_storm(
                         server_ms.append(float(json.loads(r.stdout)["elapsed_ms"]))
                 elif len(errors) < 5:
                     errors.append(f"pavctl exit {r.returncode}: {(r.stderr or r.stdout)[:300]}")
-                return ok, True
+                return ok, True, False
             # The same request pavctl sends, from this process (no interpreter start).
             payload = {"op": "reload", "wait": True, "timeout": 10.0, "path": str(configs[answer])}
             try:
@@ -283,7 +286,7 @@ def pavis_storm(
                     server_ms.append(float(a.get("elapsed_ms")))  # type: ignore[arg-type]
             elif len(errors) < 5:
                 errors.append(f"reload refused: {a.get('error')}: {a.get('reason')}"[:300])
-            return bool(a.get("ok")), True
+            return bool(a.get("ok")), True, True
 
         res = storm(
             "pavis", port, pv.pid, reload_to,
