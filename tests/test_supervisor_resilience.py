@@ -100,6 +100,24 @@ def test_hung_worker_is_killed_and_replaced(tmp_path: Path) -> None:
         assert get(sv.port) == (200, b"A")
 
 
+def test_a_suspended_instance_is_not_mistaken_for_hung_workers(tmp_path: Path) -> None:
+    """SIGSTOP of supervisor and workers alike (Ctrl-Z, a paused VM): after SIGCONT every
+    heartbeat is old, but nobody was hung — no worker is killed."""
+    with serving(tmp_path, "A") as sv:
+        assert sv.proc is not None
+        pids = [sv.proc.pid] + [w["pid"] for w in sv.status()["workers"]]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(11)  # longer than the heartbeat timeout
+        for pid in reversed(pids):
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(1.5)
+        st = sv.status()
+        assert [w["pid"] for w in st["workers"]] == pids[1:]
+        assert "hung" not in sv.logs() and "grace period" in sv.logs()
+        assert get(sv.port) == (200, b"A")
+
+
 def test_killed_supervisor_leaves_workers_serving_and_a_new_one_reclaims(tmp_path: Path) -> None:
     sv = Serve(tmp_path)
     try:

@@ -76,6 +76,8 @@ class Arbiter:
         self.ready_announced = False
         self.stopping = False
         self.halt_reason = ""
+        self._last_turn = time.time()  # wall clock of the last heartbeat check
+        self._beat_grace_until = 0.0
         self._ops = threading.RLock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.listeners: dict[str, Any] = {}
@@ -153,6 +155,7 @@ class Arbiter:
     # ================================================================== loop
 
     def _loop(self) -> int:
+        self._last_turn = time.time()
         while not self.stopping:
             for sig in self._wait(0.25):
                 handler = getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}", None)
@@ -280,6 +283,14 @@ class Arbiter:
         """SIGKILL a worker whose heartbeat stopped (it is replaced like any dead worker)."""
         assert self.publisher is not None
         now, wall = time.monotonic(), time.time()
+        gap, self._last_turn = wall - self._last_turn, wall
+        if gap > 2.0:
+            # We did not run either (SIGSTOP of the process group, a suspended VM or laptop):
+            # every heartbeat looks old. Give the workers a fresh period instead of killing all.
+            self._beat_grace_until = wall + HEARTBEAT_TIMEOUT
+            log.warning("the supervisor did not run for %.1f s; heartbeats get a grace period", gap)
+        if wall < self._beat_grace_until:
+            return
         infos = {i.slot: i for i in self.publisher.slots()}
         for slot in self.slots:
             info = infos.get(slot.index)
