@@ -9,6 +9,7 @@ chunked), slow head 408. Limits come from the artifact.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 import time
@@ -20,8 +21,10 @@ from tests.conftest import free_port, unique_instance
 from tests.helpers_worker import Workers, config, raw, request, seal_yaml
 from tests.upstream import Upstream, launch
 
-LIMITS = ("max_request_line: 256, max_header_bytes: 1024, max_headers: 12, "
-          "max_body_bytes: 1000, header_timeout: 300ms")
+LIMITS = (
+    "max_request_line: 256, max_header_bytes: 1024, max_headers: 12, "
+    "max_body_bytes: 1000, header_timeout: 300ms"
+)
 
 ROUTES = """clusters:
   - name: c
@@ -37,6 +40,9 @@ ROUTES = """clusters:
   - name: tiny
     endpoints: ["{up}"]
     pool: {{max_connections: 1, max_idle: 1, max_pending: 0}}
+  - name: queue
+    endpoints: ["{up}"]
+    pool: {{max_connections: 1, max_idle: 1, max_pending: 4}}
 virtual_hosts:
   - name: main
     domains: ["*"]
@@ -50,6 +56,9 @@ virtual_hosts:
       - name: tiny
         match: {{prefix: /tiny/}}
         forward: {{cluster: tiny, rewrite: {{prefix: /delay/}}}}
+      - name: queue
+        match: {{prefix: /queue/}}
+        forward: {{cluster: queue, rewrite: {{prefix: /delay/}}}}
       - {{name: up, match: {{prefix: /up/}}, forward: {{cluster: c, rewrite: {{prefix: /}}}}}}
 """
 
@@ -85,8 +94,9 @@ def blackhole() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def port(ups: tuple[Upstream, Upstream], blackhole: int) -> Iterator[int]:
     a, sick = ups
-    routes = ROUTES.format(up=a.address, refused=free_port(), blackhole=blackhole,
-                           sick=sick.address)
+    routes = ROUTES.format(
+        up=a.address, refused=free_port(), blackhole=blackhole, sick=sick.address
+    )
     with Workers(unique_instance(), 1) as w:
         w.start(seal_yaml(config(w.port, routes, LIMITS)))
         yield w.port
@@ -142,6 +152,22 @@ def test_pool_overflow_is_503(port: int) -> None:
     assert 503 in results
 
 
+def test_pending_requests_wait_for_a_free_connection(port: int) -> None:
+    results: list[tuple[int, int]] = []
+
+    def one() -> None:
+        status, _, body = request(port, path="/queue/200")
+        results.append((status, json.loads(body)["conn"]))
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [s for s, _ in results] == [200, 200, 200]
+    assert len({c for _, c in results}) == 1  # one connection, used in turn
+
+
 def test_upstream_reset_is_502(port: int) -> None:
     assert request(port, path="/up/reset")[0] == 502
 
@@ -187,19 +213,27 @@ def test_long_request_line_is_414(port: int) -> None:
 def test_large_or_many_headers_are_431(port: int) -> None:
     big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 2000 + b"\r\n\r\n"
     assert _status(raw(port, big)) == 431
-    many = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(
-        b"X-H%d: 1\r\n" % i for i in range(20)) + b"\r\n"
+    many = (
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-H%d: 1\r\n" % i for i in range(20))
+        + b"\r\n"
+    )
     assert _status(raw(port, many)) == 431
 
 
 def test_large_body_is_413(port: int) -> None:
     head = b"POST /up/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
     assert _status(raw(port, head)) == 413
-    chunked = (b"POST /up/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-               + b"400\r\n" + b"z" * 1024 + b"\r\n0\r\n\r\n")
+    chunked = (
+        b"POST /up/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"400\r\n"
+        + b"z" * 1024
+        + b"\r\n0\r\n\r\n"
+    )
     assert _status(raw(port, chunked)) == 413
-    expect = (b"POST /up/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
-              b"Expect: 100-continue\r\n\r\n")
+    expect = (
+        b"POST /up/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
+    )
     assert _status(raw(port, expect)) == 413  # refused before any 100 Continue
 
 

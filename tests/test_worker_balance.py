@@ -8,6 +8,7 @@ outlier ejection that expires.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -62,8 +63,13 @@ virtual_hosts:
     assert 240 <= counts["a"] <= 360
 
 
-def _cluster(ups: tuple[Upstream, Upstream], lb: str, extra: str = "",
-             endpoints: str | None = None, route: str = "") -> str:
+def _cluster(
+    ups: tuple[Upstream, Upstream],
+    lb: str,
+    extra: str = "",
+    endpoints: str | None = None,
+    route: str = "",
+) -> str:
     a, b = ups
     eps = endpoints or f'["{a.address}", {{address: "{b.address}", weight: 2}}]'
     return f"""clusters:
@@ -158,3 +164,22 @@ def test_outlier_ejection_and_its_expiry(ups: tuple[Upstream, Upstream]) -> None
         time.sleep(0.6)  # the ejection expires: nothing is learned
         statuses = [request(w.port, path="/bytes3")[0] for _ in range(4)]
         assert statuses.count(503) == 1
+
+
+def test_per_try_timeout_retries_on_another_endpoint(ups: tuple[Upstream, Upstream]) -> None:
+    """An endpoint that accepts but never answers: the per-try timeout moves the request on."""
+    a = ups[0]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        eps = f'["127.0.0.1:{silent.getsockname()[1]}", "{a.address}"]'
+        route = ", timeout: 3s, retry: {attempts: 2, on: [timeout], per_try_timeout: 200ms}"
+        with _serve(_cluster(ups, "round_robin", endpoints=eps, route=route)) as w:
+            t0 = time.monotonic()
+            status, _, body = echo(w.port, "/")
+            elapsed = time.monotonic() - t0
+    finally:
+        silent.close()
+    assert (status, body["name"]) == (200, "a")
+    assert elapsed >= 0.15  # the first try waited for its per-try timeout
