@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pavis.supervisor.notify import monotonic_usec, notify
+from pavis.supervisor.notify import monotonic_usec, notify, watchdog_interval
 
 
 def test_no_socket_is_a_noop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,3 +42,15 @@ def test_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_socket_does_not_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody"))
     assert notify("STOPPING=1") is False
+
+
+def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
+    assert watchdog_interval() is None

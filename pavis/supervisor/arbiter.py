@@ -31,7 +31,7 @@ from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
 from pavis.supervisor import workers as wk
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
-from pavis.supervisor.notify import monotonic_usec, notify
+from pavis.supervisor.notify import monotonic_usec, notify, watchdog_interval
 from pavis.supervisor.sockets import bind, bind_listeners, listeners_changed
 from shm import AckTimeout, Publisher, ShmError, WorkerRejected
 
@@ -156,7 +156,13 @@ class Arbiter:
 
     def _loop(self) -> int:
         self._last_turn = time.time()
+        watchdog = watchdog_interval()
+        next_ping = 0.0
         while not self.stopping:
+            if watchdog is not None and time.monotonic() >= next_ping:
+                # Pinged from the loop itself: a wedged loop is what systemd should restart.
+                notify("WATCHDOG=1")
+                next_ping = time.monotonic() + watchdog
             for sig in self._wait(0.25):
                 handler = getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}", None)
                 if handler is not None:

@@ -30,3 +30,15 @@ def notify(*fields: str) -> bool:
 def monotonic_usec() -> str:
     """The MONOTONIC_USEC field systemd wants alongside RELOADING=1."""
     return f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of systemd's WatchdogSec=), or None if unset.
+
+    systemd sets WATCHDOG_PID to the main process: a forked child must not ping for it.
+    """
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6
