@@ -194,7 +194,7 @@ class Connection:
             parts.append(rt.direct_body)
         data = b"".join(parts)
         self.reader.stream.send(data, time.monotonic() + self.reader.keepalive_timeout)
-        ex.status = int(rt.direct_head[9:12])
+        ex.status = rt.status
         ex.bytes = len(data) - head_len
         return keep
 

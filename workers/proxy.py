@@ -255,7 +255,7 @@ def forward(
                 or (err.kind == "timeout" and rt.retry_timeout)
             )
             if streaming or not retryable or attempt + 1 >= rt.attempts:
-                if time.monotonic() >= deadline:
+                if not streaming and time.monotonic() >= deadline:
                     raise HttpError(504, "route timeout")
                 raise HttpError(err_status, str(err))
             conn.runtime.retries += 1
@@ -264,7 +264,7 @@ def forward(
         delay = min(rt.backoff_max, rt.backoff_base * (1 << attempt))
         attempt += 1
         if time.monotonic() + delay >= deadline:
-            raise HttpError(504 if err_status == 504 else err_status, "retry budget exhausted")
+            raise HttpError(err_status, "no time left in the route timeout for another try")
         if delay > 0:
             gevent.sleep(delay)
 

@@ -124,6 +124,7 @@ class RouteRT:
 
     __slots__ = (
         "index",
+        "status",
         "name",
         "kind",
         "direct_head",
@@ -183,6 +184,7 @@ class RouteRT:
         ]
         self.direct_head = b"\r\n".join(kept) + b"\r\n" + self.resp_extra
         self.direct_body = body
+        self.status = status
 
     def _forward(self, route: Route, fwd: Forward, clusters: list[ClusterRT]) -> None:
         self.clusters = [clusters[wc.cluster] for wc in fwd.clusters]
