@@ -1,6 +1,6 @@
 """The supervisor's main loop: boot, signals, worker upkeep, and the reload/rollback flips.
 
-Owns: the order of boot (load → store → bind → publish → fork), the one loop that dispatches
+Owns: the order of boot (load → store → lock → bind → publish → fork), the one loop that dispatches
 signals (``handle_<signal>``), reaps and tops up workers and checks heartbeats, and the
 all-or-nothing generation flip shared by reload and rollback. Must not: import gevent or the
 worker runtime, or serve data-plane HTTP.
@@ -21,10 +21,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pavis.artifact import MAGIC, read, seal, verify
+from pavis.artifact import read
 from pavis.errors import ControlError, PavisError, WaitTimeout
 from pavis.schema import Admin, Model
 from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
@@ -33,6 +32,8 @@ from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
 from pavis.supervisor.notify import monotonic_usec, notify, watchdog_interval
 from pavis.supervisor.sockets import bind, bind_listeners, listeners_changed
+from pavis.supervisor.source import load
+from pavis.supervisor.status import snapshot
 from shm import AckTimeout, Publisher, ShmError, WorkerRejected
 
 log = logging.getLogger("pavis.supervisor")
@@ -614,70 +615,4 @@ class Arbiter:
     # ================================================================== status
 
     def status(self) -> dict[str, Any]:
-        cur = self.current
-        infos = {i.slot: i for i in self.publisher.slots()} if self.publisher else {}
-        now, wall = time.monotonic(), time.time()
-        workers = []
-        for slot in self.slots:
-            info = infos.get(slot.index)
-            generation = info.generation if info else 0
-            gen = self.generations.get(generation)
-            workers.append(
-                {
-                    "slot": slot.index,
-                    "pid": slot.pid or None,
-                    "generation": generation,
-                    "checksum": info.digest.hex() if info and generation else None,
-                    "uptime_s": round(now - slot.started, 1) if slot.alive else None,
-                    "requests": info.requests if info else 0,
-                    "heartbeat_age_s": round(wall - info.heartbeat, 1)
-                    if info and info.heartbeat
-                    else None,
-                    "restarts": slot.restarts,
-                    "last_exit": slot.last_exit or None,
-                    "last_rejection": (
-                        {"generation": info.rejected_generation, "reason": info.reason}
-                        if info and info.rejected_generation
-                        else None
-                    ),
-                    "source": gen.source if gen else None,
-                }
-            )
-        return {
-            "name": self.opts.name,
-            "pid": os.getpid(),
-            "uptime_s": round(now - self.started, 1),
-            "started": _iso(self.started_wall),
-            "config": self.opts.source,
-            "state_dir": self.opts.state_dir,
-            "control": self.opts.control,
-            "generation": cur.number if cur else 0,
-            "checksum": cur.checksum if cur else None,
-            "source": cur.source if cur else None,
-            "ready": self.ready(),
-            "stopping": self.stopping,
-            "retained": sorted(self.generations),
-            "reloads": dict(self.reloads),
-            "workers": workers,
-        }
-
-
-def load(path: str) -> bytes:
-    """A config (compiled and sealed here) or an artifact (verified), as artifact bytes."""
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            head = f.read(len(MAGIC))
-    except OSError as exc:
-        raise PavisError(f"cannot read {path}: {exc.strerror}") from None
-    if head == MAGIC:
-        data = p.read_bytes()
-        verify(data)
-        return data
-    from pavis.compiler import compile_path  # only configs need the compiler
-
-    return seal(compile_path(p))
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+        return snapshot(self)
