@@ -224,6 +224,9 @@ def run(
             pids.append(fork_worker(name, slot, pub.open_slot(slot), variant))
         pub.wait_acked(first, ACK_TIMEOUT_S)
         samples: list[float] = []
+        # CPU the workers spend per flip (build + free) barely depends on other load on the box,
+        # unlike wall-clock latency: it is the robust figure when the machine is shared.
+        cpu_before = sum(cpu_ns(p) for p in pids)
         for _ in range(flips):
             # Let workers finish freeing the previous table: each sample is a flip on a quiet box.
             time.sleep(0.02 + 1.2 * (samples[-1] if samples else 0.05))
@@ -234,6 +237,7 @@ def run(
             samples.append(time.perf_counter() - t0)
             pub.collect()
         time.sleep(0.2 + 2 * samples[-1])
+        cpu_per_flip_ms = (sum(cpu_ns(p) for p in pids) - cpu_before) / 1e6 / flips / workers
         private = [procstat.private_bytes(p) for p in pids]
         rss = [procstat.rss_bytes(p) for p in pids]
         idle: list[float] = []
@@ -254,6 +258,7 @@ def run(
             "variant": variant,
             "flips": flips,
             "median_ms": statistics.median(samples) * 1000,
+            "worker_cpu_per_flip_ms": cpu_per_flip_ms,
             "p99_ms": pct(samples, 0.99) * 1000,
             "max_ms": max(samples) * 1000,
             "private_mb": statistics.median(private) / 2**20,
@@ -305,6 +310,41 @@ def artifact_of(routes: int) -> bytes:
     return artifact.seal(validated)
 
 
+def breakdown(data: bytes, repeat: int = 7) -> dict[str, float]:
+    """In one process, no contention: where a flip's worker time goes (best of ``repeat``, ms)."""
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times) * 1000
+
+    view = memoryview(data)
+    out = {
+        "copy_ms": best(lambda: bytes(view)),
+        "verify_ms": best(lambda: artifact.verify(view)),
+        "eager_decode_ms": best(lambda: artifact.read(view)),
+        "lazy_decode_ms": best(lambda: load_lazy(view)),
+    }
+    for name, make in (("eager", lambda: artifact.read(view)), ("lazy", lambda: load_lazy(view))):
+        frees = []
+        for _ in range(repeat):
+            held = [make()]
+            t0 = time.perf_counter()
+            held.clear()  # drops the last reference: the whole table is freed here
+            frees.append(time.perf_counter() - t0)
+        out[f"{name}_free_ms"] = min(frees) * 1000
+    _, _, routes = load_lazy(view)
+    t0 = time.perf_counter()
+    for i in range(min(len(routes), 1000)):
+        routes[i]
+    out["route_first_use_us"] = (time.perf_counter() - t0) / min(len(routes), 1000) * 1e6
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,1000,10000,100000")
@@ -320,14 +360,27 @@ def main() -> None:
         help="seconds of idle CPU measurement (lazy, 2 workers, largest size)",
     )
     parser.add_argument("--json", action="store_true", help="print rows as JSON lines too")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="only time the worker's steps in-process"
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    if args.breakdown:
+        for routes in sizes:
+            row = {"routes": routes, **breakdown(artifact_of(routes))}
+            print(
+                "  ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                ),
+                flush=True,
+            )
+        return
     counts = [int(x) for x in args.workers.split(",")]
     variants = args.variants.split(",")
     print(f"# {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
     print(
         f"{'routes':>7} {'bytes':>9} {'wk':>2} {'variant':<10} {'flips':>5} {'median':>8} "
-        f"{'p99':>8} {'max':>8} {'private':>8} {'rss':>7} {'load':>5} {'idle cpu':>8}",
+        f"{'p99':>8} {'max':>8} {'private':>8} {'rss':>7} {'cpu/flip':>8} {'load':>5} {'idle cpu':>8}",
         flush=True,
     )
     for routes in sizes:
@@ -351,7 +404,8 @@ def main() -> None:
                 print(
                     f"{routes:>7} {len(data):>9} {workers:>2} {variant:<10} {row['flips']:>5} "
                     f"{row['median_ms']:>6.1f}ms {row['p99_ms']:>6.1f}ms {row['max_ms']:>6.1f}ms "
-                    f"{row['private_mb']:>6.1f}MB {row['rss_mb']:>5.1f}MB {row['loadavg']:>5.2f} {cpu:>8}",
+                    f"{row['private_mb']:>6.1f}MB {row['rss_mb']:>5.1f}MB {row['worker_cpu_per_flip_ms']:>6.1f}ms "
+                    f"{row['loadavg']:>5.2f} {cpu:>8}",
                     flush=True,
                 )
                 if args.json:
