@@ -68,11 +68,15 @@ def find_vhost(domains: DomainIndex, host: str) -> int:
 
 
 def candidates(index: RouteIndex, path: str) -> list[int]:
-    """Global indices of routes whose path tables may match, ascending (declared order)."""
-    out: list[int] = []
+    """Global indices of routes whose path tables may match, ascending (declared order).
+
+    An exact-table entry is complete (the compiler adds every covering prefix and every
+    regex that fully matches the path), so an exact hit needs no further probe.
+    """
     hit = index.exact.get(path)
     if hit:
-        out.extend(hit)
+        return list(hit)
+    out: list[int] = []
     n = len(path)
     table = index.prefix
     for length in index.prefix_lengths:

@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: exact-table entries list every route whose path matcher holds
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -233,7 +233,7 @@ class RouteIndex(_S):
     lower number is an earlier declaration.
     """
 
-    exact: dict[str, tuple[int, ...]]  # path → exact-match routes
+    exact: dict[str, tuple[int, ...]]  # path → every route whose path matcher holds (complete)
     prefix: dict[str, tuple[int, ...]]  # prefix → prefix-match routes
     prefix_lengths: tuple[int, ...]  # distinct prefix lengths, descending
     regex_groups: dict[str, tuple[int, ...]]  # literal prefix → regex routes

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from pavis import artifact
+from pavis.schema import FORMAT_VERSION
 
 SITE = """\
 version: 1
@@ -271,7 +272,7 @@ def test_inspect_shows_header_checksum_and_counts(site: Path) -> None:
     out = text(result.stdout)
     header = artifact.verify(pvs.read_bytes())
     assert f"checksum        {header.checksum}" in out
-    assert "format          PAVS version 1" in out
+    assert f"format          PAVS version {FORMAT_VERSION}" in out
     for label, n in [
         ("listeners", 1),
         ("clusters", 2),

@@ -287,11 +287,28 @@ def test_route_index_tables() -> None:
         )
     )
     index = m.virtual_hosts[0].index
-    assert index.exact == {"/a": (0, 6)}
+    # Exact entries are complete: the covering prefix "/" (route 7) is listed with them.
+    assert index.exact == {"/a": (0, 6, 7)}
     assert index.prefix == {"/": (7,), "/api/": (1, 2)}
     assert index.prefix_lengths == (5, 1)
     assert index.regex_groups == {"": (5,), "/": (4,), "/items/": (3,)}
     assert index.regex_lengths == (7, 1, 0)
+
+
+def test_exact_entries_list_covering_prefixes_and_matching_regexes() -> None:
+    m = model_of(
+        routes_yaml(
+            """
+- {match: {regex: "^/items/[0-9]+$", methods: [PUT]}, direct: {}}
+- {match: {prefix: /items/, methods: [POST]}, direct: {}}
+- {match: {exact: /items/42}, direct: {}}
+- {match: {regex: "/it.*"}, direct: {}}
+- {match: {regex: "/other"}, direct: {}}
+"""
+        )
+    )
+    index = m.virtual_hosts[0].index
+    assert index.exact == {"/items/42": (0, 1, 2, 3)}
 
 
 def test_domain_index() -> None:

@@ -8,11 +8,12 @@ validator rejects the config before anything uses it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import reduce
 from math import gcd
 
-from pavis.compiler.regex import literal_prefix
+from pavis.compiler.regex import literal_prefix, problem
 from pavis.schema import DomainIndex, Match, RouteIndex
 
 MAX_SCHEDULE = 1000  # endpoint weights, divided by their gcd, must sum to at most this
@@ -24,10 +25,16 @@ def _sorted_tables(table: dict[str, list[int]]) -> dict[str, tuple[int, ...]]:
 
 
 def route_index(matches: Sequence[tuple[int, Match]]) -> RouteIndex:
-    """Index of one virtual host's routes, given (global route id, match) pairs."""
+    """Index of one virtual host's routes, given (global route id, match) pairs.
+
+    An entry of the exact table is *complete*: it lists every route whose path matcher holds
+    for that path — the exact routes, every prefix route covering it and every regex route
+    that fully matches it — so a lookup that hits the exact table needs no other probe.
+    """
     exact: dict[str, list[int]] = {}
     prefix: dict[str, list[int]] = {}
     groups: dict[str, list[int]] = {}
+    patterns: dict[int, str] = {}
     for rid, m in matches:
         if m.kind == "exact":
             exact.setdefault(m.path, []).append(rid)
@@ -35,6 +42,8 @@ def route_index(matches: Sequence[tuple[int, Match]]) -> RouteIndex:
             prefix.setdefault(m.path, []).append(rid)
         else:
             groups.setdefault(literal_prefix(m.path), []).append(rid)
+            patterns[rid] = m.path
+    _complete_exact(exact, prefix, groups, patterns)
     return RouteIndex(
         exact=_sorted_tables(exact),
         prefix=_sorted_tables(prefix),
@@ -42,6 +51,26 @@ def route_index(matches: Sequence[tuple[int, Match]]) -> RouteIndex:
         regex_groups=_sorted_tables(groups),
         regex_lengths=tuple(sorted({len(g) for g in groups}, reverse=True)),
     )
+
+
+def _complete_exact(
+    exact: dict[str, list[int]],
+    prefix: dict[str, list[int]],
+    groups: dict[str, list[int]],
+    patterns: dict[int, str],
+) -> None:
+    prefix_lengths = sorted({len(p) for p in prefix})
+    group_lengths = sorted({len(g) for g in groups})
+    for path, ids in exact.items():
+        for length in prefix_lengths:
+            ids.extend(prefix.get(path[:length], ()))
+        for length in group_lengths:
+            for rid in groups.get(path[:length], ()):
+                pattern = patterns[rid]
+                # Only patterns the validator accepts are run here; a rejected one never
+                # reaches an artifact, and running it could backtrack for ever.
+                if problem(pattern) is None and re.fullmatch(pattern, path) is not None:
+                    ids.append(rid)
 
 
 def domain_key(domain: str) -> tuple[str, str]:
