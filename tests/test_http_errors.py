@@ -249,3 +249,12 @@ def test_slow_head_is_408(port: int) -> None:
 
 def test_worker_survives_everything(port: int) -> None:
     assert request(port, path="/up/bytes3")[2] == b"abc"
+
+
+def test_silent_new_connection_is_closed_after_the_header_timeout(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        t0 = time.monotonic()
+        data = s.recv(65536)
+        waited = time.monotonic() - t0
+    assert data == b""  # closed without an answer: no request was started
+    assert 0.2 <= waited < 3

@@ -288,7 +288,10 @@ class ClientReader:
                 if until <= time.monotonic():
                     raise HttpError(408, "request head not received in time")
             else:
-                until = time.monotonic() + self.keepalive_timeout
+                # A fresh connection gets the header deadline, an idle keep-alive one the
+                # keep-alive timeout: a client that connects and stays silent is cut early.
+                idle = self.keepalive_timeout if self.served else self.header_timeout
+                until = time.monotonic() + idle
             try:
                 # After a response the next request is rarely there yet: wait before reading.
                 data = stream.recv(until, wait_first=self.served > 0)
