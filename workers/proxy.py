@@ -412,11 +412,11 @@ def relay(
             parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
     stream = conn.reader.stream
-    deadline = time.monotonic() + timeout
+    mono = time.monotonic
     sent = 0
     try:
         if tunnel:
-            stream.send(b"".join(parts), deadline)
+            stream.send(b"".join(parts), mono() + timeout)
             ep.pool.detach(up)  # the socket belongs to the tunnel now, not the pool
             try:
                 _tunnel(conn, up)
@@ -424,7 +424,7 @@ def relay(
                 up.close()
             return False
         if mode == 0:
-            stream.send(b"".join(parts), deadline)
+            stream.send(b"".join(parts), mono() + timeout)
             _done(ep, up, ex, sent)
             return keep
         # Coalesce the head with whatever body is already here: one write for small replies.
@@ -434,13 +434,13 @@ def relay(
                 parts.append(b"%x\r\n%s\r\n" % (len(data), data))
             if up.complete and not up.chunks:
                 parts.append(b"0\r\n\r\n")
-                stream.send(b"".join(parts), deadline)
+                stream.send(b"".join(parts), mono() + timeout)
                 sent += len(data)
                 _done(ep, up, ex, sent)
                 return keep
         else:
             parts.append(data)
-        stream.send(b"".join(parts), deadline)
+        stream.send(b"".join(parts), mono() + timeout)
         sent += len(data)
         while True:
             try:
@@ -451,11 +451,11 @@ def relay(
                 break
             sent += len(data)
             if mode == 2:
-                stream.send(b"%x\r\n%s\r\n" % (len(data), data), deadline)
+                stream.send(b"%x\r\n%s\r\n" % (len(data), data), mono() + timeout)
             else:
-                stream.send(data, deadline)
+                stream.send(data, mono() + timeout)
         if mode == 2:
-            stream.send(b"0\r\n\r\n", deadline)
+            stream.send(b"0\r\n\r\n", mono() + timeout)
         _done(ep, up, ex, sent)
         return keep
     except OSError:
