@@ -31,6 +31,7 @@ def test_reload_flips_every_worker_and_is_recorded(tmp_path: Path) -> None:
         answer = json.loads(r.stdout)
         assert answer["outcome"] == "accepted"
         assert answer["generation"] > before["generation"]
+        assert 0 <= answer["load_ms"] <= answer["elapsed_ms"]
         assert get(sv.port) == (200, b"B")
         st = sv.status()
         assert st["checksum"] == answer["checksum"]

@@ -79,6 +79,7 @@ class Arbiter:
         self.halt_reason = ""
         self._last_turn = time.time()  # wall clock of the last heartbeat check
         self._beat_grace_until = 0.0
+        self._load_ms = 0.0  # of the flip in progress (answers report it)
         self._ops = threading.RLock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.listeners: dict[str, Any] = {}
@@ -498,6 +499,7 @@ class Arbiter:
     ) -> dict[str, Any]:
         """Make ``data`` current on every worker, or on none (the caller holds ``_ops``)."""
         assert self.current is not None and self.publisher is not None
+        self._load_ms = round((time.monotonic() - t0) * 1000, 1)  # compile or read + decode
         old = self.current
         if checksum == old.checksum:
             self._record(op, source, UNCHANGED, old.number, checksum, "")
@@ -586,6 +588,7 @@ class Arbiter:
             "source": gen.source,
             "workers": len(self.slots),
             "elapsed_ms": round((time.monotonic() - t0) * 1000, 1),
+            "load_ms": self._load_ms,
         }
 
     def _reject(self, op: str, source: str, reason: str, checksum: str = "") -> ControlError:
