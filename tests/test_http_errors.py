@@ -23,7 +23,7 @@ from tests.upstream import Upstream, launch
 
 LIMITS = (
     "max_request_line: 256, max_header_bytes: 1024, max_headers: 12, "
-    "max_body_bytes: 1000, header_timeout: 300ms"
+    "max_body_bytes: 1000, header_timeout: 300ms, keepalive_timeout: 600ms"
 )
 
 ROUTES = """clusters:
@@ -258,3 +258,14 @@ def test_silent_new_connection_is_closed_after_the_header_timeout(port: int) -> 
         waited = time.monotonic() - t0
     assert data == b""  # closed without an answer: no request was started
     assert 0.2 <= waited < 3
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /up/bytes3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = s.recv(65536)
+        assert first.endswith(b"abc")
+        t0 = time.monotonic()
+        assert s.recv(65536) == b""  # closed quietly once idle for the keep-alive timeout
+        waited = time.monotonic() - t0
+    assert 0.5 <= waited < 3
