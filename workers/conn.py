@@ -84,11 +84,9 @@ class Connection:
     def serve(self) -> None:
         rt = self.runtime
         reader = self.reader
-        sock = self.sock
         limits = rt.state.limits
         rt.conns.add(self)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while not rt.draining:
                 try:
                     req = reader.next_request()
