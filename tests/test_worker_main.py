@@ -145,3 +145,11 @@ def test_access_log_line(up: Upstream, tmp_path: Path) -> None:
     assert rec["total_ms"] >= rec["upstream_ms"] >= 0
     assert len(rec["checksum"]) == 32
     assert rec["time"].endswith("Z")
+
+
+def test_sighup_does_not_stop_a_worker(up: Upstream) -> None:
+    with Workers(unique_instance(), 1) as w:
+        w.start(seal_yaml(one_cluster(w.port, up.address)))
+        os.kill(w.pids[0], signal.SIGHUP)
+        time.sleep(0.2)
+        assert request(w.port, path="/bytes3")[2] == b"abc"

@@ -64,7 +64,8 @@ class Health:
     # ------------------------------------------------------------------ passive
 
     def record(self, ok: bool) -> None:
-        """Outcome of one proxied exchange with this endpoint."""
+        """Outcome of one proxied exchange with this endpoint. Failures are connect errors,
+        resets, timeouts, bad responses and 5xx statuses (like Envoy's consecutive_5xx)."""
         if ok:
             self.failures = 0
             return

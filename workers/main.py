@@ -119,6 +119,9 @@ class Worker:
         gevent.signal_handler(signal.SIGTERM, self._stop)
         gevent.signal_handler(signal.SIGINT, self._stop)
         gevent.signal_handler(signal.SIGQUIT, lambda: os._exit(EXIT_OK))
+        # Reloads reach workers through shm, never through signals: a SIGHUP sent to the
+        # whole process group must not kill them.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.runtime = Runtime(state)
         self.registry.keep_only(state)
         self.servers = self._serve(state)
