@@ -72,6 +72,10 @@ MODES: dict[str, dict[str, Any]] = {
     },
 }
 
+# What a failed step may raise (a process that would not start, wrk failing, a timeout);
+# recorded in results.json under the step's "error".
+STEP_ERRORS = (RuntimeError, OSError, subprocess.SubprocessError, ValueError)
+
 _T0 = time.monotonic()
 
 
@@ -232,17 +236,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if "proxy" in only and not missing:
         progress("proxy: direct vs nginx vs pavis under wrk")
-        duration = a.duration or cfg["proxy_duration"]
         scenarios = tuple(
             sc for sc in bench_proxy.SCENARIOS
             if a.scenarios is None or sc.name in a.scenarios.split(",")
         )  # fmt: skip
-        pr = bench_proxy.run(
-            duration=duration, repeats=cfg["proxy_repeats"], upstream_kind=a.upstream,
-            scenarios=scenarios, progress=progress,
-        )  # fmt: skip
-        result["proxy"] = pr.as_dict()
-        print(bench_proxy.format_table(pr.summary()), flush=True)
+        try:
+            pr = bench_proxy.run(
+                duration=a.duration or cfg["proxy_duration"], repeats=cfg["proxy_repeats"],
+                upstream_kind=a.upstream, scenarios=scenarios, progress=progress,
+            )  # fmt: skip
+        except STEP_ERRORS as exc:  # the step failed; the others still run
+            result["proxy"] = {"error": repr(exc)}
+            progress(f"proxy: failed: {exc!r}")
+        else:
+            result["proxy"] = pr.as_dict()
+            print(bench_proxy.format_table(pr.summary()), flush=True)
 
     if "reload" in only and not missing:
         scale = (
@@ -251,14 +259,19 @@ def main(argv: list[str] | None = None) -> int:
             else cfg["scale_sizes"]
         )
         progress("reload: storm under load against nginx and pavis")
-        rr = bench_reload.run(
-            duration=a.duration or cfg["reload_duration"], upstream_kind=a.upstream,
-            scale_sizes=scale, progress=progress,
-        )  # fmt: skip
-        result["reload"] = rr
-        print(bench_reload.format_table(rr["results"]), flush=True)
-        if "scale" in rr:
-            print(bench_reload.format_scale(rr["scale"]["rows"]), flush=True)
+        try:
+            rr = bench_reload.run(
+                duration=a.duration or cfg["reload_duration"], upstream_kind=a.upstream,
+                scale_sizes=scale, progress=progress,
+            )  # fmt: skip
+        except STEP_ERRORS as exc:
+            result["reload"] = {"error": repr(exc)}
+            progress(f"reload: failed: {exc!r}")
+        else:
+            result["reload"] = rr
+            print(bench_reload.format_table(rr["results"]), flush=True)
+            if "scale" in rr:
+                print(bench_reload.format_scale(rr["scale"]["rows"]), flush=True)
 
     result["seconds"] = round(time.monotonic() - _T0, 1)
     path = a.out / "results.json"

@@ -43,7 +43,7 @@ def proxy_table(runs: list[dict[str, Any]]) -> str:
     ]
     for s in SCENARIOS:
         for t in TARGETS:
-            cells = [r["proxy"]["summary"].get(s, {}).get(t) for r in runs if "proxy" in r]
+            cells = [r["proxy"].get("summary", {}).get(s, {}).get(t) for r in runs if "proxy" in r]
             cells = [c for c in cells if c]
             if not cells:
                 continue
@@ -66,7 +66,7 @@ def memory_table(runs: list[dict[str, Any]]) -> str:
     rows = ["| target | processes | private MiB per worker (median) | root private MiB |",
             "|---|---:|---:|---:|"]  # fmt: skip
     for t in TARGETS:
-        mems = [r["proxy"]["memory"].get(t) for r in runs if "proxy" in r]
+        mems = [r["proxy"].get("memory", {}).get(t) for r in runs if "proxy" in r]
         mems = [m for m in mems if m]
         if not mems:
             continue
