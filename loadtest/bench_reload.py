@@ -22,6 +22,7 @@ import contextlib
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -259,6 +260,7 @@ def pavis_storm(
         errors: list[str] = []
         pavctl_ms: list[float] = []
         server_ms: list[float] = []
+        load_ms: list[float] = []  # the supervisor's compile (or read) + decode part
         count = [0]
 
         def reload_to(answer: bytes) -> tuple[bool, bool, bool]:
@@ -271,7 +273,9 @@ def pavis_storm(
                 if ok:
                     pavctl_ms.append((time.monotonic() - start) * 1000)
                     with contextlib.suppress(ValueError, KeyError):
-                        server_ms.append(float(json.loads(r.stdout)["elapsed_ms"]))
+                        answer = json.loads(r.stdout)
+                        server_ms.append(float(answer["elapsed_ms"]))
+                        load_ms.append(float(answer["load_ms"]))
                 elif len(errors) < 5:
                     errors.append(f"pavctl exit {r.returncode}: {(r.stderr or r.stdout)[:300]}")
                 return ok, True, False
@@ -284,6 +288,7 @@ def pavis_storm(
             if a.get("ok"):
                 with contextlib.suppress(TypeError, ValueError):
                     server_ms.append(float(a.get("elapsed_ms")))  # type: ignore[arg-type]
+                    load_ms.append(float(a.get("load_ms")))  # type: ignore[arg-type]
             elif len(errors) < 5:
                 errors.append(f"reload refused: {a.get('error')}: {a.get('reason')}"[:300])
             return bool(a.get("ok")), True, True
@@ -297,6 +302,7 @@ def pavis_storm(
         res.extra["pavctl_ms_p99"] = _pct(pavctl_ms, 99) if pavctl_ms else None
         res.extra["server_elapsed_ms_median"] = _median(server_ms)
         res.extra["server_elapsed_ms_p99"] = _pct(server_ms, 99) if server_ms else None
+        res.extra["server_load_ms_median"] = _median(load_ms)
         res.notes.append(
             "reload = the control-socket request `pavctl reload CONFIG --wait` sends, made from "
             f"the harness; every {pavctl_every}th reload runs the real `pavctl` command "
@@ -370,38 +376,65 @@ def scale(
             for _ in range(20):
                 servers.http_get(port, up.path)
             row["pavis_worker_private_mib"] = _worker_private_mib(pv.worker_pids())
-            lat: list[float] = []
-            server: list[float] = []
-            for i in range(reloads):
-                start = time.monotonic()
-                r = pv.pavctl("reload", str(configs[(i + 1) % 2]), "--wait", "--json", timeout=120)
-                if r.returncode == 0:
-                    lat.append((time.monotonic() - start) * 1000)
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        server.append(float(json.loads(r.stdout)["elapsed_ms"]))
-                else:
-                    notes.append(f"pavis {n} routes: reload exit {r.returncode}: "
-                                 f"{(r.stderr or r.stdout).strip()[:300]}")  # fmt: skip
+            lat, server, load = _pavctl_reloads(pv, configs, reloads, notes)
             row["pavis_reload_ms"] = _median(lat)
             row["pavis_server_ms"] = _median(server)
+            row["pavis_load_ms"] = _median(load)
+            # The same flips from sealed artifacts (`pavctl compile` beforehand): no compile
+            # in the reload, only read + verify + publish + every worker switched.
+            artifacts = []
+            for c in configs:
+                out = c.with_suffix(".pvs")
+                subprocess.run([*servers.pavctl_argv(), "compile", str(c), "-o", str(out)],
+                               capture_output=True, timeout=300, check=True)  # fmt: skip
+                artifacts.append(out)
+            lat, server, load = _pavctl_reloads(pv, artifacts, reloads, notes)
+            row["pavis_artifact_reload_ms"] = _median(lat)
+            row["pavis_artifact_server_ms"] = _median(server)
             row["pavis_worker_private_mib_after_reloads"] = _worker_private_mib(pv.worker_pids())
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             notes.append(f"pavis {n} routes: {exc}"[:600])
         finally:
             pv.stop()
         progress(
             "reload scale {routes} routes: nginx visible {nv} ms, {nm} MiB/worker; pavis "
-            "reload --wait {pr} ms (supervisor {ps} ms), {pm} MiB/worker".format(
+            "reload --wait {pr} ms (supervisor {ps} ms; from an artifact {pa} ms), "
+            "{pm} MiB/worker".format(
                 routes=n,
                 nv=_fmt(row.get("nginx_visible_ms")),
                 nm=_fmt(row.get("nginx_worker_private_mib")),
                 pr=_fmt(row.get("pavis_reload_ms")),
                 ps=_fmt(row.get("pavis_server_ms")),
+                pa=_fmt(row.get("pavis_artifact_reload_ms")),
                 pm=_fmt(row.get("pavis_worker_private_mib")),
             )
         )
         rows.append(row)
     return {"rows": rows, "reloads_per_size": reloads, "notes": notes}
+
+
+def _pavctl_reloads(
+    pv: servers.Pavis, sources: list[Path], reloads: int, notes: list[str]
+) -> tuple[list[float], list[float], list[float]]:
+    """``pavctl reload SOURCE --wait --json`` ``reloads`` times, alternating from the second
+    source: (wall ms, supervisor elapsed_ms, supervisor load_ms) of the successful ones."""
+    lat: list[float] = []
+    server: list[float] = []
+    load: list[float] = []
+    for i in range(reloads):
+        source = sources[(i + 1) % len(sources)]
+        start = time.monotonic()
+        r = pv.pavctl("reload", str(source), "--wait", "--json", timeout=120)
+        if r.returncode == 0:
+            lat.append((time.monotonic() - start) * 1000)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                answer = json.loads(r.stdout)
+                server.append(float(answer["elapsed_ms"]))
+                load.append(float(answer["load_ms"]))
+        else:
+            notes.append(f"reload {source.name}: exit {r.returncode}: "
+                         f"{(r.stderr or r.stdout).strip()[:300]}")  # fmt: skip
+    return lat, server, load
 
 
 def _fmt(x: float | None) -> str:
@@ -468,12 +501,14 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 def format_scale(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'routes':>7} {'nginx visible ms':>16} {'nginx MiB/worker':>16} "
-             f"{'pavctl reload ms':>16} {'supervisor ms':>13} {'pavis MiB/worker':>16}"]  # fmt: skip
+             f"{'pavctl reload ms':>16} {'supervisor ms':>13} {'artifact reload ms':>18} "
+             f"{'pavis MiB/worker':>16}"]  # fmt: skip
     for r in rows:
         lines.append(
             f"{r['routes']:7d} {_fmt(r.get('nginx_visible_ms')):>16} "
             f"{_fmt(r.get('nginx_worker_private_mib')):>16} {_fmt(r.get('pavis_reload_ms')):>16} "
-            f"{_fmt(r.get('pavis_server_ms')):>13} {_fmt(r.get('pavis_worker_private_mib')):>16}"
+            f"{_fmt(r.get('pavis_server_ms')):>13} {_fmt(r.get('pavis_artifact_reload_ms')):>18} "
+            f"{_fmt(r.get('pavis_worker_private_mib')):>16}"
         )
     return "\n".join(lines)
 

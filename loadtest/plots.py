@@ -105,6 +105,7 @@ def flip_latency(plt: Any, result: dict[str, Any], out: Path) -> Path | None:
     for key, label, color in (
         ("pavis_reload_ms", "pavis: pavctl reload --wait (CLI start included)", "#17becf"),
         ("pavis_server_ms", "pavis: supervisor's reload time", COLORS["pavis"]),
+        ("pavis_artifact_reload_ms", "pavis: pavctl reload ARTIFACT --wait", "#aec7e8"),
         ("nginx_visible_ms", "nginx: SIGHUP → change visible", COLORS["nginx"]),
     ):
         pts = [(r["routes"], r[key]) for r in scale if isinstance(r.get(key), int | float)]

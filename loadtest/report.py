@@ -106,9 +106,10 @@ def storm_table(runs: list[dict[str, Any]]) -> str:
 
 def scale_table(runs: list[dict[str, Any]]) -> str:
     rows = [
-        "| routes | nginx: SIGHUP → visible ms | pavctl reload --wait ms | pavis supervisor ms "
-        "| nginx MiB/worker | pavis MiB/worker |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| routes | nginx: SIGHUP → visible ms | pavctl reload CONFIG --wait ms "
+        "| supervisor ms (of which compile+decode) | pavctl reload ARTIFACT --wait ms "
+        "| supervisor ms | nginx MiB/worker | pavis MiB/worker |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_n: dict[int, list[dict[str, Any]]] = {}
     for r in runs:
@@ -122,6 +123,8 @@ def scale_table(runs: list[dict[str, Any]]) -> str:
 
         rows.append(
             f"| {n:,} | {m('nginx_visible_ms')} | {m('pavis_reload_ms')} | {m('pavis_server_ms')} "
+            f"({m('pavis_load_ms')}) | {m('pavis_artifact_reload_ms')} "
+            f"| {m('pavis_artifact_server_ms')} "
             f"| {m('nginx_worker_private_mib')} | {m('pavis_worker_private_mib')} |"
         )
     return "\n".join(rows)
