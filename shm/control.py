@@ -192,7 +192,9 @@ def update_slot(
 ) -> None:
     """Rewrite the given fields of one slot (single writer: the worker that owns it)."""
     off = _slot_off(slot)
-    old, _ = _read(m, off, _SLOT_BODY)
+    # The single writer reads its own fields directly: no seqlock needed, and no stall when a
+    # dead predecessor left the sequence odd.
+    old = _SLOT_BODY.unpack_from(m, off + 8)
     is_open, o_pid, o_gen, o_digest, o_hb, o_req, o_rej, o_rlen, o_reason = old
     if reason is not None:
         raw = _truncate_utf8(reason, REASON_MAX)
