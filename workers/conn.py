@@ -9,6 +9,7 @@ Must not: relay to upstreams (``workers.proxy``) or parse bytes (``workers.http`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import sys
@@ -21,16 +22,18 @@ from workers.http import ClientGone, ClientReader, HttpError, Request, error_bod
 from workers.proxy import Abort, forward
 from workers.state import FORWARD, RouteRT, State
 
-DRAIN_MAX = 65536
-_RID_PREFIX = os.urandom(8).hex().encode()  # re-drawn in each worker: see reseed_request_ids
-_RID_SEQ = 0
+DRAIN_MAX = 65536  # unread request bodies up to this size are drained to keep the connection
+
+# Request ids: a random per-process prefix and a counter, unique without a syscall each.
+_RID_PREFIX = os.urandom(8).hex().encode()
+_rid_next = itertools.count(1).__next__
 
 
 def reseed_request_ids() -> None:
     """Call after fork: workers forked from one parent must not share the prefix."""
-    global _RID_PREFIX, _RID_SEQ
+    global _RID_PREFIX, _rid_next
     _RID_PREFIX = os.urandom(8).hex().encode()
-    _RID_SEQ = 0  # unread request bodies up to this size are drained to keep the connection
+    _rid_next = itertools.count(1).__next__
 
 
 class Runtime:
@@ -76,10 +79,7 @@ class Connection:
 
     @staticmethod
     def new_request_id() -> bytes:
-        # A random per-process prefix and a counter: unique without a syscall per request.
-        global _RID_SEQ
-        _RID_SEQ += 1
-        return b"%s%016x" % (_RID_PREFIX, _RID_SEQ)
+        return b"%s%016x" % (_RID_PREFIX, _rid_next())
 
     def serve(self) -> None:
         rt = self.runtime

@@ -114,6 +114,13 @@ class UpConn:
         self.reused = False
         self.idle_since = 0.0
         self.stale_parser = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.tail = b""
+        self.upgraded = False
+        self.content_length = -1
+        self.chunked = False
+        self.connection: bytes | None = None
         self.begin(False)
 
     def begin(self, head_only: bool) -> None:
@@ -121,20 +128,17 @@ class UpConn:
         if self.stale_parser:
             self.parser = httptools.HttpResponseParser(self)
             self.stale_parser = False
+        # headers, content_length, chunked and connection are reset by on_message_begin;
+        # tail and upgraded only ever change on a connection that is never reused.
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
         self.complete = False
-        self.chunks: list[bytes] = []
         self.keep_alive = False
-        self.tail = b""
-        self.upgraded = False
         self.interim = False
         self.head_only = head_only
-        self.content_length = -1
-        self.chunked = False
-        self.connection: bytes | None = None
         self.got_bytes = False
+        if self.chunks:  # a body left unread (a retried status) must not leak into this one
+            self.chunks = []
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
