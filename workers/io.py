@@ -89,12 +89,13 @@ class Stream:
         self.sock = sock
         self.fast = type(sock) is gsocket.socket
         self.waiter: Any = None
+        self.rw: Any = None  # created on the first wait: many connections never wait
         if self.fast:
-            sock.settimeout(None)  # our deadlines replace gevent's; the fd stays non-blocking
+            # gevent's own timeout is never consulted on these paths: the fd stays
+            # non-blocking and our deadlines apply.
             self.raw = sock._sock  # type: ignore[attr-defined]
             self.wev = sock._write_event  # type: ignore[attr-defined]
             self.hub = get_hub()
-            self.rw = self.hub.loop.io(sock.fileno(), 1)
 
     def _ready(self) -> None:  # runs in the hub
         glet = self.waiter
@@ -106,6 +107,8 @@ class Stream:
 
     def _wait_read(self, deadline: float) -> None:
         rw = self.rw
+        if rw is None:
+            rw = self.rw = self.hub.loop.io(self.sock.fileno(), 1)
         if not rw.active:
             rw.start(self._ready)
         glet = getcurrent()
@@ -120,13 +123,15 @@ class Stream:
 
     def quiet(self) -> None:
         """Stop our read watcher (before handing the socket to code that reads it itself)."""
-        if self.fast:
+        if self.rw is not None:
             self.rw.stop()
 
     def close(self) -> None:
-        if self.fast:
-            self.rw.stop()
-            self.rw.close()
+        rw = self.rw
+        if rw is not None:
+            self.rw = None
+            rw.stop()
+            rw.close()
         self.sock.close()
 
     def recv(self, deadline: float, wait_first: bool = False) -> bytes:
