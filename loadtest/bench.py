@@ -180,6 +180,9 @@ def machine() -> dict[str, Any]:
     with open("/proc/meminfo") as f:
         info["mem_total_kib"] = int(f.readline().split()[1])
     info["load_avg_at_start"] = os.getloadavg()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, cwd=servers.REPO, check=False)  # fmt: skip
+    info["git_commit"] = git.stdout.strip() or None
     binary = nginx.available()
     if binary:
         v = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
