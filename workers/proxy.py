@@ -322,6 +322,8 @@ def _attempt(
 
 def _stale(up: UpConn) -> bool:
     """An idle pooled connection that already has EOF or stray bytes pending is unusable."""
+    if not up.stream.fast:
+        return False  # TLS: MSG_PEEK is not allowed; the request finds out on its own
     sock = up.sock
     sock.settimeout(0.0)
     try:
