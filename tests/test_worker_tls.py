@@ -8,7 +8,7 @@ import ssl
 from pathlib import Path
 
 from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, header_pairs, seal_yaml
+from tests.helpers_worker import Workers, echo, header_pairs, seal_yaml
 from tests.upstream import Upstream
 
 CERTS = Path(__file__).resolve().parent.parent / "examples" / "certs"
@@ -20,7 +20,7 @@ def test_tls_listener_terminates_and_forwards(upstream: Upstream) -> None:
 listeners:
   - name: public
     address: "127.0.0.1:{w.port}"
-    tls: {{cert: "{CERTS / 'example.crt'}", key: "{CERTS / 'example.key'}"}}
+    tls: {{cert: "{CERTS / "example.crt"}", key: "{CERTS / "example.key"}"}}
 clusters:
   - {{name: c, endpoints: ["{upstream.address}"]}}
 virtual_hosts:
@@ -44,3 +44,40 @@ virtual_hosts:
                 assert header_pairs(body)["x-forwarded-proto"] == ["https"]
         finally:
             conn.close()
+
+
+def test_tls_to_the_upstream_with_verification(upstream: Upstream) -> None:
+    """front (plain) → TLS, verified against the CA, SNI example.test → back (TLS) → upstream."""
+    with Workers(unique_instance(), 1) as back, Workers(unique_instance(), 1) as front:
+        back.start(
+            seal_yaml(f"""version: 1
+listeners:
+  - name: public
+    address: "127.0.0.1:{back.port}"
+    tls: {{cert: "{CERTS / "example.crt"}", key: "{CERTS / "example.key"}"}}
+clusters:
+  - {{name: c, endpoints: ["{upstream.address}"]}}
+virtual_hosts:
+  - {{name: main, domains: ["*"], routes: [{{name: all, match: {{prefix: /}}, forward: {{cluster: c}}}}]}}
+""")
+        )
+        front.start(
+            seal_yaml(f"""version: 1
+listeners:
+  - {{name: public, address: "127.0.0.1:{front.port}"}}
+clusters:
+  - name: back
+    endpoints: ["127.0.0.1:{back.port}"]
+    tls: {{sni: example.test, verify: true, ca: "{CERTS / "ca.pem"}"}}
+virtual_hosts:
+  - {{name: main, domains: ["*"], routes: [{{name: all, match: {{prefix: /}}, forward: {{cluster: back}}}}]}}
+""")
+        )
+        seen = []
+        for _ in range(2):
+            status, _, body = echo(front.port, "/through", method="POST", body=b"x" * 100_000)
+            assert status == 200
+            assert body["body_len"] == 100_000
+            assert header_pairs(body)["via"] == ["1.1 pavis, 1.1 pavis"]
+            seen.append(body["conn"])
+        assert seen[0] == seen[1]  # the pooled TLS connection was reused end to end
