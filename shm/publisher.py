@@ -9,6 +9,7 @@ the published bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import time
@@ -118,6 +119,9 @@ class Publisher:
                 break
             except posix_ipc.ExistentialError:
                 generation += 1  # a name is never reused: skip anything already there
+            except OSError as exc:
+                reason = "no_space" if exc.errno == errno.ENOSPC else "write_failed"
+                raise ShmError(reason, f"cannot publish generation {generation}: {exc}") from None
         self._high_water = generation
         self._retained.add(generation)
         self._write_header()

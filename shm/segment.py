@@ -82,21 +82,27 @@ def create(
     Raises posix_ipc.ExistentialError if the name exists (callers pick another generation).
     """
     digest = xxhash.xxh3_128_digest(data)
-    size = HEADER_SIZE + len(data)
     mem = posix_ipc.SharedMemory(names.segment(name, generation), posix_ipc.O_CREX, mode=mode)
     try:
         _set_owner(mem.fd, mode, gid)
-        os.ftruncate(mem.fd, size)
-        with mmap.mmap(mem.fd, size) as m:
-            m[HEADER_SIZE:size] = data
-            # The header goes last: a half-filled segment never carries a valid magic.
-            HEADER.pack_into(m, 0, MAGIC, VERSION, 0, generation, len(data), digest, _ZERO16)
+        # write(), not a mapping: a full /dev/shm is then ENOSPC (an OSError), not SIGBUS.
+        _pwrite_all(mem.fd, data, HEADER_SIZE)
+        # The header goes last: a half-filled segment never carries a valid magic.
+        header = HEADER.pack(MAGIC, VERSION, 0, generation, len(data), digest, _ZERO16)
+        _pwrite_all(mem.fd, header, 0)
     except BaseException:
         mem.close_fd()
         posix_ipc.unlink_shared_memory(mem.name)
         raise
     mem.close_fd()
     return digest
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    with memoryview(data) as view, view.cast("B") as rest:
+        done = 0
+        while done < len(rest):
+            done += os.pwrite(fd, rest[done:], offset + done)
 
 
 def open_verified(name: str, generation: int) -> Segment:
