@@ -26,9 +26,16 @@ Layout (little-endian)::
     74 120s last rejection reason, utf-8
     194     padding to 256
 
+    stats area of slot i at 64 + 256*slots + STATS_SIZE*i (STATS_SIZE = 16 KiB):
+    0  Q    sequence (odd while its worker writes it)
+    8  I    length of the data (0 = nothing published)
+    12 4x   padding
+    16      data: opaque bytes, at most STATS_MAX; shm never looks inside
+
 Each region has exactly one writer at a time (header: the supervisor; a slot: the supervisor
 while it is closed or being opened, afterwards only its worker), and each carries a sequence
-lock so readers never see a torn update. Owns: that layout and the seqlock protocol.
+lock so readers never see a torn update (a slot's stats area has its own, so the supervisor's
+ack polling never copies stats). Owns: that layout and the seqlock protocol.
 Must not: decide policy (who waits for whom, what to retain).
 """
 
@@ -43,11 +50,14 @@ from typing import Any
 from shm.errors import ShmError
 
 MAGIC = b"PAVISCTL"
-VERSION = 1
+VERSION = 2  # 2: per-slot stats areas after the slots
 HEADER = struct.Struct("<8sIIQQQQq8s")
 SLOT = struct.Struct("<QB7xqQ16sdQQH120s62x")
 assert HEADER.size == 64 and SLOT.size == 256
 REASON_MAX = 120
+STATS_SIZE = 16384
+STATS_MAX = STATS_SIZE - 16
+_STATS_LEN = struct.Struct("<I")
 _SEQ = struct.Struct("<Q")
 _HDR_BODY = struct.Struct("<QQQq")  # current, previous, high-water, pid — at offset 24
 _SLOT_BODY = struct.Struct("<B7xqQ16sdQQH120s")  # everything after the slot's sequence
@@ -82,7 +92,7 @@ class Header:
 
 
 def size(slots: int) -> int:
-    return HEADER.size + SLOT.size * slots
+    return HEADER.size + (SLOT.size + STATS_SIZE) * slots
 
 
 def init(m: mmap.mmap, slots: int, high_water: int, pid: int) -> None:
@@ -158,6 +168,11 @@ def reset_slot(m: mmap.mmap, slot: int, is_open: bool) -> None:
     seq = _begin(m, off)
     _SLOT_BODY.pack_into(m, off + 8, int(is_open), 0, 0, _ZERO16, 0.0, 0, 0, 0, b"")
     _end(m, off, seq)
+    # A new worker in this slot starts with no stats: its predecessor's are not its own.
+    off = _stats_off(m, slot)
+    seq = _begin(m, off)
+    _STATS_LEN.pack_into(m, off + 8, 0)
+    _end(m, off, seq)
 
 
 def read_slot(m: mmap.mmap, slot: int) -> SlotInfo:
@@ -216,6 +231,45 @@ def update_slot(
         o_reason,
     )
     _end(m, off, seq)
+
+
+def _stats_off(m: mmap.mmap, slot: int) -> int:
+    nslots = struct.unpack_from("<I", m, 12)[0]
+    return HEADER.size + SLOT.size * int(nslots) + STATS_SIZE * slot
+
+
+def write_stats(m: mmap.mmap, slot: int, data: bytes) -> None:
+    """Replace the stats area of ``slot`` (single writer: its worker)."""
+    if len(data) > STATS_MAX:
+        raise ValueError(f"stats of {len(data)} bytes exceed the {STATS_MAX}-byte area")
+    off = _stats_off(m, slot)
+    seq = _begin(m, off)
+    _STATS_LEN.pack_into(m, off + 8, len(data))
+    m[off + 16 : off + 16 + len(data)] = data
+    _end(m, off, seq)
+
+
+def read_stats(m: mmap.mmap, slot: int) -> tuple[bytes, bool]:
+    """Seqlock read of the stats area of ``slot``: (data, consistent); b"" if never written."""
+    off = _stats_off(m, slot)
+    deadline = 0.0
+    spins = 0
+    while True:
+        (s1,) = _SEQ.unpack_from(m, off)
+        (n,) = _STATS_LEN.unpack_from(m, off + 8)
+        data = m[off + 16 : off + 16 + min(int(n), STATS_MAX)]
+        (s2,) = _SEQ.unpack_from(m, off)
+        if s1 == s2 and not s1 & 1:
+            return data, True
+        spins += 1
+        if spins < 64:
+            continue
+        now = time.monotonic()
+        if not deadline:
+            deadline = now + TORN_AFTER
+        elif now > deadline:
+            return b"", False  # a writer died mid-update: torn bytes are worth nothing
+        time.sleep(0)
 
 
 def _truncate_utf8(text: str, limit: int) -> bytes:

@@ -213,6 +213,11 @@ class Publisher:
                 out.append(info)
         return out
 
+    def stats(self, slot: int) -> bytes:
+        """The opaque stats ``slot``'s worker last published (b"" if none, or if its writer
+        died mid-update). Reset to b"" whenever the slot is opened or closed."""
+        return control.read_stats(self._ctl, self._check_slot(slot))[0]
+
     def _check_slot(self, slot: int) -> int:
         if not 0 <= slot < self.nslots:
             raise ShmError("bad_slot", f"slot {slot} is not in 0..{self.nslots - 1}")

@@ -98,6 +98,15 @@ class Subscriber:
             self._ctl, self.slot, pid=os.getpid(), requests=requests, heartbeat=time.time()
         )
 
+    def publish_stats(self, data: bytes) -> None:
+        """Replace this slot's opaque stats (at most ``control.STATS_MAX`` bytes, else
+        ValueError). The supervisor reads them with ``Publisher.stats(slot)``."""
+        control.write_stats(self._ctl, self.slot, data)
+
+    def stats(self) -> bytes:
+        """This slot's stats as last published (b"" if none)."""
+        return control.read_stats(self._ctl, self.slot)[0]
+
     def info(self) -> control.SlotInfo:
         """This worker's own slot, as the supervisor sees it."""
         return control.read_slot(self._ctl, self.slot)

@@ -1,0 +1,140 @@
+"""The per-slot stats area of the control block: opaque bytes from a worker to the supervisor.
+
+Real segments under /dev/shm with a unique instance name per test, all unlinked at the end;
+the concurrency test forks a real writer process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import select
+import signal
+import struct
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+
+import posix_ipc
+import pytest
+import xxhash
+
+from shm import Publisher, Subscriber
+from shm.control import HEADER, SLOT, STATS_MAX, STATS_SIZE
+
+SHM = "/dev/shm"
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    instance = f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
+    yield instance
+    for entry in os.listdir(SHM):
+        if entry.startswith(f"pavis.{instance}."):
+            os.unlink(f"{SHM}/{entry}")
+
+
+@pytest.fixture
+def pub(name: str) -> Iterator[Publisher]:
+    with Publisher(name, slots=4) as p:
+        yield p
+
+
+def fork(body: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            body()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def test_stats_round_trip_per_slot_and_reset_with_the_slot(name: str, pub: Publisher):
+    subs = [Subscriber(name, slot, pub.open_slot(slot)) for slot in range(2)]
+    assert pub.stats(0) == pub.stats(1) == b""
+    subs[0].publish_stats(b"first, longer snapshot")
+    subs[1].publish_stats(b"\x00" * STATS_MAX)  # the full area is usable
+    assert pub.stats(0) == subs[0].stats() == b"first, longer snapshot"
+    assert pub.stats(1) == b"\x00" * STATS_MAX
+    subs[0].publish_stats(b"short")  # a shorter one replaces it whole: no stale tail
+    assert pub.stats(0) == b"short"
+    with pytest.raises(ValueError):
+        subs[0].publish_stats(b"x" * (STATS_MAX + 1))
+    assert pub.stats(0) == b"short"  # a refused write changes nothing
+    # The slot's other fields are untouched by stats, and the other way round.
+    subs[0].heartbeat(requests=7)
+    assert pub.slots()[0].requests == 7 and pub.stats(0) == b"short"
+    # A new worker in the slot starts with nothing of its predecessor's.
+    subs[0].close()
+    pub.close_slot(0)
+    assert pub.stats(0) == b""
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    assert pub.stats(0) == b"" and pub.stats(1) == b"\x00" * STATS_MAX
+    for s in (sub, subs[1]):
+        s.close()
+
+
+def test_a_writer_killed_mid_update_leaves_empty_stats_not_torn_ones(name: str, pub: Publisher):
+    sub = Subscriber(name, 1, pub.open_slot(1))
+    sub.publish_stats(b"good")
+    off = HEADER.size + SLOT.size * 4 + STATS_SIZE * 1
+    mem = posix_ipc.SharedMemory(f"/pavis.{name}.ctl")
+    with mmap.mmap(mem.fd, mem.size) as m:
+        (seq,) = struct.unpack_from("<Q", m, off)
+        struct.pack_into("<Q", m, off, seq | 1)  # left odd by a dead worker
+        t0 = time.monotonic()
+        assert pub.stats(1) == b""
+        assert time.monotonic() - t0 < 5  # gives up instead of spinning for ever
+        sub.publish_stats(b"again")  # the next writer just carries on
+        assert pub.stats(1) == b"again"
+    mem.close_fd()
+    sub.close()
+
+
+def _payload(i: int) -> bytes:
+    # Self-checking and of varying length: a torn read cannot pass the digest check.
+    body = str(i).encode() * (1 + i % 900)
+    return xxhash.xxh3_64_digest(body) + body
+
+
+def test_the_supervisor_never_sees_torn_stats(name: str, pub: Publisher):
+    fd = pub.open_slot(2)
+    go_r, go_w = os.pipe()
+
+    def writer() -> None:
+        sub = Subscriber(name, 2, fd)
+        os.close(go_w)
+        i = 0
+        while not select.select([go_r], [], [], 0)[0]:
+            for _ in range(100):
+                i += 1
+                sub.publish_stats(_payload(i))
+
+    pid = fork(writer)
+    try:
+        os.close(go_r)
+        seen = set()
+        stop = time.monotonic() + 10.0  # normally a fraction of a second
+        while len(seen) < 500 and time.monotonic() < stop:
+            data = pub.stats(2)
+            if data:
+                digest, body = data[:8], data[8:]
+                assert xxhash.xxh3_64_digest(body) == digest
+                seen.add(digest)
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        pid = 0
+        assert len(seen) >= 500
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
