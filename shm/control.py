@@ -42,6 +42,7 @@ Must not: decide policy (who waits for whom, what to retain).
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -63,8 +64,11 @@ _HDR_BODY = struct.Struct("<QQQq")  # current, previous, high-water, pid — at 
 _SLOT_BODY = struct.Struct("<B7xqQ16sdQQH120s")  # everything after the slot's sequence
 _ZERO16 = bytes(16)
 # A writer that died between its two sequence bumps leaves an odd sequence forever: readers
-# give up after this long instead of spinning for ever.
+# give up after TORN_AFTER if the writer is dead. A live writer may merely be descheduled
+# mid-update on a loaded machine: then readers wait, up to the patience of each region.
 TORN_AFTER = 0.1
+HEADER_PATIENCE = 5.0
+SLOT_PATIENCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,10 +128,17 @@ def _end(m: mmap.mmap, off: int, seq: int) -> None:
     _SEQ.pack_into(m, off, seq + 1)
 
 
-def _read(m: mmap.mmap, off: int, body: struct.Struct) -> tuple[tuple[Any, ...], bool]:
-    """Seqlock read of ``body`` just after the sequence at ``off``; (fields, consistent)."""
-    deadline = 0.0
+def _read(
+    m: mmap.mmap, off: int, body: struct.Struct, patience: float, pid_field: int
+) -> tuple[tuple[Any, ...], bool]:
+    """Seqlock read of ``body`` just after the sequence at ``off``; (fields, consistent).
+
+    ``pid_field`` is the index in ``body`` of the writer's pid, to tell a dead writer from a
+    slow one.
+    """
+    started = 0.0
     spins = 0
+    pause = 0.0
     while True:
         (s1,) = _SEQ.unpack_from(m, off)
         fields = body.unpack_from(m, off + 8)
@@ -138,11 +149,36 @@ def _read(m: mmap.mmap, off: int, body: struct.Struct) -> tuple[tuple[Any, ...],
         if spins < 64:
             continue
         now = time.monotonic()
-        if not deadline:
-            deadline = now + TORN_AFTER
-        elif now > deadline:
+        if not started:
+            started = now
+        elif now - started > TORN_AFTER and (
+            now - started > patience or not alive(int(fields[pid_field]))
+        ):
             return fields, False
-        time.sleep(0)  # let the writer run (cooperative under gevent's patched sleep)
+        time.sleep(pause)  # let the writer run (cooperative under gevent's patched sleep)
+        pause = min(pause * 2 or 0.00005, 0.001)
+
+
+def alive(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie (dead, not yet reaped); False for pid <= 0."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False  # a torn pid field
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # The state follows the parenthesised command name, which may itself contain ')'.
+    end = stat.rfind(b")")
+    return stat[end + 2 : end + 3] not in (b"Z", b"X")
 
 
 def write_header(m: mmap.mmap, current: int, previous: int, high_water: int, pid: int) -> None:
@@ -152,9 +188,9 @@ def write_header(m: mmap.mmap, current: int, previous: int, high_water: int, pid
 
 
 def read_header(m: mmap.mmap) -> Header:
-    fields, ok = _read(m, 16, _HDR_BODY)
+    fields, ok = _read(m, 16, _HDR_BODY, HEADER_PATIENCE, 3)
     if not ok:
-        raise ShmError("torn", "the control block header stays mid-update (writer died?)")
+        raise ShmError("torn", "the control block header stays mid-update (supervisor died?)")
     current, previous, high_water, pid = fields
     return Header(int(current), int(previous), int(high_water), int(pid))
 
@@ -176,7 +212,7 @@ def reset_slot(m: mmap.mmap, slot: int, is_open: bool) -> None:
 
 
 def read_slot(m: mmap.mmap, slot: int) -> SlotInfo:
-    fields, ok = _read(m, _slot_off(slot), _SLOT_BODY)
+    fields, ok = _read(m, _slot_off(slot), _SLOT_BODY, SLOT_PATIENCE, 1)
     is_open, pid, gen, digest, hb, requests, rejected, rlen, reason = fields
     text = bytes(reason[: min(int(rlen), REASON_MAX)]).decode("utf-8", "replace")
     return SlotInfo(

@@ -164,7 +164,7 @@ class Publisher:
                     raise WorkerRejected(slot, info.pid, info.reason, generation)
                 if info.consistent and info.generation == generation:
                     continue
-                if info.pid and not _alive(info.pid):
+                if info.pid and not control.alive(info.pid):
                     continue
                 missing.append((slot, info.pid))
             if not missing:
@@ -297,20 +297,3 @@ def _leftover_high_water(name: str) -> int:
         return 0
     finally:
         mem.close_fd()
-
-
-def _alive(pid: int) -> bool:
-    """True unless ``pid`` is gone or a zombie (dead, not yet reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    # The state follows the parenthesised command name, which may itself contain ')'.
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")

@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import struct
+import threading
 import time
 import traceback
 import uuid
@@ -408,19 +409,53 @@ def test_a_worker_that_died_mid_flip_is_not_waited_for(name: str, pub: Publisher
     pub.wait_acked(g, timeout=5)
 
 
-def test_a_writer_killed_mid_update_does_not_hang_readers(name: str, pub: Publisher):
+def _dead_pid(procs: list[int]) -> int:
+    pid = fork(lambda: None)
+    assert exit_code(pid) == 0
+    return pid
+
+
+def test_a_writer_killed_mid_update_does_not_hang_readers(
+    name: str, pub: Publisher, procs: list[int]
+):
+    dead = _dead_pid(procs)
     sub = Subscriber(name, 0, pub.open_slot(0))
     mem = posix_ipc.SharedMemory(f"/pavis.{name}.ctl")
     with mmap.mmap(mem.fd, mem.size) as m:
-        struct.pack_into("<Q", m, 64, 7)  # slot 0's sequence left odd by a dead worker
+        # Slot 0 left mid-update by a worker that died: its pid, an odd sequence.
+        struct.pack_into("<q", m, 64 + 16, dead)
+        struct.pack_into("<Q", m, 64, 7)
         info = pub.slots()[0]
         assert not info.consistent
         sub.ack(3, bytes(16))  # a new writer of the slot just carries on
         assert pub.slots()[0].consistent and pub.slots()[0].generation == 3
-        struct.pack_into("<Q", m, 16, 9)  # the header's sequence left odd by a dead supervisor
+        # The header left mid-update by a supervisor that died.
+        struct.pack_into("<q", m, 48, dead)
+        struct.pack_into("<Q", m, 16, 9)
         with pytest.raises(ShmError) as err:
             sub.current()
         assert err.value.reason == "torn"
+    mem.close_fd()
+    sub.close()
+
+
+def test_a_live_writer_paused_mid_update_is_waited_for(name: str, pub: Publisher):
+    """On a loaded box the supervisor can be descheduled between its two sequence bumps for
+    longer than a dead writer is given: as long as it lives, readers wait instead of failing."""
+    sub = Subscriber(name, 0, pub.open_slot(0))
+    pub.activate(pub.publish(b"x"))
+    mem = posix_ipc.SharedMemory(f"/pavis.{name}.ctl")
+    with mmap.mmap(mem.fd, mem.size) as m:
+        (seq,) = struct.unpack_from("<Q", m, 16)
+        struct.pack_into("<Q", m, 16, seq + 1)  # "mid-update" by this (live) process
+        resume = threading.Timer(0.4, lambda: struct.pack_into("<Q", m, 16, seq + 2))
+        started = time.monotonic()
+        resume.start()
+        try:
+            assert sub.current() == 1
+        finally:
+            resume.join()
+        assert time.monotonic() - started >= 0.35  # it waited for the writer, not a timeout
     mem.close_fd()
     sub.close()
 
