@@ -506,7 +506,9 @@ def test_readers_never_see_a_torn_generation_pair(name: str, pub: Publisher, pro
         flips += 1
     for r in results:
         select.select([r], [], [], 10)
-        reads, torn = (int(x) for x in os.read(r, 100).split())
+        report = os.read(r, 100)
+        assert report, "a reader process failed: its traceback is in the captured stderr"
+        reads, torn = (int(x) for x in report.split())
         os.close(r)
         assert reads > 1000 and torn == 0
     assert flips > 100
