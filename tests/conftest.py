@@ -51,3 +51,22 @@ def upstreams() -> Iterator[Callable[..., Upstream]]:
 def upstream(upstreams: Callable[..., Upstream]) -> Upstream:
     """One test upstream named ``up``."""
     return upstreams("up")
+
+
+def _own_segments() -> set[str]:
+    prefix = f"pavis.t{os.getpid()}x"
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_segments() -> Iterator[None]:
+    """Every shm segment a test creates under this run's prefix is gone when it ends."""
+    before = _own_segments()
+    yield
+    leaked = _own_segments() - before
+    for n in leaked:
+        os.unlink(os.path.join("/dev/shm", n))
+    assert not leaked, f"test left shared-memory objects behind: {sorted(leaked)}"
