@@ -29,21 +29,17 @@ def header_map(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def upstream_target(route: Route, target: str) -> str:
-    """The request target sent upstream, as the worker builds it (workers/proxy.py): with a
-    prefix rewrite, the matched prefix (or whole exact path; the whole path for a regex) is
-    replaced by ``rewrite.prefix`` and the query kept; without one, the target is unchanged.
-
-    This mirrors ``workers.proxy.request_head``, which pavis/ may not import; the one shared
-    implementation would belong next to ``pavis.lookup``."""
+    """The request target sent upstream, as the worker builds it: with a prefix rewrite, the
+    first ``rewrite.strip`` characters of the path (-1: all of it) are replaced by
+    ``rewrite.prefix`` and the query kept; without one, the target is unchanged. The
+    compiler computed ``strip``; neither explain nor the worker decides it."""
     action = route.action
     if not isinstance(action, Forward) or not action.rewrite.replace_prefix:
         return target
     path = lookup.split_target(target)
     query = target[len(path) :]
-    prefix = action.rewrite.prefix
-    if route.match.kind in ("prefix", "exact"):
-        return prefix + path[len(route.match.path) :] + query
-    return prefix + query
+    rw = action.rewrite
+    return rw.prefix + (path[rw.strip :] if rw.strip >= 0 else "") + query
 
 
 def apply_ops(ops: HeaderOps, headers: dict[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-FORMAT_VERSION = 2  # 2: exact-table entries list every route whose path matcher holds
+FORMAT_VERSION = 3  # 2: complete exact-table entries; 3: Rewrite.strip
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -167,8 +167,9 @@ class WeightedCluster(_S):
 
 
 class Rewrite(_S):
-    replace_prefix: bool  # replace the matched prefix (or whole exact path) by ``prefix``
+    replace_prefix: bool  # replace the first ``strip`` characters of the path by ``prefix``
     prefix: str
+    strip: int  # length of the matched prefix / exact path; -1 = the whole path (regex)
     replace_host: bool
     host: str
 

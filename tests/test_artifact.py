@@ -69,7 +69,7 @@ def hand_model() -> s.Model:
     forward = s.Forward(
         clusters=(s.WeightedCluster(0, "api", 90), s.WeightedCluster(1, "api-canary", 10)),
         cumulative_weights=(90, 100),
-        rewrite=s.Rewrite(True, "/", True, "api.internal"),
+        rewrite=s.Rewrite(True, "/", 4, True, "api.internal"),
         timeout_ms=5000,
         retry=s.Retry(3, True, True, False, (503,), 1000, 25, 250),
     )
@@ -113,7 +113,7 @@ def hand_model() -> s.Model:
             s.Forward(
                 (s.WeightedCluster(0, "api", 1),),
                 (1,),
-                s.Rewrite(False, "", False, ""),
+                s.Rewrite(False, "", 0, False, ""),
                 1000,
                 s.RetryOff(),
             ),

@@ -539,3 +539,23 @@ def test_an_exact_path_under_an_earlier_regex_is_shadowed() -> None:
         ("$.virtual_hosts[0].routes[1].match", "shadowed_route"),
         ("$.virtual_hosts[0].routes[3].match.regex", "unsafe_regex"),
     }
+
+
+def test_rewrite_strip_is_materialised_by_the_compiler() -> None:
+    m = model_of(
+        routes_yaml(
+            """
+- {match: {prefix: /api/}, forward: {cluster: app, rewrite: {prefix: /v2/}}}
+- {match: {exact: /one}, forward: {cluster: app, rewrite: {prefix: /two}}}
+- {match: {regex: "/r/[0-9]+"}, forward: {cluster: app, rewrite: {prefix: /fixed}}}
+- {match: {prefix: /}, forward: {cluster: app, rewrite: {host: h.internal}}}
+"""
+        )
+    )
+    rewrites = [r.action.rewrite for r in m.routes]  # type: ignore[union-attr]
+    assert [(rw.replace_prefix, rw.strip) for rw in rewrites] == [
+        (True, 5),
+        (True, 4),
+        (True, -1),
+        (False, 0),
+    ]

@@ -193,9 +193,9 @@ class RouteRT:
         rw = fwd.rewrite
         self.replace_prefix = rw.replace_prefix
         self.prefix = rw.prefix.encode("latin-1")
-        m = route.match
-        # How many bytes of the path the rewrite replaces (-1: the whole path, for regex).
-        self.strip = len(m.path.encode("latin-1")) if m.kind in ("prefix", "exact") else -1
+        # How many leading path characters the rewrite replaces (-1: the whole path); the
+        # compiler computed it. Paths are latin-1 bytes here, so characters are bytes.
+        self.strip = rw.strip
         self.replace_host = rw.replace_host
         self.host = rw.host.encode("latin-1")
         self.timeout = fwd.timeout_ms / 1000.0

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import msgspec
+
 from pavis.compiler import index, units
 from pavis.compiler.intent import (
     ClusterSpec,
@@ -317,10 +319,18 @@ class _Codec:
             action = Redirect(status=spec.redirect.status, location=spec.redirect.location)
         else:
             action = self.direct(spec.direct or DirectSpec(status=404))
+        match = self.match(f"{path}.match", spec.match)
+        if isinstance(action, Forward) and action.rewrite.replace_prefix:
+            # The worker replaces the first `strip` characters of the path (the matched prefix
+            # or exact path) by the rewrite prefix; -1 replaces the whole path (regex routes).
+            strip = len(match.path) if match.kind in ("exact", "prefix") else -1
+            action = msgspec.structs.replace(
+                action, rewrite=msgspec.structs.replace(action.rewrite, strip=strip)
+            )
         return Route(
             name=spec.name or f"route{j}",
             vhost=v,
-            match=self.match(f"{path}.match", spec.match),
+            match=match,
             action=action,
             request_headers=header_ops(spec.request_headers),
             response_headers=header_ops(spec.response_headers),
@@ -398,6 +408,7 @@ class _Codec:
         rewrite = Rewrite(
             replace_prefix=spec.rewrite is not None and spec.rewrite.prefix is not None,
             prefix=(spec.rewrite.prefix or "") if spec.rewrite else "",
+            strip=0,
             replace_host=spec.rewrite is not None and spec.rewrite.host is not None,
             host=(spec.rewrite.host or "") if spec.rewrite else "",
         )
