@@ -19,8 +19,11 @@ import traceback
 from pavis.errors import ArtifactError
 from workers import accesslog
 from workers.http import ClientGone, ClientReader, HttpError, Request, error_body, simple_response
+from workers.metrics import METRICS
 from workers.proxy import Abort, forward
 from workers.state import FORWARD, RouteRT, State
+
+_record = METRICS.request  # bound once: the request path pays one call, no lookups
 
 DRAIN_MAX = 65536  # unread request bodies up to this size are drained to keep the connection
 
@@ -138,6 +141,7 @@ class Connection:
             ex.status = 500
             traceback.print_exc()
             keep = self._answer_error(HttpError(500, "internal error"), req, False)
+        _record(ex.status, time.time() - req.started)
         log = state.log
         if log is not None:
             log.write(accesslog.line(ex, req, state, self.client))

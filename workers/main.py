@@ -231,7 +231,14 @@ class Worker:
 
         while not self.stopped.is_set():
             self.sub.heartbeat(self.runtime.requests)
+            self._publish_stats()
             gevent.sleep(HEARTBEAT_S)
+
+    def _publish_stats(self) -> None:
+        from workers.metrics import METRICS
+
+        runtime = self.runtime
+        self.sub.publish_stats(METRICS.snapshot(runtime.requests, runtime.state.clusters))
 
     # ------------------------------------------------------------------ stopping
 
@@ -259,6 +266,7 @@ class Worker:
         # The control block may be gone; the worker exits anyway.
         with contextlib.suppress(OSError, ValueError):
             self.sub.heartbeat(runtime.requests)
+            self._publish_stats()  # the drained requests count too
         self.registry.close()
         return EXIT_OK
 

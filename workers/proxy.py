@@ -27,6 +27,7 @@ import gevent  # type: ignore[import-untyped,unused-ignore]
 
 from workers.balance import ClusterRT, EndpointRT
 from workers.http import ClientGone, HttpError, Request, reason
+from workers.metrics import METRICS
 from workers.pool import PoolOverflow
 from workers.state import RouteRT
 from workers.upstream import UpConn, UpstreamError, UpstreamReset, UpstreamTimeout
@@ -202,6 +203,7 @@ def forward(
 
     cluster = pick_cluster(rt)
     ex.cluster = cluster.name
+    counters = METRICS.cluster(cluster.name)
     start = time.monotonic()
     deadline = start + rt.timeout
     attempt = 0
@@ -225,6 +227,7 @@ def forward(
         if err is None:
             assert up is not None
             status = up.status
+            counters.answered(status)
             if (
                 status in rt.retry_statuses
                 and attempt + 1 < rt.attempts
@@ -235,6 +238,7 @@ def forward(
                 ep.health.record(status < 500)
                 ep.pool.release(up, up.complete and up.keep_alive)
                 conn.runtime.retries += 1
+                counters.retries += 1
                 err_status = status
             else:
                 ex.upstream_ms = (time.monotonic() - start) * 1000.0
@@ -246,6 +250,7 @@ def forward(
                     ep.health.record(status < 500)
         else:
             err_status = err.status
+            counters.failed(err.kind)
             if isinstance(err, PoolOverflow):
                 conn.runtime.overflows += 1
                 raise HttpError(503, str(err))
@@ -259,6 +264,7 @@ def forward(
                     raise HttpError(504, "route timeout")
                 raise HttpError(err_status, str(err))
             conn.runtime.retries += 1
+            counters.retries += 1
         # ---- next attempt, after a bounded backoff that never outlives the route deadline
         exclude = ep
         delay = min(rt.backoff_max, rt.backoff_base * (1 << attempt))

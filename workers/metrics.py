@@ -1,0 +1,113 @@
+"""This worker's request metrics: cheap counters on the request path, one snapshot a second.
+
+Owns: the counters (plain ints and preallocated lists indexed by small ints — the request
+path pays a few list increments and one bisect, never a label lookup) and turning them into a
+``pavis.stats.WorkerStats`` snapshot that fits the shm stats area. Must not: do I/O (the
+heartbeat in ``workers.main`` publishes the bytes), import gevent, or reset anything on a
+generation flip — counters live as long as the worker process.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from pavis import stats
+from pavis.stats import BUCKETS, RESULTS, ClusterStats, EndpointStats, WorkerStats
+from shm.control import STATS_MAX
+
+if TYPE_CHECKING:
+    from workers.balance import ClusterRT
+
+_ERROR_INDEX = {
+    "connect_error": stats.CONNECT_ERROR,
+    "timeout": stats.TIMEOUT,
+    "reset": stats.RESET,
+    "bad_response": stats.BAD_RESPONSE,
+}
+
+
+class ClusterCounters:
+    """Upstream outcomes of one cluster name (shared by every generation that has it)."""
+
+    __slots__ = ("results", "retries", "overflows")
+
+    def __init__(self) -> None:
+        self.results = [0] * len(RESULTS)
+        self.retries = 0
+        self.overflows = 0
+
+    def answered(self, status: int) -> None:
+        """An attempt got a response head."""
+        self.results[stats.STATUS_5XX if status >= 500 else stats.SUCCESS] += 1
+
+    def failed(self, kind: str) -> None:
+        """An attempt failed with an ``UpstreamError`` of this ``kind``."""
+        if kind == "overflow":
+            self.overflows += 1  # never reached an endpoint: not an upstream result
+        else:
+            self.results[_ERROR_INDEX.get(kind, stats.RESET)] += 1
+
+
+class Metrics:
+    __slots__ = ("codes", "buckets", "duration_sum", "clusters")
+
+    def __init__(self) -> None:
+        self.codes = [0] * len(stats.CODE_CLASSES)
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.clusters: dict[str, ClusterCounters] = {}
+
+    def request(self, status: int, seconds: float) -> None:
+        """One finished request: its status and its time from first byte read to answer."""
+        c = status // 100
+        self.codes[c if 0 < c < 6 else 0] += 1
+        # bisect_left: a duration equal to a bound belongs to that bucket (le = "<=").
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+    def cluster(self, name: str) -> ClusterCounters:
+        """The counters of cluster ``name``; one lookup per forwarded request."""
+        counters = self.clusters.get(name)
+        if counters is None:
+            counters = self.clusters[name] = ClusterCounters()
+        return counters
+
+    def snapshot(self, requests: int, clusters: Iterable[ClusterRT]) -> bytes:
+        """The encoded ``WorkerStats`` of this worker, with the health of the endpoints of
+        ``clusters`` (the serving generation's). What the stats area cannot hold is dropped:
+        endpoints first (and counted), then — only past some 400 cluster names — clusters."""
+        eps = [
+            EndpointStats(c.name, ep.label, ep.health.healthy(), ep.health.ejections)
+            for c in clusters
+            for ep in c.endpoints
+        ]
+        snap = WorkerStats(
+            stats.VERSION,
+            os.getpid(),
+            requests,
+            list(self.codes),
+            list(self.buckets),
+            self.duration_sum,
+            [
+                ClusterStats(name, list(c.results), c.retries, c.overflows)
+                for name, c in self.clusters.items()
+            ],
+            eps,
+            0,
+        )
+        data = stats.encode(snap)
+        while len(data) > STATS_MAX and snap.endpoints:
+            keep = len(snap.endpoints) * STATS_MAX // len(data) - 1
+            snap.endpoints = snap.endpoints[: max(0, keep)]
+            snap.endpoints_dropped = len(eps) - len(snap.endpoints)
+            data = stats.encode(snap)
+        while len(data) > STATS_MAX and snap.clusters:
+            snap.clusters = snap.clusters[: len(snap.clusters) * STATS_MAX // len(data) - 1]
+            data = stats.encode(snap)
+        return data
+
+
+METRICS = Metrics()  # one per worker process (created fresh in each forked worker's use)
