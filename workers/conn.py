@@ -95,6 +95,8 @@ class Connection:
                     req = reader.next_request()
                 except HttpError as exc:
                     self._answer_error(exc, None, keep=False)
+                    q = reader.queue  # a bad head is a request too (400, 408, 431...)
+                    _record(exc.status, time.time() - q[0].started if q else 0.0)
                     break
                 if req is None:
                     break
