@@ -238,7 +238,10 @@ class Worker:
         from workers.metrics import METRICS
 
         runtime = self.runtime
-        self.sub.publish_stats(METRICS.snapshot(runtime.requests, runtime.state.clusters))
+        try:
+            self.sub.publish_stats(METRICS.snapshot(runtime.requests, runtime.state.clusters))
+        except Exception:  # never let metrics stop the heartbeat: the worker would be killed
+            traceback.print_exc()
 
     # ------------------------------------------------------------------ stopping
 
