@@ -244,7 +244,7 @@ def pavis_storm(
     duration: float,
     interval: float,
     progress: Progress,
-    pavctl_every: int = 5,
+    pavctl_every: int = 10,
 ) -> StormResult:
     port = servers.free_port()
     (work / "pavis").mkdir(parents=True, exist_ok=True)
