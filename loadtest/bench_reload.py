@@ -87,6 +87,8 @@ class StormResult:
             "private_bytes_median": statistics.median(self.private_bytes)
             if self.private_bytes
             else 0,
+            "private_mib_samples": [round(b / 2**20, 2) for b in self.private_bytes],
+            "process_count_samples": self.process_counts,
             "reload_ms": [round(x, 2) for x in self.reload_ms],
             "visible_ms": [round(x, 2) for x in self.visible_ms],
             "wrk_command": self.load.get("command"),
