@@ -24,6 +24,9 @@ Must not: assert anything. It prints figures (docs/bench/flip.md); tests never t
 
 Run:  python -m loadtest.bench_flip [--sizes 10,1000,10000,100000] [--workers 2,4]
                                     [--variants shm,eager,lazy,runtime] [--idle 10] [--json]
+      python -m loadtest.bench_flip --breakdown          # in-process cost of each step
+On a shared machine prefix ``chrt -f 10`` (SCHED_FIFO, inherited by the workers) to approximate
+a quiet one; docs/bench/flip.md explains.
 """
 
 from __future__ import annotations
