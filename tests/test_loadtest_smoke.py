@@ -108,6 +108,7 @@ def test_private_nginx_starts_answers_and_stops_by_pid() -> None:
     assert not ng.prefix.exists()
 
 
+@pytest.mark.slow  # ~15–30 s: starts nginx twice, pavis three times, and runs wrk
 @needs_tools
 def test_quick_harness_runs_in_a_tiny_configuration(tmp_path: Path) -> None:
     """The proxy and reload steps end to end, 1 s runs, two scenarios, one small table."""
