@@ -179,6 +179,8 @@ class Worker:
         import gevent  # type: ignore[import-untyped,unused-ignore]
         from gevent.socket import wait_read  # type: ignore[import-untyped,unused-ignore]
 
+        from shm import ShmError
+
         sub = self.sub
         fd = sub.fileno()
         while not self.stopped.is_set():
@@ -188,7 +190,11 @@ class Worker:
             except TimeoutError:
                 notified = False
             sub.clear()
-            gen = sub.current()
+            try:
+                gen = sub.current()
+            except ShmError:  # a supervisor died mid-write: keep serving, look again later
+                gevent.sleep(POLL_S)
+                continue
             if gen and gen != self.runtime.state.generation and gen != self.rejected:
                 self._flip(gen)
             elif notified:
