@@ -2,6 +2,8 @@
 
     python -m loadtest.bench [--quick|--full] [--out DIR] [--only compile,flip,proxy,reload]
 
+(``--full`` is the default.)
+
 Runs, in order: compile/lookup (``loadtest/bench_compile.py``) and flip latency
 (``loadtest/bench_flip.py``) as subprocesses whose output is captured; proxy throughput
 (``bench_proxy``: the upstream directly, nginx and pavis); reload disruption (``bench_reload``:
