@@ -12,6 +12,7 @@ import contextlib
 import socket
 import ssl as _stdlib_ssl
 import time
+from typing import ClassVar
 
 import httptools
 from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
@@ -24,8 +25,10 @@ from workers.io import Stream
 class UpstreamError(Exception):
     """A failed exchange with an upstream. ``kind`` selects status, retry and outlier rules."""
 
-    kind = "reset"
-    status = 502
+    # ClassVar: compiled with mypyc, a plain class attribute of an Exception subclass becomes
+    # an instance attribute that Exception's __init__ never sets (AttributeError at run time).
+    kind: ClassVar[str] = "reset"
+    status: ClassVar[int] = 502
 
 
 class ConnectFailed(UpstreamError):
