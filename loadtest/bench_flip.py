@@ -44,23 +44,9 @@ import traceback
 import uuid
 from typing import Any
 
-import msgspec
-
 from loadtest import procstat
 from pavis import artifact
 from pavis.compiler import compile_text
-from pavis.schema import (
-    AccessLog,
-    AccessLogOff,
-    Admin,
-    AdminOff,
-    Cluster,
-    DomainIndex,
-    Limits,
-    Listener,
-    Route,
-    VirtualHost,
-)
 from shm import Publisher, Segment, ShmError, Subscriber
 
 VARIANTS = ("shm", "eager", "eager-late", "lazy", "lazy-copy", "runtime")
@@ -70,52 +56,13 @@ ACK_TIMEOUT_S = 120
 POLL_S = 0.2
 
 
-# ------------------------------------------------------------------ lazy decoding (the helper)
+# ------------------------------------------------------------------ lazy decoding
 
 
-class LazyModel(msgspec.Struct, frozen=True, gc=False, array_like=True, forbid_unknown_fields=True):
-    """``schema.Model`` field by field (array_like decodes by position), except that each route
-    stays encoded: ``msgspec.Raw`` is a view into the buffer decoded from — here the read-only
-    shm mapping, which it keeps alive."""
-
-    format_version: int
-    listeners: tuple[Listener, ...]
-    admin: AdminOff | Admin
-    limits: Limits
-    access_log: AccessLogOff | AccessLog
-    clusters: tuple[Cluster, ...]
-    virtual_hosts: tuple[VirtualHost, ...]
-    domains: DomainIndex
-    routes: tuple[msgspec.Raw, ...]
-
-
-LAZY_DECODER = msgspec.msgpack.Decoder(LazyModel)
-ROUTE_DECODER = msgspec.msgpack.Decoder(Route)
-
-
-class LazyRoutes:
-    """A ``Sequence[Route]`` for ``pavis.lookup``: each route decoded on first use, then cached."""
-
-    __slots__ = ("_cache", "_raw")
-
-    def __init__(self, raw: tuple[msgspec.Raw, ...]) -> None:
-        self._raw = raw
-        self._cache: list[Route | None] = [None] * len(raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def __getitem__(self, i: int) -> Route:
-        route = self._cache[i]
-        if route is None:
-            route = self._cache[i] = ROUTE_DECODER.decode(self._raw[i])
-        return route
-
-
-def load_lazy(data: memoryview) -> tuple[artifact.Header, LazyModel, LazyRoutes]:
-    header = artifact.verify(data)  # size, header, checksum of the whole payload
-    model = LAZY_DECODER.decode(data[artifact.HEADER_SIZE :])
-    return header, model, LazyRoutes(model.routes)
+def load_lazy(data: memoryview) -> tuple[artifact.Header, artifact.LazyModel, artifact.LazyRoutes]:
+    """The worker runtime's lazy reader (``pavis.artifact.read_lazy``) plus its route view."""
+    header, model = artifact.read_lazy(data)
+    return header, model, artifact.LazyRoutes(model.routes)
 
 
 # ------------------------------------------------------------------ the worker

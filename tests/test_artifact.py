@@ -389,3 +389,35 @@ def test_a_broken_view_is_rejected(edit: object, needle: str) -> None:
         from_view(view)
     assert info.value.reason == "decode_failed"
     assert needle in str(info.value)
+
+
+# ------------------------------------------------------------------------ lazy reading
+
+
+def test_lazy_model_mirrors_the_model_field_by_field() -> None:
+    """array_like decodes by position: a field added to Model but not to LazyModel would
+    shift every later field. Same names, same order, same types except the routes."""
+    model_fields = msgspec.structs.fields(s.Model)
+    lazy_fields = msgspec.structs.fields(artifact.LazyModel)
+    assert [f.name for f in lazy_fields] == [f.name for f in model_fields]
+    for mf, lf in zip(model_fields, lazy_fields, strict=True):
+        if mf.name != "routes":
+            assert lf.type == mf.type, mf.name
+
+
+def test_lazy_read_decodes_routes_equal_to_the_eager_read() -> None:
+    header, lazy = artifact.read_lazy(SEALED)
+    _, eager = artifact.read(SEALED)
+    routes = artifact.LazyRoutes(lazy.routes)
+    assert header.checksum == artifact.verify(SEALED).checksum
+    assert len(routes) == len(eager.routes)
+    assert [routes[i] for i in range(len(routes))] == list(eager.routes)
+    assert lazy.virtual_hosts == eager.virtual_hosts and lazy.domains == eager.domains
+
+
+def test_lazy_read_verifies_before_decoding() -> None:
+    flipped = bytearray(SEALED)
+    flipped[-1] ^= 0x01
+    with pytest.raises(ArtifactError) as caught:
+        artifact.read_lazy(bytes(flipped))
+    assert caught.value.reason == "checksum_mismatch"

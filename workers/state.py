@@ -16,93 +16,31 @@ import contextlib
 import os
 from typing import Any
 
-import msgspec
-
 from pavis import artifact
-from pavis.artifact import Header
-from pavis.errors import ArtifactError
+from pavis.artifact import Header, LazyModel, LazyRoutes
 from pavis.lookup import candidates, find_vhost, route_holds
 from pavis.schema import (
     AccessLog,
-    AccessLogOff,
-    Admin,
-    AdminOff,
     Cluster,
     Direct,
-    DomainIndex,
     Endpoint,
     Forward,
     HeaderOps,
-    Limits,
-    Listener,
     Redirect,
     Retry,
     Route,
-    VirtualHost,
 )
 from workers.balance import ClusterRT, EndpointRT
 from workers.health import Health
 from workers.http import simple_response
 from workers.pool import Pool
 
-_OPTS: dict[str, Any] = {
-    "frozen": True,
-    "gc": False,
-    "array_like": True,
-    "forbid_unknown_fields": True,
-}
-
-
-class LazyModel(msgspec.Struct, **_OPTS):
-    """``schema.Model`` by position, with each route left encoded until first use
-    (FIELD-NOTES: decoding dominates flip latency on large tables)."""
-
-    format_version: int
-    listeners: tuple[Listener, ...]
-    admin: AdminOff | Admin
-    limits: Limits
-    access_log: AccessLogOff | AccessLog
-    clusters: tuple[Cluster, ...]
-    virtual_hosts: tuple[VirtualHost, ...]
-    domains: DomainIndex
-    routes: tuple[msgspec.Raw, ...]
-
-
-_LAZY = msgspec.msgpack.Decoder(LazyModel)
-_ROUTE = msgspec.msgpack.Decoder(Route)
 EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verification is cheap
 
 
 def load(data: bytes) -> tuple[Header, LazyModel]:
     """Verify (size, header, checksum) then decode the index eagerly and routes lazily."""
-    header = artifact.verify(data)
-    try:
-        model = _LAZY.decode(data[artifact.HEADER_SIZE :])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ArtifactError("decode_failed", f"payload does not decode: {exc}") from None
-    return header, model
-
-
-class LazyRoutes:
-    """Sequence of ``Route`` decoded on first access."""
-
-    __slots__ = ("raw", "cache")
-
-    def __init__(self, raw: tuple[msgspec.Raw, ...]) -> None:
-        self.raw = raw
-        self.cache: list[Route | None] = [None] * len(raw)
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    def __getitem__(self, i: int) -> Route:
-        r = self.cache[i]
-        if r is None:
-            try:
-                r = self.cache[i] = _ROUTE.decode(self.raw[i])
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise ArtifactError("decode_failed", f"route {i}: {exc}") from None
-        return r
+    return artifact.read_lazy(data)
 
 
 # ------------------------------------------------------------------------ per-route runtime

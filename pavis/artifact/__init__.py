@@ -18,17 +18,21 @@ from pavis.artifact.format import (
     seal,
     verify,
 )
+from pavis.artifact.lazy import LazyModel, LazyRoutes, read_lazy
 
 __all__ = [
     "ALG_XXH3_128",
     "HEADER_SIZE",
     "MAGIC",
     "Header",
+    "LazyModel",
+    "LazyRoutes",
     "checksum_hex",
     "decode_model",
     "read",
     "read_file",
     "read_header",
+    "read_lazy",
     "seal",
     "verify",
 ]
