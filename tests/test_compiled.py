@@ -41,7 +41,11 @@ def test_request_path_build() -> None:
         assert not pure, f"PAVIS_EXPECT_MYPYC=1 but these load as Python source: {pure}"
         return
     if compiled:
-        pytest.skip(f"mypyc build loaded for workers.{{{','.join(compiled)}}} "
-                    f"(set PAVIS_EXPECT_MYPYC=1 to assert it)")
-    pytest.skip(f"pure-Python build loaded (workers.proxy from {found['proxy']}); "
-                f"set PAVIS_EXPECT_MYPYC=1 to require the mypyc build")
+        pytest.skip(
+            f"mypyc build loaded for workers.{{{','.join(compiled)}}} "
+            f"(set PAVIS_EXPECT_MYPYC=1 to assert it)"
+        )
+    pytest.skip(
+        f"pure-Python build loaded (workers.proxy from {found['proxy']}); "
+        f"set PAVIS_EXPECT_MYPYC=1 to require the mypyc build"
+    )
