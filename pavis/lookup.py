@@ -67,31 +67,24 @@ def find_vhost(domains: DomainIndex, host: str) -> int:
     return domains.default
 
 
-def candidates(index: RouteIndex, path: str) -> list[int]:
+def candidates(index: RouteIndex, path: str) -> tuple[int, ...]:
     """Global indices of routes whose path tables may match, ascending (declared order).
 
-    An exact-table entry is complete (the compiler adds every covering prefix and every
-    regex that fully matches the path), so an exact hit needs no further probe.
+    Both tables are complete (see ``schema.RouteIndex``): an exact hit, or the longest key
+    that is a prefix of the path, already lists every route that may match — any shorter key
+    that is also a prefix of the path is a prefix of that key, and its routes are in it.
     """
     hit = index.exact.get(path)
     if hit:
-        return list(hit)
-    out: list[int] = []
+        return hit
     n = len(path)
-    table = index.prefix
-    for length in index.prefix_lengths:
+    keys = index.keys
+    for length in index.key_lengths:
         if length <= n:
-            hit = table.get(path[:length])
-            if hit:
-                out.extend(hit)
-    groups = index.regex_groups
-    for length in index.regex_lengths:
-        if length <= n:
-            hit = groups.get(path[:length])
-            if hit:
-                out.extend(hit)
-    out.sort()
-    return out
+            hit = keys.get(path[:length])
+            if hit is not None:
+                return hit
+    return ()
 
 
 def _header_holds(m: HeaderMatch, headers: Mapping[str, str]) -> bool:

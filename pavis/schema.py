@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-FORMAT_VERSION = 3  # 2: complete exact-table entries; 3: Rewrite.strip
+FORMAT_VERSION = 4  # 2: complete exact entries; 3: Rewrite.strip; 4: one complete key table
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -220,25 +220,20 @@ class Route(_S):
 # --------------------------------------------------------------------------- lookup index
 
 
-class RegexGroup(_S):
-    """Regex routes whose pattern starts with the same literal ``literal``."""
-
-    literal: str
-    routes: tuple[int, ...]  # global route indices, ascending
-
-
 class RouteIndex(_S):
     """Per virtual host: the tables that find the first matching route without a scan.
 
-    All route numbers are global indices into ``Model.routes``, ascending in each list, so a
-    lower number is an earlier declaration.
+    All route numbers are global indices into ``Model.routes``, ascending in each entry, so a
+    lower number is an earlier declaration. Both tables are *complete*: an entry lists every
+    route that may match a path it is found for, so a lookup stops at its first hit.
     """
 
-    exact: dict[str, tuple[int, ...]]  # path → every route whose path matcher holds (complete)
-    prefix: dict[str, tuple[int, ...]]  # prefix → prefix-match routes
-    prefix_lengths: tuple[int, ...]  # distinct prefix lengths, descending
-    regex_groups: dict[str, tuple[int, ...]]  # literal prefix → regex routes
-    regex_lengths: tuple[int, ...]  # distinct literal lengths, descending (0 = no literal)
+    # path → every route whose path matcher holds for exactly that path
+    exact: dict[str, tuple[int, ...]]
+    # key → every prefix route whose prefix, and every regex route whose literal prefix, is a
+    # prefix of the key (keys are the prefixes and the regexes' literal prefixes)
+    keys: dict[str, tuple[int, ...]]
+    key_lengths: tuple[int, ...]  # distinct key lengths, descending (0: a regex with no literal)
 
 
 class VirtualHost(_S):

@@ -123,17 +123,13 @@ def hand_model() -> s.Model:
     )
     api_index = s.RouteIndex(
         exact={"/healthz": (0,)},
-        prefix={"/v1/": (1,)},
-        prefix_lengths=(4,),
-        regex_groups={"": (2,)},
-        regex_lengths=(0,),
+        keys={"": (2,), "/v1/": (1, 2)},
+        key_lengths=(4, 0),
     )
     other_index = s.RouteIndex(
-        exact={"/slow": (4,)},
-        prefix={"/": (3,)},
-        prefix_lengths=(1,),
-        regex_groups={},
-        regex_lengths=(),
+        exact={"/slow": (3, 4)},
+        keys={"/": (3,)},
+        key_lengths=(1,),
     )
     return s.Model(
         format_version=s.FORMAT_VERSION,

@@ -289,10 +289,14 @@ def test_route_index_tables() -> None:
     index = m.virtual_hosts[0].index
     # Exact entries are complete: the covering prefix "/" (route 7) is listed with them.
     assert index.exact == {"/a": (0, 6, 7)}
-    assert index.prefix == {"/": (7,), "/api/": (1, 2)}
-    assert index.prefix_lengths == (5, 1)
-    assert index.regex_groups == {"": (5,), "/": (4,), "/items/": (3,)}
-    assert index.regex_lengths == (7, 1, 0)
+    # Key entries are complete: each lists the routes of every key that is a prefix of it.
+    assert index.keys == {
+        "": (5,),
+        "/": (4, 5, 7),
+        "/api/": (1, 2, 4, 5, 7),
+        "/items/": (3, 4, 5, 7),
+    }
+    assert index.key_lengths == (7, 5, 1, 0)
 
 
 def test_exact_entries_list_covering_prefixes_and_matching_regexes() -> None:

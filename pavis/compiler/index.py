@@ -27,50 +27,49 @@ def _sorted_tables(table: dict[str, list[int]]) -> dict[str, tuple[int, ...]]:
 def route_index(matches: Sequence[tuple[int, Match]]) -> RouteIndex:
     """Index of one virtual host's routes, given (global route id, match) pairs.
 
-    An entry of the exact table is *complete*: it lists every route whose path matcher holds
-    for that path — the exact routes, every prefix route covering it and every regex route
-    that fully matches it — so a lookup that hits the exact table needs no other probe.
+    Both tables are complete, so a lookup stops at its first hit (``pavis.lookup``):
+    - ``keys``: for each prefix and each regex literal prefix K, every prefix route whose
+      prefix is a prefix of K and every regex route whose literal is a prefix of K;
+    - ``exact``: for each exact path P, the exact routes of P, every prefix route covering P
+      and every regex route that fully matches P.
     """
     exact: dict[str, list[int]] = {}
-    prefix: dict[str, list[int]] = {}
-    groups: dict[str, list[int]] = {}
+    own: dict[str, list[int]] = {}  # key → the prefix / regex routes declared with that key
     patterns: dict[int, str] = {}
     for rid, m in matches:
         if m.kind == "exact":
             exact.setdefault(m.path, []).append(rid)
         elif m.kind == "prefix":
-            prefix.setdefault(m.path, []).append(rid)
+            own.setdefault(m.path, []).append(rid)
         else:
-            groups.setdefault(literal_prefix(m.path), []).append(rid)
+            own.setdefault(literal_prefix(m.path), []).append(rid)
             patterns[rid] = m.path
-    _complete_exact(exact, prefix, groups, patterns)
+    lengths = sorted({len(k) for k in own})
+    keys = {key: _covering(key, own, lengths) for key in own}
+    for path, ids in exact.items():
+        for rid in _covering(path, own, lengths):
+            pattern = patterns.get(rid)
+            if pattern is None:
+                ids.append(rid)  # a prefix route: its prefix is a prefix of the path
+            # Only patterns the validator accepts are run here; a rejected one never reaches
+            # an artifact, and running it could backtrack for ever.
+            elif problem(pattern) is None and re.fullmatch(pattern, path) is not None:
+                ids.append(rid)
     return RouteIndex(
         exact=_sorted_tables(exact),
-        prefix=_sorted_tables(prefix),
-        prefix_lengths=tuple(sorted({len(p) for p in prefix}, reverse=True)),
-        regex_groups=_sorted_tables(groups),
-        regex_lengths=tuple(sorted({len(g) for g in groups}, reverse=True)),
+        keys=_sorted_tables(keys),
+        key_lengths=tuple(sorted(lengths, reverse=True)),
     )
 
 
-def _complete_exact(
-    exact: dict[str, list[int]],
-    prefix: dict[str, list[int]],
-    groups: dict[str, list[int]],
-    patterns: dict[int, str],
-) -> None:
-    prefix_lengths = sorted({len(p) for p in prefix})
-    group_lengths = sorted({len(g) for g in groups})
-    for path, ids in exact.items():
-        for length in prefix_lengths:
-            ids.extend(prefix.get(path[:length], ()))
-        for length in group_lengths:
-            for rid in groups.get(path[:length], ()):
-                pattern = patterns[rid]
-                # Only patterns the validator accepts are run here; a rejected one never
-                # reaches an artifact, and running it could backtrack for ever.
-                if problem(pattern) is None and re.fullmatch(pattern, path) is not None:
-                    ids.append(rid)
+def _covering(text: str, own: dict[str, list[int]], lengths: list[int]) -> list[int]:
+    """Routes of every key that is a prefix of ``text`` (``text`` itself included)."""
+    out: list[int] = []
+    for length in lengths:
+        if length > len(text):
+            break
+        out.extend(own.get(text[:length], ()))
+    return out
 
 
 def domain_key(domain: str) -> tuple[str, str]:
