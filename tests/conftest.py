@@ -6,7 +6,9 @@ instances uniquely per test. Topic-specific helpers live in ``tests/helpers_*.py
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,3 +72,27 @@ def no_leaked_segments() -> Iterator[None]:
     for n in leaked:
         os.unlink(os.path.join("/dev/shm", n))
     assert not leaked, f"test left shared-memory objects behind: {sorted(leaked)}"
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    """A unique shm instance name; its leftovers (and its "<name>b" neighbour's, for the
+    prefix test) are unlinked at teardown."""
+    from tests.helpers_shm import remove_instance
+
+    instance = unique_instance()
+    yield instance
+    remove_instance(instance, f"{instance}b")
+
+
+@pytest.fixture
+def procs() -> Iterator[list[int]]:
+    """Pids to SIGKILL and reap at the end of the test (children, or orphans adopted)."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

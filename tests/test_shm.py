@@ -6,16 +6,12 @@ Real segments under /dev/shm with a unique instance name per test, all unlinked 
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import select
-import signal
 import struct
 import threading
 import time
-import traceback
-import uuid
 from collections.abc import Callable, Iterator
 
 import posix_ipc
@@ -32,45 +28,9 @@ from shm import (
     Subscriber,
     WorkerRejected,
 )
+from tests.helpers_shm import SHM, fork
 
-SHM = "/dev/shm"
 NOBODY = 65534
-
-
-@pytest.fixture
-def name() -> Iterator[str]:
-    instance = f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
-    yield instance
-    for entry in os.listdir(SHM):
-        # Both this instance and the "<instance>b" neighbour of the prefix test.
-        if entry.startswith((f"pavis.{instance}.", f"pavis.{instance}b.")):
-            os.unlink(f"{SHM}/{entry}")
-
-
-@pytest.fixture
-def procs() -> Iterator[list[int]]:
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
-
-def fork(body: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            body()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
 
 
 def exit_code(pid: int) -> int:

@@ -7,7 +7,6 @@ removed by the run's unique instance prefix.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import faulthandler
 import mmap
@@ -15,54 +14,16 @@ import os
 import select
 import signal
 import time
-import traceback
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import posix_ipc
 import pytest
 import xxhash
 
 from shm import Publisher, ShmError, Subscriber, WorkerRejected
+from tests.helpers_shm import SHM, fork
 
-SHM = "/dev/shm"
 ACK_TIMEOUT = 20.0
-
-
-@pytest.fixture
-def name() -> Iterator[str]:
-    instance = f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
-    yield instance
-    for entry in os.listdir(SHM):
-        if entry.startswith(f"pavis.{instance}."):
-            os.unlink(f"{SHM}/{entry}")
-
-
-@pytest.fixture
-def procs() -> Iterator[list[int]]:
-    """Pids to SIGKILL and reap at the end of the test (children, or orphans we adopted)."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
-
-def fork(body: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            body()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
 
 
 def entries(instance: str) -> set[str]:

@@ -13,9 +13,7 @@ import select
 import signal
 import struct
 import time
-import traceback
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import posix_ipc
 import pytest
@@ -23,37 +21,13 @@ import xxhash
 
 from shm import Publisher, Subscriber
 from shm.control import HEADER, SLOT, STATS_MAX, STATS_SIZE
-
-SHM = "/dev/shm"
-
-
-@pytest.fixture
-def name() -> Iterator[str]:
-    instance = f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
-    yield instance
-    for entry in os.listdir(SHM):
-        if entry.startswith(f"pavis.{instance}."):
-            os.unlink(f"{SHM}/{entry}")
+from tests.helpers_shm import fork
 
 
 @pytest.fixture
 def pub(name: str) -> Iterator[Publisher]:
     with Publisher(name, slots=4) as p:
         yield p
-
-
-def fork(body: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            body()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
 
 
 def test_stats_round_trip_per_slot_and_reset_with_the_slot(name: str, pub: Publisher):
