@@ -37,28 +37,9 @@ if TYPE_CHECKING:
 
 REPLAY_MAX = 65536  # request bodies up to this size are buffered so a retry can resend them
 
-# Request headers never copied from the client: hop-by-hop ones, framing the proxy redoes,
-# and the ones the proxy writes itself.
-_SKIP_REQ = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"expect",
-        b"host",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"via",
-        b"x-request-id",
-    )
-)
-_SKIP_RESP = frozenset(
+# Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones) and the framing the proxy redoes
+# itself: never copied in either direction.
+_HOP_AND_FRAMING = frozenset(
     (
         b"connection",
         b"keep-alive",
@@ -70,6 +51,17 @@ _SKIP_RESP = frozenset(
         b"content-length",
     )
 )
+# Request headers never copied from the client: the above, and the ones the proxy writes.
+_SKIP_REQ = _HOP_AND_FRAMING | {
+    b"expect",
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"via",
+    b"x-request-id",
+}
+_SKIP_RESP = _HOP_AND_FRAMING
 _STATUS_LINES: dict[int, bytes] = {}
 _VIA = b"1.1 pavis"
 
