@@ -261,3 +261,29 @@ def test_workers_that_cannot_boot_stop_the_supervisor(tmp_path: Path) -> None:
         assert not list(Path("/dev/shm").glob(f"pavis.{sv.name}.*"))
     finally:
         sv.cleanup()
+
+
+def test_a_new_supervisor_takes_over_from_orphaned_workers_holding_the_port(
+    tmp_path: Path,
+) -> None:
+    sv = Serve(tmp_path)
+    try:
+        sv.start(sv.config("A"))
+        orphans = [w["pid"] for w in sv.status()["workers"]]
+        sv.worker_pids.update(orphans)  # killed in cleanup if the takeover fails
+        assert sv.proc is not None
+        sv.proc.kill()
+        sv.proc.wait()
+        assert get(sv.port) == (200, b"A")  # the orphans still serve, and hold the port
+        # A new supervisor of the same name: it does not fail on the busy port, it makes the
+        # orphans drain and exit, binds, and serves the last-known-good with its own workers.
+        sv.start(None)
+        st = sv.status()
+        assert st["source"].startswith("last-known-good")
+        wait_for(lambda: not any(pid_alive(p) for p in orphans), 15, "orphans to exit")
+        assert not {w["pid"] for w in st["workers"]} & set(orphans)
+        assert get(sv.port) == (200, b"A")
+        assert "taking over from 2 worker(s) of a dead supervisor" in sv.logs()
+        assert sv.stop() == 0
+    finally:
+        sv.cleanup()

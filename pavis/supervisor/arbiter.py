@@ -17,6 +17,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -27,11 +28,12 @@ from pavis.artifact import read
 from pavis.errors import ControlError, PavisError, WaitTimeout
 from pavis.schema import Admin, Model
 from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
+from pavis.supervisor import orphans
 from pavis.supervisor import workers as wk
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
 from pavis.supervisor.notify import monotonic_usec, notify, watchdog_interval
-from pavis.supervisor.sockets import bind, bind_listeners, listeners_changed
+from pavis.supervisor.sockets import BindError, bind, bind_listeners, listeners_changed
 from pavis.supervisor.source import load
 from pavis.supervisor.status import snapshot
 from shm import AckTimeout, Publisher, ShmError, WorkerRejected
@@ -125,7 +127,7 @@ class Arbiter:
         checksum = self.store.put(data)
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
         self.publisher = Publisher(self.opts.name)
-        self.listeners = bind_listeners(model.listeners)
+        self.listeners = self._bind_taking_over(model)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
         gen = Generation(number, checksum, source, model)
@@ -143,6 +145,29 @@ class Arbiter:
             "serving generation %d (%s) from %s with %d workers; control %s",
             number, checksum, source, len(self.slots), self.opts.control,
         )  # fmt: skip
+
+    def _bind_taking_over(self, model: Model) -> dict[str, socket.socket]:
+        """Bind the listeners; first tell workers orphaned by a dead supervisor of this name
+        to drain, since they still hold the ports (see ``orphans``)."""
+        left = orphans.find(self.opts.name)
+        if not left:
+            return bind_listeners(model.listeners)
+        log.warning(
+            "taking over from %d worker(s) of a dead supervisor (pids %s): they drain and exit",
+            len(left), " ".join(map(str, left)),
+        )  # fmt: skip
+        orphans.terminate(left)
+        deadline = time.monotonic() + model.limits.drain_timeout_ms / 1000.0 + 5.0
+        while True:
+            try:
+                return bind_listeners(model.listeners)
+            except BindError:
+                still = orphans.alive(left)
+                if not still:
+                    raise
+                if time.monotonic() >= deadline:
+                    orphans.terminate(still, signal.SIGKILL)
+                time.sleep(0.05)
 
     def _initial_artifact(self) -> tuple[bytes, str]:
         if self.opts.source:
