@@ -269,6 +269,8 @@ def test_a_new_supervisor_takes_over_from_orphaned_workers_holding_the_port(
     sv = Serve(tmp_path)
     try:
         sv.start(sv.config("A"))
+        # The last-known-good pointer is written when the loop sees every worker ready.
+        wait_for(lambda: "ready: every worker serves" in sv.logs(), 10, "last-known-good")
         orphans = [w["pid"] for w in sv.status()["workers"]]
         sv.worker_pids.update(orphans)  # killed in cleanup if the takeover fails
         assert sv.proc is not None
