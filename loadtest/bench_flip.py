@@ -44,7 +44,7 @@ import traceback
 import uuid
 from typing import Any
 
-from loadtest import procstat
+from loadtest import bench_compile, procstat
 from pavis import artifact
 from pavis.compiler import compile_text
 from shm import Publisher, Segment, ShmError, Subscriber
@@ -229,30 +229,9 @@ def run(
 
 
 def config(n: int) -> dict[str, Any]:
-    """One virtual host of ``n`` routes: exact paths 45 %, prefixes 50 %, regexes 5 %
-    (the mix of loadtest/bench_compile.py, kept here so the two can evolve separately)."""
-
-    def route(i: int) -> dict[str, Any]:
-        if i % 20 == 9:
-            match: dict[str, Any] = {"regex": f"^/re{i}/[0-9]+$"}
-        elif i % 2 == 0:
-            match = {"exact": f"/e/{i}"}
-        else:
-            match = {"prefix": f"/p/{i}/"}
-        return {"name": f"r{i}", "match": match, "forward": {"cluster": "api"}}
-
-    return {
-        "version": 1,
-        "listeners": [{"name": "public", "address": "127.0.0.1:8080"}],
-        "clusters": [{"name": "api", "endpoints": ["127.0.0.1:9001", "127.0.0.1:9002"]}],
-        "virtual_hosts": [
-            {
-                "name": "bench",
-                "domains": ["bench.example", "*"],
-                "routes": [route(i) for i in range(n)],
-            }
-        ],
-    }
+    """One virtual host of ``n`` routes: exact paths 45 %, prefixes 50 %, regexes 5 % — the
+    table of loadtest/bench_compile.py (its "varied" shape), so the two benchmarks agree."""
+    return bench_compile.config(n, "varied")
 
 
 def artifact_of(routes: int) -> bytes:
