@@ -21,7 +21,7 @@ from http import HTTPStatus
 import httptools
 
 from pavis.schema import Limits
-from workers.io import Stream
+from workers.io import Stream, take_chunks
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
@@ -312,11 +312,7 @@ class ClientReader:
         stream = self.stream
         while True:
             if chunks:
-                if len(chunks) == 1:
-                    return chunks.pop()
-                data = b"".join(chunks)
-                chunks.clear()
-                return data
+                return take_chunks(chunks)
             if req.complete:
                 return b""
             if req.error:

@@ -173,3 +173,12 @@ class Stream:
             except BlockingIOError:
                 continue
             view = view[n:]
+
+
+def take_chunks(chunks: list[bytes]) -> bytes:
+    """Everything buffered in ``chunks`` as one piece (b"" if none), leaving it empty."""
+    if len(chunks) == 1:
+        return chunks.pop()
+    data = b"".join(chunks)
+    chunks.clear()
+    return data

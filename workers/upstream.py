@@ -19,7 +19,7 @@ from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignor
 from gevent import ssl as gssl  # type: ignore[import-untyped,unused-ignore]
 
 from pavis.schema import TlsOff, UpstreamTls
-from workers.io import Stream
+from workers.io import Stream, take_chunks
 
 
 class UpstreamError(Exception):
@@ -241,11 +241,7 @@ class UpConn:
         chunks = self.chunks
         while True:
             if chunks:
-                if len(chunks) == 1:
-                    return chunks.pop()
-                data = b"".join(chunks)
-                chunks.clear()
-                return data
+                return take_chunks(chunks)
             if self.complete or self.upgraded:
                 return b""
             data = self._recv(time.monotonic() + timeout)
