@@ -10,6 +10,9 @@ wrk, the upstream and the proxy share the machine's cores, so requests/s describ
 box; the proxy's own CPU per request (utime+stime of its process tree from /proc divided by
 requests) is the figure that belongs to the proxy alone.
 
+``busiest`` in the table is the busiest worker's share of the workers' CPU: 0.50 is an even
+split over two workers, 1.00 means one worker served everything.
+
 Run alone: ``python -m loadtest.bench_proxy [--quick] [--duration S] [--repeats N]``.
 """
 
@@ -161,6 +164,9 @@ class Measurement:
     cpu_us_per_req: float  # the target's own process tree
     upstream_cpu_us_per_req: float
     command: str
+    # Each worker's share of the workers' CPU in this run: a proxy whose connections all
+    # landed on one worker shows up here (e.g. [0.99, 0.01]) before it shows in req/s.
+    worker_cpu_split: list[float] = field(default_factory=list)
 
 
 def measure(
@@ -168,6 +174,8 @@ def measure(
 ) -> Measurement:
     before = procstat.tree_cpu_seconds(t.root_pid)
     up_before = procstat.tree_cpu_seconds(upstream.pid)
+    workers = t.workers()
+    w_before = [procstat.cpu_seconds(p) for p in workers]
     r = wrk.run(
         f"http://127.0.0.1:{t.port}{upstream.path}",
         connections=s.connections,
@@ -176,10 +184,12 @@ def measure(
     )
     cpu = procstat.tree_cpu_seconds(t.root_pid) - before
     up_cpu = procstat.tree_cpu_seconds(upstream.pid) - up_before
+    w_cpu = [procstat.cpu_seconds(p) - b for p, b in zip(workers, w_before, strict=True)]
+    split = [round(c / sum(w_cpu), 3) for c in w_cpu] if sum(w_cpu) > 0 else []
     n = max(1, r.requests)
     return Measurement(
         t.name, s.name, repeat, r.rps, r.p50_ms, r.p99_ms, r.requests, r.failed, r.errors,
-        r.non2xx, cpu / n * 1e6, up_cpu / n * 1e6, r.command,
+        r.non2xx, cpu / n * 1e6, up_cpu / n * 1e6, r.command, split,
     )  # fmt: skip
 
 
@@ -204,6 +214,9 @@ class ProxyResult:
                     "cpu_us_per_req": statistics.median(m.cpu_us_per_req for m in ms),
                     "failed": sum(m.failed for m in ms),
                     "runs": len(ms),
+                    "busiest_worker_share": statistics.median(
+                        max(m.worker_cpu_split or [0.0]) for m in ms
+                    ),
                 }
             for ref in ("nginx", "direct"):
                 if ref not in rows:
@@ -297,7 +310,7 @@ def run(
                     progress(
                         f"proxy {done}/{total}: {t.name:6} {s.name:15} {m.rps:9.0f} req/s "
                         f"p99 {m.p99_ms:6.2f} ms  {m.cpu_us_per_req:5.1f} µs CPU/req "
-                        f"failed {m.failed}"
+                        f"failed {m.failed}  worker split {m.worker_cpu_split}"
                     )
         for t in live:
             result.memory[t.name] = _memory(t)
@@ -311,7 +324,8 @@ def run(
 def format_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = [
         f"{'scenario':15} {'target':7} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'CPU µs/req':>10} {'vs nginx':>8} {'p99/ng':>6} {'vs direct':>9} {'failed':>6}"
+        f"{'CPU µs/req':>10} {'vs nginx':>8} {'p99/ng':>6} {'vs direct':>9} {'failed':>6} "
+        f"{'busiest':>7}"
     ]
     for s in [sc.name for sc in SCENARIOS if sc.name in summary]:
         for t in ("direct", "nginx", "pavis"):
@@ -323,7 +337,8 @@ def format_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
             vs_d = f"{r['rps_vs_direct']:.2f}" if "rps_vs_direct" in r else "-"
             lines.append(
                 f"{s:15} {t:7} {r['rps']:9.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} "
-                f"{r['cpu_us_per_req']:10.1f} {vs_ng:>8} {p99_ng:>6} {vs_d:>9} {r['failed']:6.0f}"
+                f"{r['cpu_us_per_req']:10.1f} {vs_ng:>8} {p99_ng:>6} {vs_d:>9} {r['failed']:6.0f} "
+                f"{r['busiest_worker_share']:7.2f}"
             )
     return "\n".join(lines)
 

@@ -158,6 +158,12 @@ class Worker:
                 Connection(runtime, csock, addr, proto).serve()
 
             server = StreamServer(gsock, handle, **kwargs)
+            # One accept per wake-up (nginx's multi_accept off). Every worker polls the same
+            # listener; gevent's default takes up to 100 per wake-up, so the first worker to
+            # wake swallowed a whole burst of new connections (wrk's 50 at start: all on one
+            # worker, half the box idle for the connections' lifetime). Accepting one and
+            # going back to the loop leaves the rest to whichever worker is free first.
+            server.max_accept = 1
             server.start()
             servers.append(server)
         return servers

@@ -64,9 +64,38 @@ def _tls_context(tls: UpstreamTls) -> _stdlib_ssl.SSLContext:
 _TLS_CONTEXTS: dict[UpstreamTls, _stdlib_ssl.SSLContext] = {}
 
 
+def _literal_family(host: str) -> int:
+    """AF_INET or AF_INET6 when ``host`` is an address literal, else 0 (a name to resolve)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return 0
+
+
+def _open(host: str, port: int, timeout: float) -> socket.socket:
+    """A connected gevent socket. Address literals skip ``getaddrinfo``: gevent resolves in
+    its thread pool, so ``create_connection`` costs a thread hand-off (and at first a thread
+    start) per connect even for 127.0.0.1 — measured as new threads in every worker under
+    pool churn."""
+    family = _literal_family(host)
+    if not family:
+        return gsocket.create_connection((host, port), timeout=timeout)  # type: ignore[no-any-return]
+    sock = gsocket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock  # type: ignore[no-any-return]
+
+
 def connect(host: str, port: int, timeout: float, tls: TlsOff | UpstreamTls) -> socket.socket:
     try:
-        sock: socket.socket = gsocket.create_connection((host, port), timeout=timeout)
+        sock: socket.socket = _open(host, port, timeout)
     except TimeoutError:
         raise ConnectFailed(f"connect to {host}:{port} timed out") from None
     except OSError as exc:
