@@ -5,3 +5,7 @@ upstream pools, health checks and per-worker metrics. Must not: import the compi
 supervisor, the store or the CLI, nor apply any default — whatever it needs is in the
 artifact. gevent is patched only at the worker entry point, after fork.
 """
+
+from workers import _build
+
+_build.choose()  # before any request-path module is imported: compiled or sources
