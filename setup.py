@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 # access log) is not on the per-request path and stays interpreted. workers/_build.py holds the
 # same list (the runtime cannot import this file).
 COMPILED = [
+    "workers/accept.py",
     "workers/io.py",
     "workers/http.py",
     "workers/upstream.py",

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 # Mirrors COMPILED in setup.py (which the runtime cannot import).
-REQUEST_PATH = ("io", "http", "upstream", "pool", "balance", "proxy", "conn")
+REQUEST_PATH = ("accept", "io", "http", "upstream", "pool", "balance", "proxy", "conn")
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "_compiled.json"
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import socket
 import sys
 import time
 import traceback
+from typing import Any
 
 from pavis.errors import ArtifactError
 from workers import accesslog
@@ -68,11 +68,12 @@ class Exchange:
 
 
 class Connection:
-    __slots__ = ("runtime", "sock", "client_ip", "client", "proto", "reader", "busy")
+    __slots__ = ("runtime", "client_ip", "client", "proto", "reader", "busy")
 
-    def __init__(self, runtime: Runtime, sock: socket.socket, addr: object, proto: bytes) -> None:
+    def __init__(self, runtime: Runtime, sock: Any, addr: object, proto: bytes) -> None:
+        """``sock``: see ``workers.io.Stream``; the connection's socket lives in
+        ``self.reader.stream`` from here on."""
         self.runtime = runtime
-        self.sock = sock
         host = addr[0] if isinstance(addr, tuple) else str(addr)
         self.client = host
         self.client_ip = host.encode("latin-1")

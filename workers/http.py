@@ -13,10 +13,10 @@ receive buffer of a pipelined request's body is held in memory.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import deque
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 
@@ -133,8 +133,7 @@ class Request:
 class ClientReader:
     """httptools protocol object and pull interface for one client connection."""
 
-    def __init__(self, sock: socket.socket, limits: Limits) -> None:
-        self.sock = sock
+    def __init__(self, sock: Any, limits: Limits) -> None:
         self.stream = Stream(sock)
         self.served = 0
         self.parser = httptools.HttpRequestParser(self)

@@ -12,8 +12,8 @@ Must not: know HTTP. Non-gevent-native sockets (TLS) fall back to gevent's own m
 
 from __future__ import annotations
 
-import socket
 import time
+from _socket import socket as RawSocket  # noqa: I001 - the C type, untouched by monkey patching
 from typing import Any
 
 import gevent  # type: ignore[import-untyped,unused-ignore]
@@ -85,16 +85,24 @@ class Stream:
 
     __slots__ = ("sock", "raw", "rw", "wev", "fast", "waiter", "hub")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Any) -> None:
+        """``sock``: a bare non-blocking ``_socket.socket`` (accepted client connections), a
+        gevent socket (upstream connections), or anything else socket-like (TLS), which
+        falls back to its own blocking-with-timeout methods."""
         self.sock = sock
-        self.fast = type(sock) is gsocket.socket
+        kind = type(sock)
+        self.fast = kind is RawSocket or kind is gsocket.socket
         self.waiter: Any = None
         self.rw: Any = None  # created on the first wait: many connections never wait
+        self.wev: Any = None  # likewise: most sends complete at once
         if self.fast:
             # gevent's own timeout is never consulted on these paths: the fd stays
             # non-blocking and our deadlines apply.
-            self.raw = sock._sock  # type: ignore[attr-defined]
-            self.wev = sock._write_event  # type: ignore[attr-defined]
+            if kind is RawSocket:
+                self.raw = sock
+            else:
+                self.raw = sock._sock
+                self.wev = sock._write_event
             self.hub = get_hub()
 
     def _ready(self) -> None:  # runs in the hub
@@ -132,13 +140,31 @@ class Stream:
             self.rw = None
             rw.stop()
             rw.close()
+        if type(self.sock) is RawSocket and self.wev is not None:
+            self.wev.close()  # ours; a gevent socket closes its own
+            self.wev = None
         self.sock.close()
+
+    def to_gevent(self) -> Any:
+        """The connection as a gevent socket, for code that wants one (the Upgrade tunnel);
+        from then on ``close()`` closes that socket."""
+        if type(self.sock) is not RawSocket:
+            return self.sock
+        self.quiet()
+        if self.wev is not None:
+            self.wev.close()
+            self.wev = None
+        raw = self.sock
+        self.sock = gsocket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        self.raw = self.sock._sock
+        self.wev = self.sock._write_event
+        return self.sock
 
     def recv(self, deadline: float, wait_first: bool = False) -> bytes:
         """Up to RECV bytes; b"" at EOF; TimeoutError after ``deadline`` (monotonic)."""
         if not self.fast:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            return self.sock.recv(RECV)
+            return self.sock.recv(RECV)  # type: ignore[no-any-return]
         raw = self.raw
         if not wait_first:
             try:
@@ -166,6 +192,8 @@ class Stream:
         if n == len(data):
             return
         view = memoryview(data)[n:]
+        if self.wev is None:
+            self.wev = self.hub.loop.io(self.raw.fileno(), 2)
         while view:
             _wait(self.wev, deadline)
             try:

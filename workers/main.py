@@ -138,32 +138,39 @@ class Worker:
         from gevent.server import StreamServer  # type: ignore[import-untyped,unused-ignore]
 
         from pavis.schema import ServerTls
+        from workers.accept import Acceptor
         from workers.conn import Connection
 
         runtime = self.runtime
-        servers = []
+        servers: list[Any] = []
         for lname, sock in self.listeners.items():
-            proto = b"http"
-            kwargs: dict[str, Any] = {}
-            for lst in state.listeners:
-                if lst.name == lname and isinstance(lst.tls, ServerTls):
-                    proto = b"https"
-                    kwargs["ssl_context"] = _server_context(lst.tls)
-            gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
             # Accepted sockets inherit TCP_NODELAY from the listener (Linux): one syscall
             # here instead of one per connection.
-            gsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls = next(
+                (
+                    lst.tls
+                    for lst in state.listeners
+                    if lst.name == lname and isinstance(lst.tls, ServerTls)
+                ),
+                None,
+            )
+            if tls is None:
 
-            def handle(csock: socket.socket, addr: object, proto: bytes = proto) -> None:
-                Connection(runtime, csock, addr, proto).serve()
+                def handle(csock: Any, addr: object) -> None:
+                    Connection(runtime, csock, addr, b"http").serve()
 
-            server = StreamServer(gsock, handle, **kwargs)
-            # One accept per wake-up (nginx's multi_accept off). Every worker polls the same
-            # listener; gevent's default takes up to 100 per wake-up, so the first worker to
-            # wake swallowed a whole burst of new connections (wrk's 50 at start: all on one
-            # worker, half the box idle for the connections' lifetime). Accepting one and
-            # going back to the loop leaves the rest to whichever worker is free first.
-            server.max_accept = 1
+                acceptor = Acceptor(sock, handle)
+                acceptor.start()
+                servers.append(acceptor)
+                continue
+
+            def handle_tls(csock: Any, addr: object) -> None:
+                Connection(runtime, csock, addr, b"https").serve()
+
+            gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            server = StreamServer(gsock, handle_tls, ssl_context=_server_context(tls))
+            server.max_accept = 1  # as workers.accept does, for the same reason
             server.start()
             servers.append(server)
         return servers
@@ -274,7 +281,7 @@ class Worker:
             for conn in list(runtime.conns):
                 if not conn.busy:
                     with contextlib.suppress(OSError):
-                        conn.sock.shutdown(socket.SHUT_RDWR)
+                        conn.reader.stream.sock.shutdown(socket.SHUT_RDWR)
             if runtime.inflight == 0 or time.monotonic() >= deadline:
                 break
             gevent.sleep(0.02)

@@ -476,9 +476,8 @@ def _done(ep: EndpointRT, up: UpConn, ex: Exchange, sent: int) -> None:
 
 
 def _tunnel(conn: Connection, up: UpConn) -> None:
-    client = conn.sock
+    client = conn.reader.stream.to_gevent()  # blocking-style gevent I/O for the pumps
     upstream = up.sock
-    conn.reader.stream.quiet()
     up.stream.quiet()
     client.settimeout(None)
     upstream.settimeout(None)
