@@ -56,3 +56,103 @@ def test_stream_deadlines_and_eof() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+SOON = textwrap.dedent(
+    """
+    import socket as stdsocket
+    import time
+    import gevent
+    from gevent import socket
+    from workers import io
+
+    def pair():
+        a, b = socket.socketpair()
+        return io.Stream(a), b
+
+    far = time.monotonic() + 5
+
+    # Queued writes wait for the loop: nothing reaches the peer until this greenlet waits,
+    # then every stream's queued write is out before the loop next blocks.
+    pairs = [pair() for _ in range(3)]
+    for i, (st, _) in enumerate(pairs):
+        st.send_soon(b"answer %d" % i, far)
+    for _, peer in pairs:
+        peer.setblocking(False)
+        try:
+            peer.recv(100)
+            raise SystemExit("a queued write went out before the loop ran")
+        except BlockingIOError:
+            pass
+        peer.setblocking(True)
+    assert len(io._soon) == 3
+    gevent.sleep(0)  # one loop iteration
+    assert [peer.recv(100) for _, peer in pairs] == [b"answer 0", b"answer 1", b"answer 2"]
+    assert not io._soon
+
+    # Order: a write after a queued one carries it first; a second queued write on the
+    # same stream is written at once, behind the first.
+    st, peer = pairs[0]
+    st.send_soon(b"one,", far)
+    st.send(b"two,", far)
+    st.send_soon(b"three,", far)
+    st.send_soon(b"four", far)
+    gevent.sleep(0)
+    got = b""
+    while len(got) < len(b"one,two,three,four"):
+        got += peer.recv(100)
+    assert got == b"one,two,three,four", got
+
+    # close() hands a queued last answer to the kernel before closing.
+    st, peer = pairs[1]
+    st.send_soon(b"bye", far)
+    st.close()
+    assert peer.recv(100) == b"bye" and peer.recv(100) == b""
+
+    # A queued write the peer cannot take (it went away) fails at the next call.
+    st, peer = pairs[2]
+    peer.close()
+    st.send_soon(b"lost", far)
+    gevent.sleep(0)
+    for call in (lambda: st.recv(far), lambda: st.send(b"x", far)):
+        try:
+            call()
+            raise SystemExit("a failed queued write went unnoticed")
+        except BrokenPipeError:
+            pass
+    st.close()
+
+    # A queued write the kernel takes only in part is finished from the hub when the socket
+    # turns writable, while the owner waits for something else.
+    a, b = socket.socketpair()
+    a.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, 4096)
+    b.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, 4096)
+    st = io.Stream(a)
+    blob = bytes(range(256)) * (io.SOON_MAX // 256)
+    st.send_soon(blob, far)
+    gevent.sleep(0)
+    assert st.out is not None and 0 < len(st.out) < len(blob), "expected a partial write"
+    got = []
+    def drain():
+        n = 0
+        while n < len(blob):
+            got.append(b.recv(65536))
+            n += len(got[-1])
+    g = gevent.spawn(drain)
+    g.join(5)
+    assert b"".join(got) == blob and st.out is None
+    st.close()
+    b.close()
+    for _, peer in pairs:
+        peer.close()
+    print("ok")
+    """
+)
+
+
+def test_send_soon_batches_writes_until_the_loop_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", SOON], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -198,7 +198,7 @@ class Connection:
         if req.method != b"HEAD":
             parts.append(rt.direct_body)
         data = b"".join(parts)
-        self.reader.stream.send(data, time.monotonic() + self.reader.keepalive_timeout)
+        self.reader.stream.send_soon(data, time.monotonic() + self.reader.keepalive_timeout)
         ex.status = rt.status
         ex.bytes = len(data) - head_len
         return keep

@@ -12,6 +12,7 @@ Must not: know HTTP. Non-gevent-native sockets (TLS) fall back to gevent's own m
 
 from __future__ import annotations
 
+import contextlib
 import time
 from _socket import socket as RawSocket  # noqa: I001 - the C type, untouched by monkey patching
 from typing import Any
@@ -22,8 +23,11 @@ from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignor
 
 RECV = 65536
 TICK = 0.05
+SOON_MAX = 16384  # send_soon queues writes up to this size; larger ones are written at once
+CLOSE_FLUSH_S = 1.0  # how long close() may wait to hand a queued write to the kernel
 
 _armed: set[_Arm] = set()
+_soon: list[Stream] = []  # streams with a queued write, flushed once per loop iteration
 _watchdog: gevent.Greenlet | None = None
 
 
@@ -83,7 +87,7 @@ class Stream:
     closing the socket directly, so the watcher never outlives its descriptor.
     """
 
-    __slots__ = ("sock", "raw", "rw", "wev", "fast", "waiter", "hub")
+    __slots__ = ("sock", "raw", "rw", "wev", "fast", "waiter", "hub", "out", "pw", "error")
 
     def __init__(self, sock: Any) -> None:
         """``sock``: a bare non-blocking ``_socket.socket`` (accepted client connections), a
@@ -95,6 +99,9 @@ class Stream:
         self.waiter: Any = None
         self.rw: Any = None  # created on the first wait: many connections never wait
         self.wev: Any = None  # likewise: most sends complete at once
+        self.out: bytes | None = None  # queued by send_soon, not yet in the kernel
+        self.pw: Any = None  # write watcher finishing a queued write the kernel took in part
+        self.error: OSError | None = None  # a queued write failed: raised at the next call
         if self.fast:
             # gevent's own timeout is never consulted on these paths: the fd stays
             # non-blocking and our deadlines apply.
@@ -135,11 +142,18 @@ class Stream:
             self.rw.stop()
 
     def close(self) -> None:
+        if self.out is not None:  # a queued last answer goes out before the close
+            with contextlib.suppress(OSError, TimeoutError):
+                self._settle(time.monotonic() + CLOSE_FLUSH_S)
         rw = self.rw
         if rw is not None:
             self.rw = None
             rw.stop()
             rw.close()
+        if self.pw is not None:
+            self.pw.stop()
+            self.pw.close()
+            self.pw = None
         if type(self.sock) is RawSocket and self.wev is not None:
             self.wev.close()  # ours; a gevent socket closes its own
             self.wev = None
@@ -162,6 +176,8 @@ class Stream:
 
     def recv(self, deadline: float, wait_first: bool = False) -> bytes:
         """Up to RECV bytes; b"" at EOF; TimeoutError after ``deadline`` (monotonic)."""
+        if self.error is not None:
+            raise self.error
         if not self.fast:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
             return self.sock.recv(RECV)  # type: ignore[no-any-return]
@@ -178,8 +194,62 @@ class Stream:
             except BlockingIOError:
                 continue
 
+    def send_soon(self, data: bytes, deadline: float) -> None:
+        """Queue ``data`` to be written at the end of this loop iteration, together with every
+        other stream's queued writes; the caller's next step must be a wait (a read).
+
+        Each write to a loopback or LAN peer that sleeps in epoll wakes it, and on 2 cores
+        the woken peer often preempts us on the spot: measured at ~70 % of the kernel time of
+        ``send`` and ~30 % of a worker's CPU under keep-alive load. Writes issued back to back
+        wake each peer once per batch instead of once per write. No latency is added: the
+        batch goes out before the loop next blocks. A failure is raised by the stream's next
+        ``recv`` or ``send``.
+        """
+        if self.out is not None or not self.fast or len(data) > SOON_MAX or self.error:
+            self.send(data, deadline)
+            return
+        self.out = data
+        if not _soon:
+            self.hub.loop.run_callback(_flush_soon)
+        _soon.append(self)
+
+    def _push(self) -> None:  # runs in the hub: never blocks
+        data = self.out
+        if data is None:
+            return  # the owner wrote it already (send / close)
+        try:
+            n = self.raw.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.out = None
+            self.error = exc
+            return
+        if n == len(data):
+            self.out = None
+            return
+        self.out = data[n:]  # the rest when the kernel takes it (rare: small writes only)
+        if self.pw is None:
+            self.pw = self.hub.loop.io(self.raw.fileno(), 2)
+        self.pw.start(self._push)
+
+    def _settle(self, deadline: float) -> None:
+        """Write what ``send_soon`` queued, from the owning greenlet (may wait)."""
+        if self.pw is not None:
+            self.pw.stop()
+        data, self.out = self.out, None
+        if data:
+            self.send(data, deadline)
+
     def send(self, data: bytes, deadline: float) -> None:
         """All of ``data``, or OSError / TimeoutError."""
+        if self.error is not None:
+            raise self.error
+        if self.out is not None:  # a queued write goes first, in the same syscall
+            data = self.out + data
+            self.out = None
+            if self.pw is not None:
+                self.pw.stop()
         if not self.fast:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
             self.sock.sendall(data)
@@ -201,6 +271,13 @@ class Stream:
             except BlockingIOError:
                 continue
             view = view[n:]
+
+
+def _flush_soon() -> None:  # a hub callback: runs before the loop next blocks
+    streams = _soon[:]
+    _soon.clear()
+    for st in streams:
+        st._push()
 
 
 def take_chunks(chunks: list[bytes]) -> bytes:

@@ -147,9 +147,14 @@ def request_head(
     return b"".join(out)
 
 
-def _send(up: UpConn, data: bytes, timeout: float) -> None:
+def _send(up: UpConn, data: bytes, timeout: float, soon: bool = False) -> None:
+    """``soon``: the next step is reading the answer, so the write may join the loop
+    iteration's batch (``Stream.send_soon``); a failure then shows up in that read."""
     try:
-        up.stream.send(data, time.monotonic() + timeout)
+        if soon:
+            up.stream.send_soon(data, time.monotonic() + timeout)
+        else:
+            up.stream.send(data, time.monotonic() + timeout)
     except OSError as exc:
         raise UpstreamReset(f"sending to upstream failed: {exc}") from None
 
@@ -296,7 +301,7 @@ def _attempt(
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise UpstreamTimeout("route timeout")
-                _send(up, head + body if body else head, remaining)
+                _send(up, head + body if body else head, remaining, soon=True)
             up.read_head(deadline)
             return up
         except UpstreamError as exc:
@@ -423,8 +428,10 @@ def relay(
             finally:
                 up.close()
             return False
+        # The whole answer in one write, and the connection's next step is reading the
+        # client's next request: it may join the loop iteration's batch of writes.
         if mode == 0:
-            stream.send(b"".join(parts), mono() + timeout)
+            stream.send_soon(b"".join(parts), mono() + timeout)
             _done(ep, up, ex, sent)
             return keep
         # Coalesce the head with whatever body is already here: one write for small replies.
@@ -434,12 +441,17 @@ def relay(
                 parts.append(b"%x\r\n%s\r\n" % (len(data), data))
             if up.complete and not up.chunks:
                 parts.append(b"0\r\n\r\n")
-                stream.send(b"".join(parts), mono() + timeout)
+                stream.send_soon(b"".join(parts), mono() + timeout)
                 sent += len(data)
                 _done(ep, up, ex, sent)
                 return keep
         else:
             parts.append(data)
+            if up.complete and not up.chunks:
+                stream.send_soon(b"".join(parts), mono() + timeout)
+                sent += len(data)
+                _done(ep, up, ex, sent)
+                return keep
         stream.send(b"".join(parts), mono() + timeout)
         sent += len(data)
         while True:
