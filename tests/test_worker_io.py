@@ -143,6 +143,32 @@ SOON = textwrap.dedent(
     assert b"".join(got) == blob and st.out is None
     st.close()
     b.close()
+
+    # close() right after a queued write: the flush writes, then closes — all of it when
+    # the peer reads, and after CLOSE_FLUSH_S at the latest when it stops reading.
+    for reads in (True, False):
+        a, b = socket.socketpair()
+        a.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, 4096)
+        b.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, 4096)
+        st = io.Stream(a)
+        st.send_soon(blob, far)
+        st.close()
+        assert a.fileno() >= 0  # not yet: the flush closes it
+        if reads:
+            got = b""
+            while True:
+                piece = b.recv(65536)
+                if not piece:
+                    break
+                got += piece
+            assert got == blob
+        else:
+            gevent.sleep(0)
+            assert a.fileno() >= 0 and st.out, "expected a partial write"
+            gevent.sleep(io.CLOSE_FLUSH_S + 3 * io.TICK)
+            assert a.fileno() < 0, "a close waiting on a peer that never reads must give up"
+        b.close()
+
     for _, peer in pairs:
         peer.close()
     print("ok")

@@ -87,7 +87,9 @@ class Stream:
     closing the socket directly, so the watcher never outlives its descriptor.
     """
 
-    __slots__ = ("sock", "raw", "rw", "wev", "fast", "waiter", "hub", "out", "pw", "error")
+    __slots__ = (
+        "sock", "raw", "rw", "wev", "fast", "waiter", "hub", "out", "pw", "error", "closing", "ct",
+    )  # fmt: skip
 
     def __init__(self, sock: Any) -> None:
         """``sock``: a bare non-blocking ``_socket.socket`` (accepted client connections), a
@@ -102,6 +104,8 @@ class Stream:
         self.out: bytes | None = None  # queued by send_soon, not yet in the kernel
         self.pw: Any = None  # write watcher finishing a queued write the kernel took in part
         self.error: OSError | None = None  # a queued write failed: raised at the next call
+        self.closing = False  # close() came while a write was queued: the flush closes
+        self.ct: Any = None  # timer bounding such a close when the peer stops reading
         if self.fast:
             # gevent's own timeout is never consulted on these paths: the fd stays
             # non-blocking and our deadlines apply.
@@ -143,17 +147,34 @@ class Stream:
 
     def close(self) -> None:
         if self.out is not None:  # a queued last answer goes out before the close
+            if self.pw is None or not self.pw.active:
+                # Still in this iteration's batch: the flush writes it, then closes.
+                self.closing = True
+                self._stop_reading()
+                return
             with contextlib.suppress(OSError, TimeoutError):
                 self._settle(time.monotonic() + CLOSE_FLUSH_S)
+        self._close_now()
+
+    def _stop_reading(self) -> None:
         rw = self.rw
         if rw is not None:
             self.rw = None
             rw.stop()
             rw.close()
+
+    def _close_now(self) -> None:
+        self.out = None
+        self.closing = False
+        self._stop_reading()
         if self.pw is not None:
             self.pw.stop()
             self.pw.close()
             self.pw = None
+        if self.ct is not None:
+            self.ct.stop()
+            self.ct.close()
+            self.ct = None
         if type(self.sock) is RawSocket and self.wev is not None:
             self.wev.close()  # ours; a gevent socket closes its own
             self.wev = None
@@ -224,14 +245,21 @@ class Stream:
         except OSError as exc:
             self.out = None
             self.error = exc
+            if self.closing:
+                self._close_now()
             return
         if n == len(data):
             self.out = None
+            if self.closing:
+                self._close_now()
             return
         self.out = data[n:]  # the rest when the kernel takes it (rare: small writes only)
         if self.pw is None:
             self.pw = self.hub.loop.io(self.raw.fileno(), 2)
         self.pw.start(self._push)
+        if self.closing and self.ct is None:  # a peer that stops reading: give up in time
+            self.ct = self.hub.loop.timer(CLOSE_FLUSH_S)
+            self.ct.start(self._close_now)
 
     def _settle(self, deadline: float) -> None:
         """Write what ``send_soon`` queued, from the owning greenlet (may wait)."""
