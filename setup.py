@@ -36,6 +36,8 @@ COMPILED = [
     "workers/balance.py",
     "workers/proxy.py",
     "workers/conn.py",
+    "workers/state.py",
+    "workers/health.py",
 ]
 MANIFEST = "workers/_compiled.json"
 

@@ -25,7 +25,9 @@ from types import ModuleType
 from typing import Any
 
 # Mirrors COMPILED in setup.py (which the runtime cannot import).
-REQUEST_PATH = ("accept", "io", "http", "upstream", "pool", "balance", "proxy", "conn")
+REQUEST_PATH = (
+    "accept", "io", "http", "upstream", "pool", "balance", "proxy", "conn", "state", "health",
+)  # fmt: skip
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "_compiled.json"
 
