@@ -124,7 +124,10 @@ def test_quick_harness_runs_in_a_tiny_configuration(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            # Kill the harness's whole tree by pid, children first seen while it still is
+            # their parent: its nginx and pavis run in sessions of their own and would be
+            # orphaned (seen once: an nginx left running after a timed-out run).
+            servers.kill_remaining(procstat.tree(proc.pid))
             proc.communicate()
     assert proc.returncode == 0, stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
