@@ -38,6 +38,7 @@ COMPILED = [
     "workers/conn.py",
     "workers/state.py",
     "workers/health.py",
+    "workers/metrics.py",
 ]
 MANIFEST = "workers/_compiled.json"
 
