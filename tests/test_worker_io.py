@@ -109,6 +109,15 @@ SOON = textwrap.dedent(
     st.close()
     assert peer.recv(100) == b"bye" and peer.recv(100) == b""
 
+    # shutdown() (a draining worker ending an idle connection) writes a queued answer first.
+    a, b = socket.socketpair()
+    st = io.Stream(a)
+    st.send_soon(b"last answer", far)
+    st.shutdown()
+    assert b.recv(100) == b"last answer" and b.recv(100) == b""
+    st.close()
+    b.close()
+
     # A queued write the peer cannot take (it went away) fails at the next call.
     st, peer = pairs[2]
     peer.close()

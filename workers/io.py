@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from _socket import socket as RawSocket  # noqa: I001 - the C type, untouched by monkey patching
+from socket import SHUT_RDWR
 from typing import Any
 
 import gevent  # type: ignore[import-untyped,unused-ignore]
@@ -155,6 +156,14 @@ class Stream:
             with contextlib.suppress(OSError, TimeoutError):
                 self._settle(time.monotonic() + CLOSE_FLUSH_S)
         self._close_now()
+
+    def shutdown(self) -> None:
+        """End both directions (a draining worker's idle connection), after a queued write:
+        the last answer of a keep-alive connection may still be waiting for the flush."""
+        if self.out is not None:
+            with contextlib.suppress(OSError, TimeoutError):
+                self._settle(time.monotonic() + CLOSE_FLUSH_S)
+        self.sock.shutdown(SHUT_RDWR)
 
     def _stop_reading(self) -> None:
         rw = self.rw

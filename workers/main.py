@@ -281,7 +281,7 @@ class Worker:
             for conn in list(runtime.conns):
                 if not conn.busy:
                     with contextlib.suppress(OSError):
-                        conn.reader.stream.sock.shutdown(socket.SHUT_RDWR)
+                        conn.reader.stream.shutdown()
             if runtime.inflight == 0 or time.monotonic() >= deadline:
                 break
             gevent.sleep(0.02)
