@@ -7,6 +7,8 @@ keep-alive exchange that was a quarter of the worker's CPU. Here a wait register
 ``_Arm`` (deadline, greenlet) and a single watchdog greenlet, ticking every ``TICK`` seconds,
 throws ``TimeoutError`` into waits that outlived their deadline — so deadlines fire up to one
 tick late, which is fine for protocol timeouts measured in hundreds of milliseconds.
+Also owns the per-iteration write batch (``Stream.send_soon`` and the ``_flush_soon`` hub
+callback): writes whose sender reads next leave together before the loop blocks.
 Must not: know HTTP. Non-gevent-native sockets (TLS) fall back to gevent's own methods.
 """
 
