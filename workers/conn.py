@@ -39,6 +39,12 @@ def reseed_request_ids() -> None:
     _rid_next = itertools.count(1).__next__
 
 
+def serve_http(runtime: Runtime, sock: Any, addr: object) -> None:
+    """A plain-TCP connection's handler (``functools.partial(serve_http, runtime)``): compiled,
+    so the acceptor's greenlet enters no interpreted frame per connection."""
+    Connection(runtime, sock, addr, b"http").serve()
+
+
 class Runtime:
     """Worker-wide facts shared by every connection: the serving state and counters."""
 

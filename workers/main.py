@@ -13,6 +13,7 @@ Exit codes (docs/INTERFACES.md): 0 clean stop, 70 boot failed (cannot attach, no
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import sys
@@ -139,7 +140,7 @@ class Worker:
 
         from pavis.schema import ServerTls
         from workers.accept import Acceptor
-        from workers.conn import Connection
+        from workers.conn import Connection, serve_http
 
         runtime = self.runtime
         servers: list[Any] = []
@@ -156,11 +157,7 @@ class Worker:
                 None,
             )
             if tls is None:
-
-                def handle(csock: Any, addr: object) -> None:
-                    Connection(runtime, csock, addr, b"http").serve()
-
-                acceptor = Acceptor(sock, handle)
+                acceptor = Acceptor(sock, functools.partial(serve_http, runtime))
                 acceptor.start()
                 servers.append(acceptor)
                 continue
