@@ -149,23 +149,26 @@ class Stream:
             self.rw.stop()
 
     def close(self) -> None:
-        if self.out is not None:  # a queued last answer goes out before the close
-            if self.pw is None or not self.pw.active:
-                # Still in this iteration's batch: the flush writes it, then closes.
-                self.closing = True
-                self._stop_reading()
-                return
-            with contextlib.suppress(OSError, TimeoutError):
-                self._settle(time.monotonic() + CLOSE_FLUSH_S)
+        if self.out is not None and (self.pw is None or not self.pw.active):
+            # A queued last answer still in this iteration's batch: the flush writes it,
+            # then closes.
+            self.closing = True
+            self._stop_reading()
+            return
+        self._write_queued()
         self._close_now()
 
     def shutdown(self) -> None:
         """End both directions (a draining worker's idle connection), after a queued write:
         the last answer of a keep-alive connection may still be waiting for the flush."""
+        self._write_queued()
+        self.sock.shutdown(SHUT_RDWR)
+
+    def _write_queued(self) -> None:
+        """Before the end: a queued write gets up to CLOSE_FLUSH_S, and its failure is moot."""
         if self.out is not None:
             with contextlib.suppress(OSError, TimeoutError):
                 self._settle(time.monotonic() + CLOSE_FLUSH_S)
-        self.sock.shutdown(SHUT_RDWR)
 
     def _stop_reading(self) -> None:
         rw = self.rw

@@ -436,22 +436,19 @@ def relay(
             return keep
         # Coalesce the head with whatever body is already here: one write for small replies.
         data = up.read_body(timeout) if up.chunks or up.complete else b""
+        whole = up.complete and not up.chunks  # the whole answer is in ``parts`` now
         if mode == 2:
             if data:
                 parts.append(b"%x\r\n%s\r\n" % (len(data), data))
-            if up.complete and not up.chunks:
+            if whole:
                 parts.append(b"0\r\n\r\n")
-                stream.send_soon(b"".join(parts), mono() + timeout)
-                sent += len(data)
-                _done(ep, up, ex, sent)
-                return keep
         else:
             parts.append(data)
-            if up.complete and not up.chunks:
-                stream.send_soon(b"".join(parts), mono() + timeout)
-                sent += len(data)
-                _done(ep, up, ex, sent)
-                return keep
+        if whole:  # one write, and the client's next request is read next: batch it
+            stream.send_soon(b"".join(parts), mono() + timeout)
+            sent += len(data)
+            _done(ep, up, ex, sent)
+            return keep
         stream.send(b"".join(parts), mono() + timeout)
         sent += len(data)
         while True:
