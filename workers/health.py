@@ -13,13 +13,14 @@ import time
 import gevent  # type: ignore[import-untyped,unused-ignore]
 
 from pavis.schema import HealthCheck, HealthCheckOff, Outlier, OutlierOff, TlsOff, UpstreamTls
-from workers.upstream import UpstreamError, connect
+from workers.upstream import UpstreamError, connect, literal_family
 
 
 class Health:
     __slots__ = (
         "host",
         "port",
+        "family",
         "check",
         "outlier",
         "tls",
@@ -41,6 +42,7 @@ class Health:
     ) -> None:
         self.host = host
         self.port = port
+        self.family = literal_family(host)
         self.check = check
         self.outlier = outlier
         self.tls = tls
@@ -109,7 +111,7 @@ class Health:
         ).encode("latin-1")
         deadline = time.monotonic() + timeout
         try:
-            sock = connect(self.host, self.port, timeout, self.tls)
+            sock = connect(self.host, self.port, self.family, timeout, self.tls)
         except UpstreamError:
             return False
         try:

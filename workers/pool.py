@@ -15,7 +15,7 @@ from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
 
 from pavis.schema import Pool as PoolConfig
 from pavis.schema import TlsOff, UpstreamTls
-from workers.upstream import ConnectFailed, UpConn, connect
+from workers.upstream import ConnectFailed, UpConn, connect, literal_family
 
 
 class PoolOverflow(ConnectFailed):
@@ -29,6 +29,7 @@ class Pool:
     __slots__ = (
         "host",
         "port",
+        "family",
         "max_connections",
         "max_idle",
         "idle_timeout",
@@ -52,6 +53,7 @@ class Pool:
     ) -> None:
         self.host = host
         self.port = port
+        self.family = literal_family(host)
         self.max_connections = cfg.max_connections
         self.max_idle = cfg.max_idle
         self.idle_timeout = cfg.idle_timeout_ms / 1000.0
@@ -95,7 +97,7 @@ class Pool:
         self.active += 1
         timeout = min(self.connect_timeout, max(0.001, deadline - time.monotonic()))
         try:
-            sock = connect(self.host, self.port, timeout, self.tls)
+            sock = connect(self.host, self.port, self.family, timeout, self.tls)
         except BaseException:
             self.active -= 1
             self._wake()

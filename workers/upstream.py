@@ -64,8 +64,9 @@ def _tls_context(tls: UpstreamTls) -> _stdlib_ssl.SSLContext:
 _TLS_CONTEXTS: dict[UpstreamTls, _stdlib_ssl.SSLContext] = {}
 
 
-def _literal_family(host: str) -> int:
-    """AF_INET or AF_INET6 when ``host`` is an address literal, else 0 (a name to resolve)."""
+def literal_family(host: str) -> int:
+    """AF_INET or AF_INET6 when ``host`` is an address literal, else 0 (a name to resolve).
+    Pools and health checks work it out once, when a generation's state is built."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, host)
@@ -75,12 +76,11 @@ def _literal_family(host: str) -> int:
     return 0
 
 
-def _open(host: str, port: int, timeout: float) -> socket.socket:
-    """A connected gevent socket. Address literals skip ``getaddrinfo``: gevent resolves in
-    its thread pool, so ``create_connection`` costs a thread hand-off (and at first a thread
-    start) per connect even for 127.0.0.1 — measured as new threads in every worker under
-    pool churn."""
-    family = _literal_family(host)
+def _open(host: str, port: int, family: int, timeout: float) -> socket.socket:
+    """A connected gevent socket. Address literals (``family`` from ``literal_family``) skip
+    ``getaddrinfo``: gevent resolves in its thread pool, so ``create_connection`` costs a
+    thread hand-off (and at first a thread start) per connect even for 127.0.0.1 — measured
+    as new threads in every worker under pool churn."""
     if not family:
         return gsocket.create_connection((host, port), timeout=timeout)  # type: ignore[no-any-return]
     sock = gsocket.socket(family, socket.SOCK_STREAM)
@@ -93,9 +93,11 @@ def _open(host: str, port: int, timeout: float) -> socket.socket:
     return sock  # type: ignore[no-any-return]
 
 
-def connect(host: str, port: int, timeout: float, tls: TlsOff | UpstreamTls) -> socket.socket:
+def connect(
+    host: str, port: int, family: int, timeout: float, tls: TlsOff | UpstreamTls
+) -> socket.socket:
     try:
-        sock: socket.socket = _open(host, port, timeout)
+        sock: socket.socket = _open(host, port, family, timeout)
     except TimeoutError:
         raise ConnectFailed(f"connect to {host}:{port} timed out") from None
     except OSError as exc:
