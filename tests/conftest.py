@@ -55,6 +55,15 @@ def upstream(upstreams: Callable[..., Upstream]) -> Upstream:
     return upstreams("up")
 
 
+@pytest.fixture(scope="module")
+def ups() -> Iterator[tuple[Upstream, Upstream]]:
+    """Two test upstreams, ``a`` and ``b``, shared by a module's tests."""
+    a, b = launch("a"), launch("b")
+    yield a, b
+    a.stop()
+    b.stop()
+
+
 def _own_segments() -> set[str]:
     prefix = f"pavis.t{os.getpid()}x"
     try:

@@ -13,6 +13,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -183,4 +185,15 @@ def header_pairs(echo_body: dict[str, Any]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for k, v in echo_body["headers"]:
         out.setdefault(k.lower(), []).append(v)
+    return out
+
+
+def run_gevent_script(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter (gevent never runs inside the pytest process) and
+    require that it exits 0 after printing exactly ``ok``; returns the run for more checks."""
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
     return out

@@ -8,9 +8,9 @@ raises does not take the worker down, and closing the acceptor ends the parked h
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
+
+from tests.helpers_worker import run_gevent_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -79,8 +79,5 @@ SCRIPT = textwrap.dedent(
 
 
 def test_acceptor() -> None:
-    r = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+    r = run_gevent_script(SCRIPT)
     assert "RuntimeError: handler failed" in r.stderr  # reported, not swallowed

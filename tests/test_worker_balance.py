@@ -13,21 +13,10 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-
-import pytest
 
 from tests.conftest import free_port, unique_instance
 from tests.helpers_worker import Workers, config, echo, request, seal_yaml
-from tests.upstream import Upstream, launch
-
-
-@pytest.fixture(scope="module")
-def ups() -> Iterator[tuple[Upstream, Upstream]]:
-    a, b = launch("a"), launch("b")
-    yield a, b
-    a.stop()
-    b.stop()
+from tests.upstream import Upstream
 
 
 def _serve(body: str) -> Workers:

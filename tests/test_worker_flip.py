@@ -18,7 +18,7 @@ import websocket
 from shm import WorkerRejected
 from tests.conftest import unique_instance
 from tests.helpers_worker import Workers, config, echo, header_pairs, request, seal_yaml
-from tests.upstream import Upstream, launch
+from tests.upstream import Upstream
 
 
 def gen_config(port: int, gen: int, up: Upstream) -> bytes:
@@ -36,14 +36,6 @@ virtual_hosts:
         response_headers: {{set: {{x-gen: "{gen}"}}}}
 """
     return seal_yaml(config(port, body))
-
-
-@pytest.fixture(scope="module")
-def ups() -> Iterator[tuple[Upstream, Upstream]]:
-    a, b = launch("a"), launch("b")
-    yield a, b
-    a.stop()
-    b.stop()
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ nothing armed; data, EOF and large sends behave like plain sockets.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
+
+from tests.helpers_worker import run_gevent_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -51,11 +51,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_stream_deadlines_and_eof() -> None:
-    out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", SCRIPT], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    run_gevent_script(SCRIPT)
 
 
 SOON = textwrap.dedent(
@@ -186,8 +182,4 @@ SOON = textwrap.dedent(
 
 
 def test_send_soon_batches_writes_until_the_loop_runs() -> None:
-    out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", SOON], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    run_gevent_script(SOON)
