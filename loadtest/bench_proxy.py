@@ -139,14 +139,21 @@ def start_nginx_proxy(work: Path, upstream: Upstream, workers: int = 2) -> Targe
     return Target("nginx", port, ng.pid, ng.workers, ng.stop)
 
 
-def start_pavis(work: Path, upstream: Upstream, workers: int = 2) -> Target:
+def start_pavis(
+    work: Path,
+    upstream: Upstream,
+    workers: int = 2,
+    name: str = "pavis",
+    env: dict[str, str] | None = None,
+) -> Target:
+    """``pavis serve`` on the benchmark config; ``env`` replaces its environment (A/B runs)."""
     port = servers.free_port()
-    (work / "pavis").mkdir(parents=True, exist_ok=True)
-    config = work / "pavis" / "bench.yaml"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    config = work / name / "bench.yaml"
     config.write_text(pavis_config(port, upstream.port))
-    pv = servers.Pavis(work / "pavis", workers)
-    pv.start(config, port)
-    return Target("pavis", port, pv.pid, pv.worker_pids, pv.stop)
+    pv = servers.Pavis(work / name, workers)
+    pv.start(config, port, env=env)
+    return Target(name, port, pv.pid, pv.worker_pids, pv.stop)
 
 
 @dataclass

@@ -190,12 +190,14 @@ class Pavis:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, config: Path, port: int, timeout: float = 30.0) -> None:
+    def start(
+        self, config: Path, port: int, timeout: float = 30.0, env: dict[str, str] | None = None
+    ) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         argv = [*pavis_argv(), "serve", str(config), "--workers", str(self.workers),
                 "--name", self.name, "--state-dir", str(self.state_dir),
                 "--control", str(self.control)]  # fmt: skip
-        self.proc = Proc(argv, self.workdir / "pavis.log")
+        self.proc = Proc(argv, self.workdir / "pavis.log", env=env)
         if not wait_port(port, timeout, self.proc.proc):
             text = self.proc.log_text()
             self.stop()

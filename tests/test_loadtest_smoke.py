@@ -160,3 +160,25 @@ def _has_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _in_git_checkout() -> bool:
+    r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True)
+    return r.returncode == 0
+
+
+@needs_tools
+@pytest.mark.skipif(not _in_git_checkout(), reason="needs a git checkout (git archive HEAD)")
+def test_pair_benchmark_runs_both_builds_and_cleans_up() -> None:
+    """One 1 s pair of HEAD (from source, no compile) against the installed build."""
+    before = set(procstat.tree(os.getpid()))
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_pair", "--base", "HEAD", "--pure",
+         "--pairs", "1", "--duration", "1", "--connections", "4"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    # A ran from its scratch export, not the installed (possibly compiled) checkout.
+    assert "A = HEAD (pure: " in r.stdout, r.stdout
+    assert "pair 1: A" in r.stdout and "B/A median" in r.stdout, r.stdout
+    assert set(procstat.tree(os.getpid())) == before
