@@ -39,10 +39,10 @@ def reseed_request_ids() -> None:
     _rid_next = itertools.count(1).__next__
 
 
-def serve_http(runtime: Runtime, sock: Any, addr: object) -> None:
-    """A plain-TCP connection's handler (``functools.partial(serve_http, runtime)``): compiled,
-    so the acceptor's greenlet enters no interpreted frame per connection."""
-    Connection(runtime, sock, addr, b"http").serve()
+def serve_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object) -> None:
+    """A listener's connection handler, bound as ``functools.partial(serve_connection,
+    runtime, proto)``: compiled, so the accepting greenlet enters no interpreted frame."""
+    Connection(runtime, sock, addr, proto).serve()
 
 
 class Runtime:

@@ -140,7 +140,7 @@ class Worker:
 
         from pavis.schema import ServerTls
         from workers.accept import Acceptor
-        from workers.conn import Connection, serve_http
+        from workers.conn import serve_connection
 
         runtime = self.runtime
         servers: list[Any] = []
@@ -157,16 +157,13 @@ class Worker:
                 None,
             )
             if tls is None:
-                acceptor = Acceptor(sock, functools.partial(serve_http, runtime))
+                acceptor = Acceptor(sock, functools.partial(serve_connection, runtime, b"http"))
                 acceptor.start()
                 servers.append(acceptor)
                 continue
-
-            def handle_tls(csock: Any, addr: object) -> None:
-                Connection(runtime, csock, addr, b"https").serve()
-
             gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-            server = StreamServer(gsock, handle_tls, ssl_context=_server_context(tls))
+            handle = functools.partial(serve_connection, runtime, b"https")
+            server = StreamServer(gsock, handle, ssl_context=_server_context(tls))
             server.max_accept = 1  # as workers.accept does, for the same reason
             server.start()
             servers.append(server)
