@@ -8,7 +8,6 @@ Must not: relay to upstreams (``workers.proxy``) or parse bytes (``workers.http`
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import sys
@@ -126,8 +125,7 @@ class Connection:
             pass
         finally:
             rt.conns.discard(self)
-            with contextlib.suppress(OSError):
-                reader.stream.close()
+            reader.close()
 
     def handle(self, req: Request, state: State) -> bool:
         ex = Exchange()

@@ -118,6 +118,8 @@ def connect(
 class UpConn:
     """A connection to one endpoint; also the httptools protocol object of its parser."""
 
+    __deletable__ = ("parser",)  # mypyc: ``close`` deletes it
+
     __slots__ = (
         "sock",
         "stream",
@@ -177,6 +179,10 @@ class UpConn:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.stream.close()
+        # The parser holds bound methods of this object: a reference cycle that only the
+        # cyclic gc would free. Dropped, the connection's objects go when the last reference does.
+        with contextlib.suppress(AttributeError):  # closed twice
+            del self.parser
 
     # ------------------------------------------------------------------ httptools callbacks
 
