@@ -24,7 +24,10 @@ Layout (little-endian)::
     64 Q    last rejected generation
     72 H    length of the reason
     74 120s last rejection reason, utf-8
-    194     padding to 256
+    194 6x  padding
+    200 Q   open client connections of the worker (NO_WORKER when the slot has none): see
+            below
+    208     padding to 256
 
     stats area of slot i at 64 + 256*slots + STATS_SIZE*i (STATS_SIZE = 16 KiB):
     0  Q    sequence (odd while its worker writes it)
@@ -35,7 +38,11 @@ Layout (little-endian)::
 Each region has exactly one writer at a time (header: the supervisor; a slot: the supervisor
 while it is closed or being opened, afterwards only its worker), and each carries a sequence
 lock so readers never see a torn update (a slot's stats area has its own, so the supervisor's
-ack polling never copies stats). Owns: that layout and the seqlock protocol.
+ack polling never copies stats). The exception is a slot's connection count: one aligned
+8-byte word, stored and loaded whole, outside the seqlock. Its worker rewrites it at every
+client connection opened and closed, and the other workers read it when deciding whether to
+accept more than one connection per wake-up. A stale value costs balance, never
+correctness. Owns: that layout and the seqlock protocol.
 Must not: decide policy (who waits for whom, what to retain).
 """
 
@@ -51,7 +58,7 @@ from typing import Any
 from shm.errors import ShmError
 
 MAGIC = b"PAVISCTL"
-VERSION = 2  # 2: per-slot stats areas after the slots
+VERSION = 3  # 2: per-slot stats areas after the slots; 3: per-slot connection counts
 HEADER = struct.Struct("<8sIIQQQQq8s")
 SLOT = struct.Struct("<QB7xqQ16sdQQH120s62x")
 assert HEADER.size == 64 and SLOT.size == 256
@@ -63,6 +70,9 @@ _SEQ = struct.Struct("<Q")
 _HDR_BODY = struct.Struct("<QQQq")  # current, previous, high-water, pid — at offset 24
 _SLOT_BODY = struct.Struct("<B7xqQ16sdQQH120s")  # everything after the slot's sequence
 _ZERO16 = bytes(16)
+CONNS_OFF = 200  # within a slot
+NO_WORKER = (1 << 64) - 1  # the connection count of a slot without a worker
+_CONNS = struct.Struct("<Q")
 # A writer that died between its two sequence bumps leaves an odd sequence forever: readers
 # give up after TORN_AFTER if the writer is dead. A live writer may merely be descheduled
 # mid-update on a loaded machine: then readers wait, up to the patience of each region.
@@ -101,16 +111,18 @@ def size(slots: int) -> int:
 
 def init(m: mmap.mmap, slots: int, high_water: int, pid: int) -> None:
     HEADER.pack_into(m, 0, MAGIC, VERSION, slots, 0, 0, 0, high_water, pid, bytes(8))
+    for slot in range(slots):
+        _CONNS.pack_into(m, _slot_off(slot) + CONNS_OFF, NO_WORKER)
 
 
-def check(m: mmap.mmap) -> int:
-    """Validate the magic and version; return the number of slots."""
+def check(m: mmap.mmap, versions: tuple[int, ...] = (VERSION,)) -> int:
+    """Validate the magic and version (one of ``versions``); return the number of slots."""
     if len(m) < HEADER.size:
         raise ShmError("truncated", "control block is shorter than its header")
     magic, version, slots = struct.unpack_from("<8sII", m, 0)
     if magic != MAGIC:
         raise ShmError("bad_magic", f"control block magic {magic!r}")
-    if version != VERSION:
+    if version not in versions:
         raise ShmError("unsupported_version", f"control block layout version {version}")
     if len(m) < size(slots):
         raise ShmError("truncated", f"control block too short for {slots} slots")
@@ -204,6 +216,7 @@ def reset_slot(m: mmap.mmap, slot: int, is_open: bool) -> None:
     seq = _begin(m, off)
     _SLOT_BODY.pack_into(m, off + 8, int(is_open), 0, 0, _ZERO16, 0.0, 0, 0, 0, b"")
     _end(m, off, seq)
+    _CONNS.pack_into(m, off + CONNS_OFF, NO_WORKER)  # until a worker counts its own
     # A new worker in this slot starts with no stats: its predecessor's are not its own.
     off = _stats_off(m, slot)
     seq = _begin(m, off)
@@ -267,6 +280,18 @@ def update_slot(
         o_reason,
     )
     _end(m, off, seq)
+
+
+def conns_index(slot: int) -> int:
+    """Where the connection count of ``slot`` is in the control block seen as 8-byte words
+    (``memoryview(m).cast("Q")``: a native-endian view, and this layout is little-endian,
+    as every machine pavis runs on is)."""
+    return (_slot_off(slot) + CONNS_OFF) // 8
+
+
+def read_conns(m: mmap.mmap, slot: int) -> int:
+    """The connection count of ``slot`` (NO_WORKER: none); for tools and tests."""
+    return int(_CONNS.unpack_from(m, _slot_off(slot) + CONNS_OFF)[0])
 
 
 def _stats_off(m: mmap.mmap, slot: int) -> int:

@@ -291,7 +291,7 @@ def _leftover_high_water(name: str) -> int:
         if mem.size < control.HEADER.size:
             return 0
         with mmap.mmap(mem.fd, mem.size, prot=mmap.PROT_READ) as m:
-            control.check(m)
+            control.check(m, versions=(2, control.VERSION))  # the header is the same in both
             return control.read_header(m).high_water
     except ShmError:
         return 0

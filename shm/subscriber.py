@@ -48,6 +48,7 @@ class Subscriber:
             ctl.close()
             raise
         self._ctl = ctl
+        self._words: memoryview | None = None
         self.slot = slot
         self._fd = notify_fd
         os.set_blocking(notify_fd, False)
@@ -111,8 +112,27 @@ class Subscriber:
         """This worker's own slot, as the supervisor sees it."""
         return control.read_slot(self._ctl, self.slot)
 
+    def connections(self) -> tuple[memoryview, int, list[int]]:
+        """Where workers publish their open client connections, for accept balancing.
+
+        Returns the control block as 8-byte words (valid until ``close``), the index of this
+        slot's count, which this worker alone writes (set to 0 here), and the indices of
+        every other slot's (``control.NO_WORKER`` while a slot has no worker). Plain word
+        stores and loads: no seqlock (see ``shm.control``)."""
+        if self._words is None:
+            self._words = memoryview(self._ctl).cast("Q")
+        mine = control.conns_index(self.slot)
+        self._words[mine] = 0
+        nslots = control.check(self._ctl)
+        others = [control.conns_index(i) for i in range(nslots) if i != self.slot]
+        return self._words, mine, others
+
     def close(self) -> None:
-        """Unmap the control block; open Segments stay valid, ``notify_fd`` stays open."""
+        """Unmap the control block; open Segments stay valid, ``notify_fd`` stays open.
+        The view ``connections`` returned is released first."""
+        if self._words is not None:
+            self._words.release()
+            self._words = None
         with contextlib.suppress(BufferError):
             self._ctl.close()
 

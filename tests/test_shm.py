@@ -85,6 +85,37 @@ def test_publish_activate_open_ack_round_trip(name: str, pub: Publisher):
     sub.close()
 
 
+def test_connection_counts_per_slot(name: str, pub: Publisher):
+    """Each worker's open-connection count: one word per slot, written by its worker alone
+    and read by the others (accept balancing); NO_WORKER while a slot has no worker."""
+    from shm import control
+
+    ctl = pub._ctl
+    no = control.NO_WORKER
+    assert [control.read_conns(ctl, i) for i in range(4)] == [no] * 4
+    fd0, fd2 = pub.open_slot(0), pub.open_slot(2)
+    a, b = Subscriber(name, 0, fd0), Subscriber(name, 2, fd2)
+    words_a, mine_a, others_a = a.connections()
+    words_b, mine_b, others_b = b.connections()
+    assert words_a[mine_a] == words_b[mine_b] == 0  # attaching counts zero
+    assert mine_a in others_b and mine_b in others_a and mine_a not in others_a
+    assert len(others_a) == len(others_b) == 3
+    words_a[mine_a] = 7
+    words_b[mine_b] = 3
+    assert [control.read_conns(ctl, i) for i in range(4)] == [7, no, 3, no]
+    assert min(words_a[i] for i in others_a) == 3  # what worker 0 compares itself with
+    # Seqlocked slot writes (heartbeat, ack) leave the word alone.
+    a.heartbeat(requests=5)
+    a.ack(1, b"D" * 16)
+    assert control.read_conns(ctl, 0) == 7
+    a.close()  # releases the view: the mapping really closes
+    assert a._ctl.closed
+    pub.close_slot(0)
+    assert control.read_conns(ctl, 0) == no
+    assert min(words_b[i] for i in others_b) == no
+    b.close()
+
+
 def test_generations_are_never_reused_and_empty_data_is_fine(pub: Publisher):
     generations = [pub.publish(b"") for _ in range(3)]
     assert generations == [1, 2, 3]
@@ -248,6 +279,23 @@ def test_leftovers_are_reclaimed_and_numbering_continues(name: str):
         assert q.current == 0
         assert q.publish(b"y") == 18
     assert entries(name) == set()
+
+
+def test_numbering_continues_after_a_control_block_of_the_previous_layout(name: str):
+    """Upgrading pavis must not restart generation numbers: a layout-2 control block left by
+    the previous version still gives its high-water mark (the header is unchanged)."""
+    from shm import control
+
+    p = Publisher(name)
+    p.activate(p.publish(b"x"))
+    p.activate(p.publish(b"x"))
+    p.close(unlink=False)
+    with open(f"{SHM}/pavis.{name}.ctl", "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<I", 2))
+    with Publisher(name) as q:
+        assert q.publish(b"y") == 3
+        assert struct.unpack_from("<I", q._ctl, 8)[0] == control.VERSION
 
 
 def test_reclaim_matches_the_instance_name_exactly(name: str):

@@ -4,6 +4,9 @@ Accepted connections are bare non-blocking sockets; handler greenlets are parked
 from one connection to the next (a new greenlet per connection costs CPython a fresh
 interpreter data stack, an mmap and an munmap), at most IDLE_MAX of them; a handler that
 raises does not take the worker down, and closing the acceptor ends the parked handlers.
+A wake-up takes one connection, and more only while this worker holds no more connections
+than the least loaded other worker (plus an eighth, plus one); every connection is counted
+while it is open, in the word other workers read.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ SCRIPT = textwrap.dedent(
         sock.send(data.upper())
         sock.close()
 
-    acc = accept.Acceptor(lst, handler)
+    acc = accept.Acceptor(lst, handler, accept.Load())
     acc.start()
 
     def client(msg):
@@ -81,3 +84,60 @@ SCRIPT = textwrap.dedent(
 def test_acceptor() -> None:
     r = run_gevent_script(SCRIPT)
     assert "RuntimeError: handler failed" in r.stderr  # reported, not swallowed
+
+
+BATCH_SCRIPT = textwrap.dedent(
+    """
+    import socket as stdsocket
+    import gevent
+    from gevent import socket
+    from workers import accept
+
+    lst = stdsocket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+    port = lst.getsockname()[1]
+    words = memoryview(bytearray(8 * 4)).cast("Q")
+    load = accept.Load(words, 0, [1, 2])
+    words[1] = accept.NO_WORKER  # a slot without a worker never counts
+
+    served = []
+
+    def handler(sock, addr):
+        served.append(addr)
+        sock.recv(10)  # until the client closes
+        sock.close()
+
+    acc = accept.Acceptor(lst, handler, load)  # not started: wake-ups are called by hand
+
+    def one_wakeup(other, pending):
+        words[2] = other
+        served.clear()
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(pending)]
+        gevent.sleep(0.01)  # every connection is in the listen queue
+        acc._accept()
+        taken = load.n
+        assert words[0] == taken  # published at once, before any handler ran
+        gevent.sleep(0.01)
+        assert len(served) == taken
+        words[2] = accept.NO_WORKER
+        while len(served) < pending:  # take the rest
+            acc._accept()
+            gevent.sleep(0.01)
+        for c in clients:
+            c.close()
+        gevent.sleep(0.05)
+        assert load.n == 0 and words[0] == 0, (load.n, words[0])  # every close uncounted
+        return taken
+
+    assert one_wakeup(0, 6) == 1  # another worker holds nothing: one, as nginx does
+    assert one_wakeup(2, 6) == 3  # up to 2 + 1 + 2 // 8
+    assert one_wakeup(16, 6) == 6  # well under 16 + 1 + 2: all that is waiting
+    assert one_wakeup(accept.NO_WORKER, 20) == accept.ACCEPT_MAX  # alone: a full batch
+    print("ok")
+    """
+)
+
+
+def test_a_wakeup_takes_more_than_one_connection_only_while_this_worker_is_least_loaded() -> None:
+    run_gevent_script(BATCH_SCRIPT)

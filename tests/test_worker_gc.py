@@ -59,7 +59,7 @@ SCRIPT = textwrap.dedent(
     '''
     header, model = load(artifact.seal(compile_text(config, "yaml")))
     rt = Runtime(State(1, header, model, Registry()))
-    Acceptor(lst, functools.partial(serve_connection, rt, b"http")).start()
+    Acceptor(lst, functools.partial(serve_connection, rt, b"http"), rt.load).start()
 
     def client(paths, close):
         c = socket.create_connection(("127.0.0.1", port))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,39 @@ def test_heartbeat_reports_requests(up: Upstream) -> None:
         info = w.pub.slots()[0]
         assert info.pid == w.pids[0]
         assert info.generation == w.generation
+
+
+def test_workers_publish_their_open_connections(up: Upstream) -> None:
+    """What the acceptors balance on: each worker's open client connections, in its slot."""
+    from shm import control
+
+    def counts() -> list[int]:
+        return [control.read_conns(w.pub._ctl, slot) for slot in (0, 1)]
+
+    def settle(want: Callable[[list[int]], bool]) -> list[int]:
+        deadline = time.monotonic() + 5
+        while not want(got := counts()):
+            assert time.monotonic() < deadline, got
+            time.sleep(0.02)
+        return got
+
+    with Workers(unique_instance(), 2) as w:
+        w.start(seal_yaml(one_cluster(w.port, up.address)))
+        assert counts() == [0, 0]
+        clients = []
+        for _ in range(6):
+            c = http.client.HTTPConnection("127.0.0.1", w.port, timeout=10)
+            c.request("GET", "/bytes3")
+            assert c.getresponse().read() == b"abc"
+            clients.append(c)  # kept open: keep-alive
+        settle(lambda got: sum(got) == 6)
+        for c in clients[:4]:
+            c.close()
+        settle(lambda got: sum(got) == 2)
+        for c in clients[4:]:
+            c.close()
+        settle(lambda got: got == [0, 0])
+        assert control.read_conns(w.pub._ctl, 2) == control.NO_WORKER
 
 
 def test_listener_change_is_rejected(up: Upstream) -> None:

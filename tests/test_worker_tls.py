@@ -5,8 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 from pathlib import Path
 
+from shm import control
 from tests.conftest import unique_instance
 from tests.helpers_worker import Workers, echo, header_pairs, seal_yaml
 from tests.upstream import Upstream
@@ -42,8 +44,14 @@ virtual_hosts:
                 assert resp.status == 200
                 assert body["body"] == "secret"
                 assert header_pairs(body)["x-forwarded-proto"] == ["https"]
+            # TLS connections are counted for accept balancing like plain ones.
+            assert control.read_conns(w.pub._ctl, 0) == 1
         finally:
             conn.close()
+        deadline = time.monotonic() + 5
+        while control.read_conns(w.pub._ctl, 0) != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
 
 
 def test_tls_to_the_upstream_with_verification(upstream: Upstream) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pavis.errors import ArtifactError
 from workers import accesslog
+from workers.accept import Load
 from workers.http import ClientGone, ClientReader, HttpError, Request, error_body, simple_response
 from workers.metrics import METRICS
 from workers.proxy import Abort, forward
@@ -44,11 +45,25 @@ def serve_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object) ->
     Connection(runtime, sock, addr, proto).serve()
 
 
+def serve_tls_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object) -> None:
+    """``serve_connection`` for gevent's StreamServer (TLS listeners): counts the
+    connection in ``runtime.load``, as the plain listeners' ``Acceptor`` does."""
+    load = runtime.load
+    load.opened()
+    try:
+        Connection(runtime, sock, addr, proto).serve()
+    finally:
+        load.closed()
+
+
 class Runtime:
     """Worker-wide facts shared by every connection: the serving state and counters."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, load: Load | None = None) -> None:
+        """``load``: this worker's connection count, shared with the other workers
+        (``workers.accept.Load``); a worker on its own by default."""
         self.state = state
+        self.load = Load() if load is None else load
         self.requests = 0
         self.inflight = 0
         self.retries = 0

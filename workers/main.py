@@ -88,6 +88,7 @@ class Worker:
 
         from pavis.errors import ArtifactError
         from shm import ShmError, Subscriber
+        from workers.accept import Load
         from workers.conn import Runtime, reseed_request_ids
         from workers.state import Registry
 
@@ -123,7 +124,7 @@ class Worker:
         # Reloads reach workers through shm, never through signals: a SIGHUP sent to the
         # whole process group must not kill them.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.runtime = Runtime(state)
+        self.runtime = Runtime(state, Load(*sub.connections()))
         self.registry.keep_only(state)
         self.servers = self._serve(state)
         sub.ack(gen, state.digest)
@@ -140,7 +141,7 @@ class Worker:
 
         from pavis.schema import ServerTls
         from workers.accept import Acceptor
-        from workers.conn import serve_connection
+        from workers.conn import serve_connection, serve_tls_connection
 
         runtime = self.runtime
         servers: list[Any] = []
@@ -157,12 +158,13 @@ class Worker:
                 None,
             )
             if tls is None:
-                acceptor = Acceptor(sock, functools.partial(serve_connection, runtime, b"http"))
+                handler = functools.partial(serve_connection, runtime, b"http")
+                acceptor = Acceptor(sock, handler, runtime.load)
                 acceptor.start()
                 servers.append(acceptor)
                 continue
             gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-            handle = functools.partial(serve_connection, runtime, b"https")
+            handle = functools.partial(serve_tls_connection, runtime, b"https")
             server = StreamServer(gsock, handle, ssl_context=_server_context(tls))
             server.max_accept = 1  # as workers.accept does, for the same reason
             server.start()
