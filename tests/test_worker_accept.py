@@ -105,25 +105,28 @@ BATCH_SCRIPT = textwrap.dedent(
 
     def handler(sock, addr):
         served.append(addr)
-        sock.recv(10)  # until the client closes
+        socket.wait_read(sock.fileno(), 5)  # until the client closes
         sock.close()
 
-    acc = accept.Acceptor(lst, handler, load)  # not started: wake-ups are called by hand
+    acc = accept.Acceptor(lst, handler, load)  # not started: wake-ups are made by hand
+
+    def wakeup():  # what the listener's watcher does: call _accept in the hub
+        gevent.get_hub().loop.run_callback(acc._accept)
+        gevent.sleep(0.01)
 
     def one_wakeup(other, pending):
         words[2] = other
         served.clear()
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(pending)]
         gevent.sleep(0.01)  # every connection is in the listen queue
-        acc._accept()
+        wakeup()
         taken = load.n
         assert words[0] == taken  # published at once, before any handler ran
         gevent.sleep(0.01)
         assert len(served) == taken
         words[2] = accept.NO_WORKER
         while len(served) < pending:  # take the rest
-            acc._accept()
-            gevent.sleep(0.01)
+            wakeup()
         for c in clients:
             c.close()
         gevent.sleep(0.05)
