@@ -126,7 +126,9 @@ class Arbiter:
         header, model = read(data)
         checksum = self.store.put(data)
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
-        self.publisher = Publisher(self.opts.name)
+        # One slot per worker: workers compare their connection counts with every other
+        # slot's on each accepting wake-up, and the acknowledgement polling reads them all.
+        self.publisher = Publisher(self.opts.name, slots=len(self.slots))
         self.listeners = self._bind_taking_over(model)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
