@@ -32,11 +32,9 @@ a quiet one; docs/bench/flip.md explains.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
-import signal
 import statistics
 import sys
 import time
@@ -44,7 +42,7 @@ import traceback
 import uuid
 from typing import Any
 
-from loadtest import bench_compile, procstat
+from loadtest import bench_compile, procstat, servers
 from pavis import artifact
 from pavis.compiler import compile_text
 from shm import Publisher, Segment, ShmError, Subscriber
@@ -219,12 +217,7 @@ def run(
             "loadavg": os.getloadavg()[0],
         }
     finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        servers.kill_and_reap(pids)
         pub.close()
 
 

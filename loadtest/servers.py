@@ -87,6 +87,16 @@ def kill_remaining(pids: list[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def kill_and_reap(pids: list[int]) -> None:
+    """SIGKILL every one of ``pids`` (this process's forked children) and reap them."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
 class Proc:
     """A child process with its output in a log file, stopped by pid."""
 

@@ -6,15 +6,14 @@ instances uniquely per test. Topic-specific helpers live in ``tests/helpers_*.py
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from loadtest.servers import kill_and_reap
 from tests.upstream import Upstream, launch
 
 
@@ -99,9 +98,4 @@ def procs() -> Iterator[list[int]]:
     """Pids to SIGKILL and reap at the end of the test (children, or orphans adopted)."""
     pids: list[int] = []
     yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+    kill_and_reap(pids)
