@@ -48,6 +48,7 @@ class Subscriber:
             ctl.close()
             raise
         self._ctl = ctl
+        self.nslots = nslots
         self._words: memoryview | None = None
         self.slot = slot
         self._fd = notify_fd
@@ -123,8 +124,7 @@ class Subscriber:
             self._words = memoryview(self._ctl).cast("Q")
         mine = control.conns_index(self.slot)
         self._words[mine] = 0
-        nslots = control.check(self._ctl)
-        others = [control.conns_index(i) for i in range(nslots) if i != self.slot]
+        others = [control.conns_index(i) for i in range(self.nslots) if i != self.slot]
         return self._words, mine, others
 
     def close(self) -> None:

@@ -15,8 +15,8 @@ nginx's ``multi_accept off``, spreads them, but then a worker under ``Connection
 traffic runs one whole event-loop iteration per connection (measured: one ``epoll_wait``
 per request against one per 15 with keep-alive). So the first connection of a wake-up is
 always taken, and more, up to ``ACCEPT_MAX``, only while this worker holds no more open
-connections than the least loaded other worker plus an eighth (``Load``, published in
-shared memory).
+connections than the least loaded other worker, plus an eighth, plus one (``Load``,
+published in shared memory).
 
 Must not: read or write client bytes.
 """
@@ -33,6 +33,8 @@ from typing import Any
 
 from gevent import get_hub, getcurrent, spawn_raw  # type: ignore[import-untyped,unused-ignore]
 
+from shm.control import NO_WORKER
+
 # Out of descriptors or memory: stop accepting for a moment instead of spinning on a
 # listener that stays readable (the connections wait in the backlog meanwhile).
 _PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -40,7 +42,6 @@ PAUSE_S = 0.1
 IDLE_MAX = 128  # parked handler greenlets kept per listener (≈ 20 KiB each)
 
 ACCEPT_MAX = 16
-NO_WORKER = (1 << 64) - 1  # shm.control.NO_WORKER: workers/ reads the words, shm/ owns them
 
 Handler = Callable[[RawSocket, Any], None]
 

@@ -51,7 +51,7 @@ def serve_tls_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object
     load = runtime.load
     load.opened()
     try:
-        Connection(runtime, sock, addr, proto).serve()
+        serve_connection(runtime, proto, sock, addr)
     finally:
         load.closed()
 
