@@ -77,16 +77,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{a.duration:g} s per run", flush=True)  # fmt: skip
         ratios_rps: list[float] = []
         ratios_cpu: list[float] = []
+        ratios_p99: list[float] = []
         for i in range(a.pairs):
             order: list[Target] = [ta, tb] if i % 2 == 0 else [tb, ta]
             got = {t.name: bench_proxy.measure(t, scenario, i, a.duration, up) for t in order}
             ma, mb = got["A"], got["B"]
             ratios_rps.append(mb.rps / ma.rps if ma.rps else 0.0)
             ratios_cpu.append(mb.cpu_us_per_req / ma.cpu_us_per_req if ma.cpu_us_per_req else 0.0)
-            print(f"pair {i + 1}: A {ma.rps:8.0f} req/s {ma.cpu_us_per_req:5.1f} µs/req   "
-                  f"B {mb.rps:8.0f} req/s {mb.cpu_us_per_req:5.1f} µs/req", flush=True)  # fmt: skip
+            ratios_p99.append(mb.p99_ms / ma.p99_ms if ma.p99_ms else 0.0)
+            print(f"pair {i + 1}: A {ma.rps:8.0f} req/s {ma.cpu_us_per_req:5.1f} µs/req "
+                  f"p99 {ma.p99_ms:5.2f} ms   B {mb.rps:8.0f} req/s "
+                  f"{mb.cpu_us_per_req:5.1f} µs/req p99 {mb.p99_ms:5.2f} ms", flush=True)  # fmt: skip
         print(f"B/A median: req/s {statistics.median(ratios_rps):.3f}, "
-              f"CPU per request {statistics.median(ratios_cpu):.3f}")  # fmt: skip
+              f"CPU per request {statistics.median(ratios_cpu):.3f}, "
+              f"p99 {statistics.median(ratios_p99):.3f}")  # fmt: skip
     finally:
         for stop in reversed(stops):
             stop()

@@ -27,7 +27,8 @@ Layout (little-endian)::
     194 6x  padding
     200 Q   open client connections of the worker (NO_WORKER when the slot has none): see
             below
-    208     padding to 256
+    208 Q   client connections the worker has accepted in all (0 when the slot has none)
+    216     padding to 256
 
     stats area of slot i at 64 + 256*slots + STATS_SIZE*i (STATS_SIZE = 16 KiB):
     0  Q    sequence (odd while its worker writes it)
@@ -38,11 +39,11 @@ Layout (little-endian)::
 Each region has exactly one writer at a time (header: the supervisor; a slot: the supervisor
 while it is closed or being opened, afterwards only its worker), and each carries a sequence
 lock so readers never see a torn update (a slot's stats area has its own, so the supervisor's
-ack polling never copies stats). The exception is a slot's connection count: one aligned
-8-byte word, stored and loaded whole, outside the seqlock. Its worker rewrites it at every
-client connection opened and closed, and the other workers read it when deciding whether to
-accept more than one connection per wake-up. A stale value costs balance, never
-correctness. Owns: that layout and the seqlock protocol.
+ack polling never copies stats). The exceptions are a slot's connection count and accepted
+total: aligned 8-byte words, each stored and loaded whole, outside the seqlock. Its worker
+rewrites the count at every client connection opened and closed, and the total at every one
+accepted; the other workers read them when deciding whether to accept now and how many
+(``workers.accept``). A stale value costs balance, never correctness. Owns: that layout and the seqlock protocol.
 Must not: decide policy (who waits for whom, what to retain).
 """
 
@@ -59,6 +60,7 @@ from shm.errors import ShmError
 
 MAGIC = b"PAVISCTL"
 VERSION = 3  # 2: per-slot stats areas after the slots; 3: per-slot connection counts
+# (the accepted totals came later in 3's padding, which was zero: no new layout)
 HEADER = struct.Struct("<8sIIQQQQq8s")
 SLOT = struct.Struct("<QB7xqQ16sdQQH120s62x")
 assert HEADER.size == 64 and SLOT.size == 256
@@ -71,6 +73,7 @@ _HDR_BODY = struct.Struct("<QQQq")  # current, previous, high-water, pid — at 
 _SLOT_BODY = struct.Struct("<B7xqQ16sdQQH120s")  # everything after the slot's sequence
 _ZERO16 = bytes(16)
 CONNS_OFF = 200  # within a slot
+ACCEPTED_OFF = 208  # within a slot: the word after the count
 NO_WORKER = (1 << 64) - 1  # the connection count of a slot without a worker
 _CONNS = struct.Struct("<Q")
 # A writer that died between its two sequence bumps leaves an odd sequence forever: readers
@@ -217,6 +220,7 @@ def reset_slot(m: mmap.mmap, slot: int, is_open: bool) -> None:
     _SLOT_BODY.pack_into(m, off + 8, int(is_open), 0, 0, _ZERO16, 0.0, 0, 0, 0, b"")
     _end(m, off, seq)
     _CONNS.pack_into(m, off + CONNS_OFF, NO_WORKER)  # until a worker counts its own
+    _CONNS.pack_into(m, off + ACCEPTED_OFF, 0)
     # A new worker in this slot starts with no stats: its predecessor's are not its own.
     off = _stats_off(m, slot)
     seq = _begin(m, off)
@@ -292,6 +296,11 @@ def conns_index(slot: int) -> int:
 def read_conns(m: mmap.mmap, slot: int) -> int:
     """The connection count of ``slot`` (NO_WORKER: none); for tools and tests."""
     return int(_CONNS.unpack_from(m, _slot_off(slot) + CONNS_OFF)[0])
+
+
+def read_accepted(m: mmap.mmap, slot: int) -> int:
+    """The accepted total of ``slot``: the word after its count (``conns_index(slot) + 1``)."""
+    return int(_CONNS.unpack_from(m, _slot_off(slot) + ACCEPTED_OFF)[0])
 
 
 def _stats_off(m: mmap.mmap, slot: int) -> int:

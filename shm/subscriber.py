@@ -118,12 +118,14 @@ class Subscriber:
 
         Returns the control block as 8-byte words (valid until ``close``), the index of this
         slot's count, which this worker alone writes (set to 0 here), and the indices of
-        every other slot's (``control.NO_WORKER`` while a slot has no worker). Plain word
-        stores and loads: no seqlock (see ``shm.control``)."""
+        every other slot's (``control.NO_WORKER`` while a slot has no worker). Each slot's
+        accepted total is the word after its count (also set to 0 here for this slot).
+        Plain word stores and loads: no seqlock (see ``shm.control``)."""
         if self._words is None:
             self._words = memoryview(self._ctl).cast("Q")
         mine = control.conns_index(self.slot)
         self._words[mine] = 0
+        self._words[mine + 1] = 0
         others = [control.conns_index(i) for i in range(self.nslots) if i != self.slot]
         return self._words, mine, others
 

@@ -87,7 +87,8 @@ def test_publish_activate_open_ack_round_trip(name: str, pub: Publisher):
 
 def test_connection_counts_per_slot(name: str, pub: Publisher):
     """Each worker's open-connection count: one word per slot, written by its worker alone
-    and read by the others (accept balancing); NO_WORKER while a slot has no worker."""
+    and read by the others (accept balancing); NO_WORKER while a slot has no worker. The
+    word after it is the worker's accepted total, zero until a worker accepts."""
     from shm import control
 
     ctl = pub._ctl
@@ -102,16 +103,18 @@ def test_connection_counts_per_slot(name: str, pub: Publisher):
     assert len(others_a) == len(others_b) == 3
     words_a[mine_a] = 7
     words_b[mine_b] = 3
+    words_a[mine_a + 1] = 9
     assert [control.read_conns(ctl, i) for i in range(4)] == [7, no, 3, no]
+    assert [control.read_accepted(ctl, i) for i in range(4)] == [9, 0, 0, 0]
     assert min(words_a[i] for i in others_a) == 3  # what worker 0 compares itself with
     # Seqlocked slot writes (heartbeat, ack) leave the word alone.
     a.heartbeat(requests=5)
     a.ack(1, b"D" * 16)
-    assert control.read_conns(ctl, 0) == 7
+    assert control.read_conns(ctl, 0) == 7 and control.read_accepted(ctl, 0) == 9
     a.close()  # releases the view: the mapping really closes
     assert a._ctl.closed
     pub.close_slot(0)
-    assert control.read_conns(ctl, 0) == no
+    assert control.read_conns(ctl, 0) == no and control.read_accepted(ctl, 0) == 0
     assert min(words_b[i] for i in others_b) == no
     b.close()
 

@@ -4,9 +4,12 @@ Accepted connections are bare non-blocking sockets; handler greenlets are parked
 from one connection to the next (a new greenlet per connection costs CPython a fresh
 interpreter data stack, an mmap and an munmap), at most IDLE_MAX of them; a handler that
 raises does not take the worker down, and closing the acceptor ends the parked handlers.
-A wake-up takes one connection, and more only while this worker holds no more connections
-than the least loaded other worker (plus an eighth, plus one); every connection is counted
-while it is open, in the word other workers read.
+A wake-up takes one connection, and more only while this worker holds fewer than FILL
+connections or no more than the least loaded other worker (plus an eighth, plus one); every
+connection is counted while it is open, and every one accepted, in the words other workers
+read. A worker leaves connections to the workers in lower slots while one of them holds
+fewer than FILL and keeps accepting; when they stop accepting it takes what waits, one per
+STANDBY_S. A worker out of descriptors pauses accepting, every time it runs out.
 """
 
 from __future__ import annotations
@@ -97,9 +100,10 @@ BATCH_SCRIPT = textwrap.dedent(
     lst.bind(("127.0.0.1", 0))
     lst.listen(64)
     port = lst.getsockname()[1]
-    words = memoryview(bytearray(8 * 4)).cast("Q")
-    load = accept.Load(words, 0, [1, 2])
-    words[1] = accept.NO_WORKER  # a slot without a worker never counts
+    accept.FILL = 2  # to see the balance rule at small counts
+    words = memoryview(bytearray(8 * 6)).cast("Q")
+    load = accept.Load(words, 0, [2, 4])  # slot 0: no worker comes before it
+    words[2] = accept.NO_WORKER  # a slot without a worker never counts
 
     served = []
 
@@ -115,7 +119,7 @@ BATCH_SCRIPT = textwrap.dedent(
         gevent.sleep(0.01)
 
     def one_wakeup(other, pending):
-        words[2] = other
+        words[4] = other
         served.clear()
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(pending)]
         gevent.sleep(0.01)  # every connection is in the listen queue
@@ -124,7 +128,7 @@ BATCH_SCRIPT = textwrap.dedent(
         assert words[0] == taken  # published at once, before any handler ran
         gevent.sleep(0.01)
         assert len(served) == taken
-        words[2] = accept.NO_WORKER
+        words[4] = accept.NO_WORKER
         while len(served) < pending:  # take the rest
             wakeup()
         for c in clients:
@@ -133,10 +137,12 @@ BATCH_SCRIPT = textwrap.dedent(
         assert load.n == 0 and words[0] == 0, (load.n, words[0])  # every close uncounted
         return taken
 
-    assert one_wakeup(0, 6) == 1  # another worker holds nothing: one, as nginx does
-    assert one_wakeup(2, 6) == 3  # up to 2 + 1 + 2 // 8
+    before = load.accepted
+    assert one_wakeup(0, 6) == 2  # another worker holds nothing: up to FILL
+    assert one_wakeup(8, 12) == 10  # up to 8 + 1 + 8 // 8
     assert one_wakeup(16, 6) == 6  # well under 16 + 1 + 2: all that is waiting
     assert one_wakeup(accept.NO_WORKER, 20) == accept.ACCEPT_MAX  # alone: a full batch
+    assert load.accepted - before == 6 + 12 + 6 + 20 == words[1]  # the total, published
     print("ok")
     """
 )
@@ -144,3 +150,125 @@ BATCH_SCRIPT = textwrap.dedent(
 
 def test_a_wakeup_takes_more_than_one_connection_only_while_this_worker_is_least_loaded() -> None:
     run_gevent_script(BATCH_SCRIPT)
+
+
+STANDBY_SCRIPT = textwrap.dedent(
+    """
+    import socket as stdsocket
+    import time
+    import gevent
+    from gevent import socket
+    from workers import accept
+
+    accept.STANDBY_S = 0.2  # wide margins for a loaded machine
+    lst = stdsocket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+    port = lst.getsockname()[1]
+    # Word 0 and 1: the worker in slot 0 (count, accepted total); 2 and 3: this one, slot 1.
+    words = memoryview(bytearray(8 * 4)).cast("Q")
+    load = accept.Load(words, 2, [0])
+    assert load.before == [0]
+
+    def handler(sock, addr):
+        socket.wait_read(sock.fileno(), 10)  # until the client closes
+        sock.close()
+
+    acc = accept.Acceptor(lst, handler, load)
+    acc.start()
+    busy = [True]
+
+    def slot0_accepting():  # the worker before this one keeps accepting (other clients)
+        while busy[0]:
+            words[1] += 1
+            gevent.sleep(0.01)
+
+    words[0] = accept.FILL - 1  # room left in slot 0
+    feeder = gevent.spawn(slot0_accepting)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    gevent.sleep(0.7)  # more than three stand-bys
+    assert load.n == 0, load.n  # all three left to slot 0, which is accepting
+    busy[0] = False
+    feeder.join()
+    t0 = time.monotonic()
+    while load.n == 0:
+        gevent.sleep(0.005)
+    first = time.monotonic() - t0
+    assert first < 0.5, first  # slot 0 stalled: the waiting connections are this worker's
+    assert load.n == 1, load.n  # one per stand-by, not the whole queue
+    while load.n < 3:
+        gevent.sleep(0.005)
+    assert time.monotonic() - t0 >= 0.35  # the third came two stand-bys after the first
+
+    words[0] = accept.FILL  # slot 0 is full: take at once
+    more = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    t0 = time.monotonic()
+    while load.n < 5:
+        gevent.sleep(0.005)
+    assert time.monotonic() - t0 < 0.15, "a full slot 0 did not let this worker accept"
+
+    words[0] = accept.NO_WORKER  # no worker in slot 0: nothing to wait for
+    last = socket.create_connection(("127.0.0.1", port))
+    t0 = time.monotonic()
+    while load.n < 6:
+        gevent.sleep(0.005)
+    assert time.monotonic() - t0 < 0.15
+
+    load.retire()  # draining: the workers after this one stop waiting for it
+    assert words[2] == accept.NO_WORKER and load.words is None
+    for c in clients + more + [last]:
+        c.close()
+    gevent.sleep(0.1)
+    assert load.n == 0 and words[2] == accept.NO_WORKER  # closes after retire stay private
+    acc.close()
+    print("ok")
+    """
+)
+
+
+def test_a_worker_leaves_connections_to_lower_slots_with_room_until_they_stop_accepting() -> None:
+    run_gevent_script(STANDBY_SCRIPT)
+
+
+PAUSE_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import resource
+    import socket as stdsocket
+    import time
+    import gevent
+    from workers import accept
+
+    lst = stdsocket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+    port = lst.getsockname()[1]
+    clients = [stdsocket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    acc = accept.Acceptor(lst, lambda sock, addr: sock.close(), accept.Load())
+    # No descriptor left for an accepted connection: every accept fails with EMFILE.
+    spare = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        while True:
+            spare.append(os.dup(0))
+    except OSError:
+        pass
+    acc.start()
+    gevent.sleep(0.55)  # five or six pauses of PAUSE_S, one attempt each
+    for fd in spare:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    gevent.sleep(0.3)  # the next attempt after a pause takes the waiting clients
+    for c in clients:
+        assert c.recv(1) == b""  # accepted (and closed by the handler)
+    acc.close()
+    print("ok")
+    """
+)
+
+
+def test_a_worker_out_of_descriptors_pauses_accepting_every_time() -> None:
+    r = run_gevent_script(PAUSE_SCRIPT)
+    pauses = r.stderr.count("pausing")
+    assert 3 <= pauses <= 9, r.stderr[-2000:]  # a timer started again must wait again

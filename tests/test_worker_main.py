@@ -113,7 +113,8 @@ def test_heartbeat_reports_requests(up: Upstream) -> None:
 
 
 def test_workers_publish_their_open_connections(up: Upstream) -> None:
-    """What the acceptors balance on: each worker's open client connections, in its slot."""
+    """What the acceptors balance on: each worker's open client connections, in its slot.
+    Below FILL connections, the worker in slot 0 takes them all: slot 1 stands by."""
     from shm import control
 
     def counts() -> list[int]:
@@ -135,7 +136,8 @@ def test_workers_publish_their_open_connections(up: Upstream) -> None:
             c.request("GET", "/bytes3")
             assert c.getresponse().read() == b"abc"
             clients.append(c)  # kept open: keep-alive
-        settle(lambda got: sum(got) == 6)
+        assert settle(lambda got: sum(got) == 6) == [6, 0]
+        assert [control.read_accepted(w.pub._ctl, slot) for slot in (0, 1)] == [6, 0]
         for c in clients[:4]:
             c.close()
         settle(lambda got: sum(got) == 2)

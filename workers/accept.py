@@ -1,6 +1,7 @@
 """Accepting client connections on a plain-TCP listener.
 
-Owns: the read watcher of one listening socket, taking one connection per wake-up, and the
+Owns: the read watcher of one listening socket, which worker takes a connection and how many
+per wake-up, and the
 raw greenlets that run the connection handler on the bare ``_socket.socket`` (reused from
 one connection to the next). gevent's StreamServer does the same with more machinery per connection —
 a gevent socket object with its own two io watchers (``workers.io.Stream`` keeps its own),
@@ -8,15 +9,26 @@ a ``Greenlet`` with link bookkeeping, and a wrapper that closes the socket again
 Connection: close benchmark was a visible share of the per-connection cost. TLS listeners
 keep StreamServer: its handshake handling is the part worth having there.
 
-How many connections per wake-up: every worker polls the same listener, and a worker that
-accepted a whole burst would keep all of it for the connections' lifetime while the others
-idle (wrk's 50 opening connections often all went to one worker). One per wake-up, like
-nginx's ``multi_accept off``, spreads them, but then a worker under ``Connection: close``
-traffic runs one whole event-loop iteration per connection (measured: one ``epoll_wait``
-per request against one per 15 with keep-alive). So the first connection of a wake-up is
-always taken, and more, up to ``ACCEPT_MAX``, only while this worker holds no more open
-connections than the least loaded other worker, plus an eighth, plus one (``Load``,
-published in shared memory).
+Which worker takes a connection: every worker polls the same listener (libev cannot ask
+for ``EPOLLEXCLUSIVE``), so every idle worker wakes for every connection. Spreading them
+evenly costs latency at low load: two workers with five keep-alive clients each share two
+cores with the client and the upstream, and p99 at 10 connections measured 2-3x that of one
+worker holding all ten at the same throughput. So workers fill up in slot order: while a
+worker in a lower slot holds fewer than ``FILL``
+connections, a woken worker leaves the connection to it and looks again after
+``STANDBY_S``. If the workers before it accepted anything meanwhile, they are taking their
+share and it goes on standing by; if they accepted nothing (busy, stalled or draining), it
+takes one waiting connection and looks again. A worker that drains publishes ``NO_WORKER``
+(``Load.retire``), so nobody waits for it.
+
+How many connections per wake-up: a worker that accepted a whole burst would keep all of it
+for the connections' lifetime while the others idle (wrk's 50 opening connections often all
+went to one worker). One per wake-up, like nginx's ``multi_accept off``, spreads them, but
+then a worker under ``Connection: close`` traffic runs one whole event-loop iteration per
+connection (measured: one ``epoll_wait`` per request against one per 15 with keep-alive).
+So the first connection of a wake-up is always taken, and more, up to ``ACCEPT_MAX``, only
+while this worker holds fewer than ``FILL`` open connections or no more than the least
+loaded other worker, plus an eighth, plus one (``Load``, published in shared memory).
 
 Must not: read or write client bytes.
 """
@@ -42,6 +54,8 @@ PAUSE_S = 0.1
 IDLE_MAX = 128  # parked handler greenlets kept per listener (≈ 20 KiB each)
 
 ACCEPT_MAX = 16
+FILL = 16  # connections a worker holds before the next worker in slot order joins in
+STANDBY_S = 0.001  # how long a connection waits for the workers before this one
 
 Handler = Callable[[RawSocket, Any], None]
 
@@ -55,25 +69,54 @@ class Load:
     worker is known.
     """
 
-    __slots__ = ("n", "words", "mine", "others")
+    __slots__ = ("n", "accepted", "words", "mine", "others", "before")
 
     def __init__(
         self, words: memoryview | None = None, mine: int = 0, others: list[int] | None = None
     ) -> None:
         self.n = 0
+        self.accepted = 0
         self.words = words
         self.mine = mine
         self.others = others or []
+        self.before = [i for i in self.others if i < mine]  # workers in lower slots
 
     def opened(self) -> None:
         self.n += 1
-        if self.words is not None:
-            self.words[self.mine] = self.n
+        self.accepted += 1
+        words = self.words
+        if words is not None:
+            words[self.mine] = self.n
+            words[self.mine + 1] = self.accepted
 
     def closed(self) -> None:
         self.n -= 1
         if self.words is not None:
             self.words[self.mine] = self.n
+
+    def retire(self) -> None:
+        """This worker stops accepting (it drains): the others stop waiting for it."""
+        if self.words is not None:
+            self.words[self.mine] = NO_WORKER
+            self.words = None
+
+    def first_in_line(self) -> bool:
+        """Whether every live worker in a lower slot holds at least FILL connections."""
+        words = self.words
+        if words is not None:
+            for i in self.before:
+                if words[i] < FILL:  # NO_WORKER: no worker there, nothing to wait for
+                    return False
+        return True
+
+    def progress(self) -> int:
+        """The workers in lower slots' accepted totals, summed: it moves while they accept."""
+        words = self.words
+        total = 0
+        if words is not None:
+            for i in self.before:
+                total += words[i + 1]
+        return total
 
     def least_other(self) -> int:
         """The fewest connections a live other worker holds (NO_WORKER: there is none)."""
@@ -88,14 +131,16 @@ class Load:
 
     def room(self) -> int:
         """How many open connections this worker may hold before it stops taking extra
-        ones in a wake-up: the least loaded other worker's count plus an eighth, plus one."""
+        ones in a wake-up: FILL, or the least loaded other worker's count plus an eighth,
+        plus one, whichever is more."""
         least = self.least_other()
-        return least + 1 + (least >> 3)
+        return max(FILL, least + 1 + (least >> 3))
 
 
 class Acceptor:
     __slots__ = (
-        "listener", "handler", "load", "watcher", "timer", "family", "idle", "hub", "closed",
+        "listener", "handler", "load", "watcher", "timer", "standby", "seen", "family", "idle",
+        "hub", "closed",
     )  # fmt: skip
 
     def __init__(self, listener: socket.socket, handler: Handler, load: Load) -> None:
@@ -111,7 +156,11 @@ class Acceptor:
         self.hub = get_hub()
         loop = self.hub.loop
         self.watcher = loop.io(self.listener.fileno(), 1)
-        self.timer = loop.timer(PAUSE_S)
+        # One-shot timers, made anew each time: a libev timer started again after it fired
+        # fires at once (its remaining time is then zero).
+        self.timer: Any = None  # pausing
+        self.standby: Any = None
+        self.seen = 0  # Load.progress when this worker stood by
         # Handler greenlets parked between connections. A new greenlet costs CPython a fresh
         # interpreter data stack (an mmap, and an munmap when it ends): measured at ≈ 9 % of
         # a worker's CPU with Connection: close traffic.
@@ -123,7 +172,9 @@ class Acceptor:
 
     def close(self) -> None:
         self.closed = True
-        self.timer.stop()
+        for timer in (self.timer, self.standby):
+            if timer is not None:
+                timer.stop()
         self.watcher.stop()
         self.watcher.close()
         self.listener.close()
@@ -133,22 +184,51 @@ class Acceptor:
 
     def _accept(self) -> None:  # runs in the hub: never block, never raise
         load = self.load
+        if not load.first_in_line():
+            # A worker in a lower slot has room, and the same connection woke it: leave the
+            # connection to it, and look again after STANDBY_S.
+            self.seen = load.progress()
+            self.watcher.stop()
+            self.standby = self.hub.loop.timer(STANDBY_S)
+            self.standby.start(self._late)
+            return
+        self._take()
+
+    def _late(self) -> None:
+        load = self.load
+        # Take what waits if the workers before this one are full now, or accepted nothing
+        # while it stood by (stalled, or stopped); else they are taking their share, and
+        # the watcher wakes this worker again if something still waits.
+        if load.first_in_line():
+            if not self._take():
+                return  # paused
+        elif load.progress() == self.seen and not self._take(1):
+            return
+        if not self.closed:
+            self.watcher.start(self._accept)
+
+    def _take(self, most: int = ACCEPT_MAX) -> bool:
+        """Accept the first waiting connection, and more (up to ``most`` in all) while this
+        worker has room. False: accepting is paused (out of descriptors or memory)."""
+        load = self.load
         room = 0
-        for k in range(ACCEPT_MAX):
+        for k in range(most):
             if k == 1:
                 room = load.room()
             if k and load.n >= room:
-                return  # the rest is the other workers' (or the next wake-up's)
+                return True  # the rest is the other workers' (or the next wake-up's)
             try:
                 fd, addr = self.listener._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
-                return  # none left, or another worker took it
+                return True  # none left, or another worker took it
             except OSError as exc:
                 if exc.errno in _PAUSE_ERRNOS:
                     print(f"pavis worker: accept: {exc}; pausing {PAUSE_S}s", file=sys.stderr)
                     self.watcher.stop()
+                    self.timer = self.hub.loop.timer(PAUSE_S)
                     self.timer.start(self.start)
-                return  # ECONNABORTED and the like: that client is gone, the next one is not
+                    return False
+                return True  # ECONNABORTED and the like: that client is gone, the next one is not
             sock = RawSocket(self.family, socket.SOCK_STREAM, 0, fd)
             sock.setblocking(False)
             load.opened()
@@ -156,6 +236,7 @@ class Acceptor:
                 self.hub.loop.run_callback(self.idle.pop().switch, sock, addr)
             else:
                 spawn_raw(self._serve, sock, addr)
+        return True
 
     def _serve(self, sock: Any, addr: Any) -> None:
         """A handler greenlet: serve a connection, park, serve the next one handed over."""

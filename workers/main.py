@@ -270,6 +270,7 @@ class Worker:
 
         runtime = self.runtime
         runtime.draining = True
+        runtime.load.retire()  # the other workers stop leaving connections to this one
         for server in self.servers:
             server.close()
         deadline = time.monotonic() + runtime.state.limits.drain_timeout_ms / 1000.0
