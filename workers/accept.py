@@ -61,12 +61,14 @@ Handler = Callable[[RawSocket, Any], None]
 
 
 class Load:
-    """This worker's open client connections, and the fewest any other worker holds.
+    """This worker's open client connections and accepted total, and what the other
+    workers publish of theirs.
 
     ``words``, ``mine``, ``others``: from ``shm.Subscriber.connections`` — this worker's
-    count is written there at every change, the others' are read when a wake-up could take
-    more than one connection. Without them (a worker outside a supervisor, tests) no other
-    worker is known.
+    count and total (the word after the count) are written there at every change; the
+    others' are read at each wake-up (are the workers in lower slots full, are they
+    accepting) and when a wake-up could take more than one connection (the least loaded).
+    Without them (a worker outside a supervisor, tests) no other worker is known.
     """
 
     __slots__ = ("n", "accepted", "words", "mine", "others", "before")
