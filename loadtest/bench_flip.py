@@ -78,21 +78,21 @@ def build(variant: str, seg: Segment, generation: int, registry: Any) -> tuple[b
     if variant == "runtime":
         from workers.state import State, load
 
-        data = bytes(seg.data)
+        copied = bytes(seg.data)
         seg.close()
-        header, model = load(data)
-        return header.digest, State(generation, header, model, registry), None
+        rheader, rmodel = load(copied)
+        return rheader.digest, State(generation, rheader, rmodel, registry), None
     if variant == "lazy-copy":
-        data = memoryview(bytes(seg.data))
+        view = memoryview(bytes(seg.data))
         seg.close()
-        header, lazy, routes = load_lazy(data)
+        header, lazy, routes = load_lazy(view)
         return header.digest, (lazy, routes, {c.name: c for c in lazy.clusters}), None
     header, lazy, routes = load_lazy(seg.data)
     return header.digest, (lazy, routes, {c.name: c for c in lazy.clusters}), seg
 
 
 def worker(name: str, slot: int, notify_fd: int, variant: str) -> None:
-    from gevent import select as gselect  # gevent only after fork, as in workers/
+    from gevent import select as gselect  # type: ignore[import-untyped]  # after fork
 
     registry = None
     if variant == "runtime":

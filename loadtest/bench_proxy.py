@@ -127,7 +127,11 @@ def start_upstream(kind: str, work: Path) -> Upstream:
         up.start(nginx.static_conf(up.prefix, port, workers=1), (port,))
         return Upstream(kind, port, "/", up.pid, up.stop)
     proc = servers.start_python_upstream(port, work)
-    return Upstream(kind, port, servers.PYTHON_UPSTREAM_PATH, proc.pid, proc.stop)
+
+    def stop() -> None:
+        proc.stop()
+
+    return Upstream(kind, port, servers.PYTHON_UPSTREAM_PATH, proc.pid, stop)
 
 
 def start_nginx_proxy(work: Path, upstream: Upstream, workers: int = 2) -> Target:

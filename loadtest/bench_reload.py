@@ -275,9 +275,9 @@ def pavis_storm(
                 if ok:
                     pavctl_ms.append((time.monotonic() - start) * 1000)
                     with contextlib.suppress(ValueError, KeyError):
-                        answer = json.loads(r.stdout)
-                        server_ms.append(float(answer["elapsed_ms"]))
-                        load_ms.append(float(answer["load_ms"]))
+                        reply = json.loads(r.stdout)
+                        server_ms.append(float(reply["elapsed_ms"]))
+                        load_ms.append(float(reply["load_ms"]))
                 elif len(errors) < 5:
                     errors.append(f"pavctl exit {r.returncode}: {(r.stderr or r.stdout)[:300]}")
                 return ok, True, False
