@@ -8,8 +8,9 @@ A wake-up takes one connection, and more only while this worker holds fewer than
 connections or no more than the least loaded other worker (plus an eighth, plus one); every
 connection is counted while it is open, and every one accepted, in the words other workers
 read. A worker leaves connections to the workers in lower slots while one of them holds
-fewer than FILL and keeps accepting; when they stop accepting it takes what waits, one per
-STANDBY_S. A worker out of descriptors pauses accepting, every time it runs out.
+fewer than FILL and keeps accepting; when they stop accepting it takes what waits, one
+connection after the first STANDBY_S, then twice as many per STANDBY_S while they stay
+stalled. A worker out of descriptors pauses accepting, every time it runs out.
 """
 
 from __future__ import annotations
@@ -195,10 +196,10 @@ STANDBY_SCRIPT = textwrap.dedent(
         gevent.sleep(0.005)
     first = time.monotonic() - t0
     assert first < 0.5, first  # slot 0 stalled: the waiting connections are this worker's
-    assert load.n == 1, load.n  # one per stand-by, not the whole queue
-    while load.n < 3:
+    assert load.n == 1, load.n  # one, not the whole queue
+    while load.n == 1:
         gevent.sleep(0.005)
-    assert time.monotonic() - t0 >= 0.35  # the third came two stand-bys after the first
+    assert load.n == 3, load.n  # still stalled a stand-by later: twice as many, at once
 
     words[0] = accept.FILL  # slot 0 is full: take at once
     more = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
@@ -208,15 +209,21 @@ STANDBY_SCRIPT = textwrap.dedent(
     assert time.monotonic() - t0 < 0.15, "a full slot 0 did not let this worker accept"
 
     words[0] = accept.NO_WORKER  # no worker in slot 0: nothing to wait for
-    last = socket.create_connection(("127.0.0.1", port))
+    last = [socket.create_connection(("127.0.0.1", port))]
     t0 = time.monotonic()
     while load.n < 6:
         gevent.sleep(0.005)
     assert time.monotonic() - t0 < 0.15
 
+    words[0] = accept.FILL - 1  # room in slot 0 again, and stalled: one at first again
+    last += [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    while load.n == 6:
+        gevent.sleep(0.005)
+    assert load.n == 7, load.n
+
     load.retire()  # draining: the workers after this one stop waiting for it
     assert words[2] == accept.NO_WORKER and load.words is None
-    for c in clients + more + [last]:
+    for c in clients + more + last:
         c.close()
     gevent.sleep(0.1)
     assert load.n == 0 and words[2] == accept.NO_WORKER  # closes after retire stay private

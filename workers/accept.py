@@ -14,12 +14,14 @@ for ``EPOLLEXCLUSIVE``), so every idle worker wakes for every connection. Spread
 evenly costs latency at low load: two workers with five keep-alive clients each share two
 cores with the client and the upstream, and p99 at 10 connections measured 2-3x that of one
 worker holding all ten at the same throughput. So workers fill up in slot order: while a
-worker in a lower slot holds fewer than ``FILL``
-connections, a woken worker leaves the connection to it and looks again after
-``STANDBY_S``. If the workers before it accepted anything meanwhile, they are taking their
-share and it goes on standing by; if they accepted nothing (busy, stalled or draining), it
-takes one waiting connection and looks again. A worker that drains publishes ``NO_WORKER``
-(``Load.retire``), so nobody waits for it.
+worker in a lower slot holds fewer than ``FILL`` connections, a woken worker leaves the
+connection to it and looks again after ``STANDBY_S``. If the workers before it accepted
+anything meanwhile, they are taking their share and it goes on standing by; if they
+accepted nothing (busy, stalled, or decoding a big generation), it takes one waiting
+connection and looks again, taking twice as many each time they are still stalled (up to
+``ACCEPT_MAX``): a worker merely descheduled for a millisecond loses one connection, a
+worker stalled for 50 ms does not hold up a burst. A worker that drains publishes
+``NO_WORKER`` (``Load.retire``), so nobody waits for it.
 
 How many connections per wake-up: a worker that accepted a whole burst would keep all of it
 for the connections' lifetime while the others idle (wrk's 50 opening connections often all
@@ -141,8 +143,8 @@ class Load:
 
 class Acceptor:
     __slots__ = (
-        "listener", "handler", "load", "watcher", "timer", "standby", "seen", "family", "idle",
-        "hub", "closed",
+        "listener", "handler", "load", "watcher", "timer", "standby", "seen", "rescue", "family",
+        "idle", "hub", "closed",
     )  # fmt: skip
 
     def __init__(self, listener: socket.socket, handler: Handler, load: Load) -> None:
@@ -163,6 +165,7 @@ class Acceptor:
         self.timer: Any = None  # pausing
         self.standby: Any = None
         self.seen = 0  # Load.progress when this worker stood by
+        self.rescue = 1  # connections to take if the workers before are still stalled
         # Handler greenlets parked between connections. A new greenlet costs CPython a fresh
         # interpreter data stack (an mmap, and an munmap when it ends): measured at ≈ 9 % of
         # a worker's CPU with Connection: close traffic.
@@ -194,6 +197,7 @@ class Acceptor:
             self.standby = self.hub.loop.timer(STANDBY_S)
             self.standby.start(self._late)
             return
+        self.rescue = 1
         self._take()
 
     def _late(self) -> None:
@@ -202,10 +206,15 @@ class Acceptor:
         # while it stood by (stalled, or stopped); else they are taking their share, and
         # the watcher wakes this worker again if something still waits.
         if load.first_in_line():
+            self.rescue = 1
             if not self._take():
                 return  # paused
-        elif load.progress() == self.seen and not self._take(1):
-            return
+        elif load.progress() != self.seen:
+            self.rescue = 1
+        else:
+            most, self.rescue = self.rescue, min(2 * self.rescue, ACCEPT_MAX)
+            if not self._take(most):
+                return
         if not self.closed:
             self.watcher.start(self._accept)
 
