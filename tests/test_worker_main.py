@@ -147,6 +147,40 @@ def test_workers_publish_their_open_connections(up: Upstream) -> None:
         assert control.read_conns(w.pub._ctl, 2) == control.NO_WORKER
 
 
+def test_a_stalled_first_worker_does_not_stall_new_clients(up: Upstream) -> None:
+    """Slot 1 stands by while slot 0 has room, but only while slot 0 accepts: with slot 0
+    stopped (SIGSTOP), new clients are served by slot 1 (one, then two, four... per
+    stand-by), and slot 0 takes new ones again once it runs."""
+    from shm import control
+
+    def accepted() -> list[int]:
+        return [control.read_accepted(w.pub._ctl, slot) for slot in (0, 1)]
+
+    with Workers(unique_instance(), 2) as w:
+        w.start(seal_yaml(one_cluster(w.port, up.address)))
+        assert request(w.port, path="/bytes3")[0] == 200
+        assert accepted() == [1, 0]  # slot 0 had room: slot 1 left it alone
+        os.kill(w.pids[0], signal.SIGSTOP)
+        try:
+            results: list[int] = []
+
+            def client() -> None:
+                results.append(request(w.port, path="/bytes3")[0])
+
+            threads = [threading.Thread(target=client) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=10)
+            assert results == [200] * 6, results
+            assert accepted() == [1, 6]
+        finally:
+            os.kill(w.pids[0], signal.SIGCONT)
+        time.sleep(0.2)  # slot 0 catches up on its overdue timers
+        assert request(w.port, path="/bytes3")[0] == 200
+        assert accepted() == [2, 6]  # running again, with room: slot 0's
+
+
 def test_listener_change_is_rejected(up: Upstream) -> None:
     with Workers(unique_instance(), 1) as w:
         w.start(seal_yaml(one_cluster(w.port, up.address)))
