@@ -1,7 +1,8 @@
 """The supervisor side: publish generations, flip between them, wait for acknowledgements.
 
 Owns: the control block's header, slot lifecycle (open before fork, close after reaping),
-notify pipes, retention and reclaiming a dead supervisor's leftovers. Must not: block on
+notify pipes, the slots' wake-up eventfds, retention and reclaiming a dead supervisor's
+leftovers. Must not: block on
 anything but short sleeps (the supervisor has no event loop of its own here), or interpret
 the published bytes.
 """
@@ -67,6 +68,10 @@ class Publisher:
             raise
         self._high_water = high_water
         self._pid = os.getpid()
+        # One eventfd per slot, inherited by every worker: a worker wakes another with it
+        # (``workers.accept``: a worker that fills up wakes the ones standing by for it).
+        # Unlike the notify pipes they outlive workers: a respawned worker gets the same.
+        self.wake_fds = tuple(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(slots))
 
     # ------------------------------------------------------------------ start-up
 
@@ -259,6 +264,9 @@ class Publisher:
             return  # closed already, or a forked child's copy: the parent owns everything
         for slot in list(self._pipes):
             self._close_pipe(slot)
+        for fd in self.wake_fds:
+            os.close(fd)
+        self.wake_fds = ()
         with contextlib.suppress(BufferError):
             self._ctl.close()
         if unlink:

@@ -115,6 +115,10 @@ def test_connection_counts_per_slot(name: str, pub: Publisher):
     assert a._ctl.closed
     pub.close_slot(0)
     assert control.read_conns(ctl, 0) == no and control.read_accepted(ctl, 0) == 0
+    # One wake-up eventfd per slot, kept across workers, closed with the Publisher.
+    assert len(pub.wake_fds) == 4
+    os.eventfd_write(pub.wake_fds[2], 1)
+    assert os.eventfd_read(pub.wake_fds[2]) == 1
     assert min(words_b[i] for i in others_b) == no
     b.close()
 
@@ -573,3 +577,12 @@ def test_another_users_instance_is_unavailable_not_a_crash(name: str, procs: lis
     procs.append(pid)
     assert exit_code(pid) == 0
     procs.remove(pid)
+
+
+def test_wake_fds_close_with_the_publisher(name: str) -> None:
+    with Publisher(name, slots=2) as p:
+        fds = p.wake_fds
+        assert len(fds) == 2
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)

@@ -199,7 +199,7 @@ _REJECTING_RUNTIME = """
 import select
 from shm import Subscriber
 
-def run(name, slot, notify_fd, listeners):
+def run(name, slot, notify_fd, listeners, wake_fds=()):
     sub = Subscriber(name, slot, notify_fd)
     first = sub.current()
     seg = sub.open(first)

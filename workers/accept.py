@@ -20,8 +20,11 @@ anything meanwhile, they are taking their share and it goes on standing by; if t
 accepted nothing (busy, stalled, or decoding a big generation), it takes one waiting
 connection and looks again, taking twice as many each time they are still stalled (up to
 ``ACCEPT_MAX``): a worker merely descheduled for a millisecond loses one connection, a
-worker stalled for 50 ms does not hold up a burst. A worker that drains publishes
-``NO_WORKER`` (``Load.retire``), so nobody waits for it.
+worker stalled for 50 ms does not hold up a burst. A worker that reaches ``FILL``
+connections, or drains (publishing ``NO_WORKER``, ``Load.retire``), writes the eventfds of
+the workers after it (``shm.Publisher.wake_fds``), so one standing by for it looks at once
+instead of at its timer: under ``Connection: close`` traffic, 1 ms is 25 connections, and
+the first worker's peaks overflowed its upstream pool's idle cap.
 
 How many connections per wake-up: a worker that accepted a whole burst would keep all of it
 for the connections' lifetime while the others idle (wrk's 50 opening connections often all
@@ -37,7 +40,9 @@ Must not: read or write client bytes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import socket
 import sys
 import traceback
@@ -73,17 +78,26 @@ class Load:
     Without them (a worker outside a supervisor, tests) no other worker is known.
     """
 
-    __slots__ = ("n", "accepted", "words", "mine", "others", "before")
+    __slots__ = ("n", "accepted", "words", "mine", "others", "before", "wake", "after")
 
     def __init__(
-        self, words: memoryview | None = None, mine: int = 0, others: list[int] | None = None
+        self,
+        words: memoryview | None = None,
+        mine: int = 0,
+        others: list[int] | None = None,
+        wake: dict[int, int] | None = None,
     ) -> None:
+        """``wake``: each slot's wake-up eventfd by its count's word index (from
+        ``shm.Publisher.wake_fds``); without it, standing-by workers only look on a timer."""
         self.n = 0
         self.accepted = 0
         self.words = words
         self.mine = mine
         self.others = others or []
         self.before = [i for i in self.others if i < mine]  # workers in lower slots
+        self.wake = wake or {}
+        # The eventfds of the workers that may stand by for this one.
+        self.after = [self.wake[i] for i in self.others if i > mine and i in self.wake]
 
     def opened(self) -> None:
         self.n += 1
@@ -92,6 +106,16 @@ class Load:
         if words is not None:
             words[self.mine] = self.n
             words[self.mine + 1] = self.accepted
+            if self.n == FILL:
+                self.wake_later()
+
+    def wake_later(self) -> None:
+        """Wake the workers in higher slots: one of them may be standing by for this one,
+        which is full (or stops accepting) now. A woken worker that finds it still has to
+        wait goes on standing by."""
+        for fd in self.after:
+            with contextlib.suppress(OSError):  # EAGAIN: the counter is full, it is awake
+                os.eventfd_write(fd, 1)
 
     def closed(self) -> None:
         self.n -= 1
@@ -103,6 +127,7 @@ class Load:
         if self.words is not None:
             self.words[self.mine] = NO_WORKER
             self.words = None
+            self.wake_later()
 
     def first_in_line(self) -> bool:
         """Whether every live worker in a lower slot holds at least FILL connections."""
@@ -143,8 +168,8 @@ class Load:
 
 class Acceptor:
     __slots__ = (
-        "listener", "handler", "load", "watcher", "timer", "standby", "seen", "rescue", "family",
-        "idle", "hub", "closed",
+        "listener", "handler", "load", "watcher", "timer", "standby", "seen", "rescue", "poke",
+        "family", "idle", "hub", "closed",
     )  # fmt: skip
 
     def __init__(self, listener: socket.socket, handler: Handler, load: Load) -> None:
@@ -166,6 +191,9 @@ class Acceptor:
         self.standby: Any = None
         self.seen = 0  # Load.progress when this worker stood by
         self.rescue = 1  # connections to take if the workers before are still stalled
+        # Woken through this slot's eventfd while standing by (``Load.wake_later``).
+        fd = load.wake.get(load.mine, -1)
+        self.poke: Any = loop.io(fd, 1) if fd >= 0 else None
         # Handler greenlets parked between connections. A new greenlet costs CPython a fresh
         # interpreter data stack (an mmap, and an munmap when it ends): measured at ≈ 9 % of
         # a worker's CPU with Connection: close traffic.
@@ -177,9 +205,11 @@ class Acceptor:
 
     def close(self) -> None:
         self.closed = True
-        for timer in (self.timer, self.standby):
+        for timer in (self.timer, self.standby, self.poke):
             if timer is not None:
                 timer.stop()
+        if self.poke is not None:
+            self.poke.close()  # the eventfd itself is the supervisor's
         self.watcher.stop()
         self.watcher.close()
         self.listener.close()
@@ -196,11 +226,23 @@ class Acceptor:
             self.watcher.stop()
             self.standby = self.hub.loop.timer(STANDBY_S)
             self.standby.start(self._late)
+            if self.poke is not None:
+                self.poke.start(self._poked)
             return
         self.rescue = 1
         self._take()
 
+    def _poked(self) -> None:
+        """A worker before this one filled up or retired: look now, not at the timer."""
+        with contextlib.suppress(OSError):
+            os.eventfd_read(self.poke.fd)
+        if self.load.first_in_line():  # else still waiting (or a stale wake-up)
+            self.standby.stop()
+            self._late()
+
     def _late(self) -> None:
+        if self.poke is not None:
+            self.poke.stop()
         load = self.load
         # Take what waits if the workers before this one are full now, or accepted nothing
         # while it stood by (stalled, or stopped); else they are taking their share, and

@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -40,10 +41,19 @@ class BootFailed(Exception):
         self.code = code
 
 
-def run(name: str, slot: int, notify_fd: int, listeners: dict[str, socket.socket]) -> NoReturn:
+def run(
+    name: str,
+    slot: int,
+    notify_fd: int,
+    listeners: dict[str, socket.socket],
+    wake_fds: Sequence[int] = (),
+) -> NoReturn:
+    """The worker process. ``wake_fds``: every slot's wake-up eventfd
+    (``shm.Publisher.wake_fds``); without them a worker standing by for another only looks
+    again on its timer."""
     code = EXIT_BOOT_FAILED
     try:
-        code = _main(name, slot, notify_fd, listeners)
+        code = _main(name, slot, notify_fd, listeners, wake_fds)
     except BootFailed as exc:
         print(f"pavis worker {slot}: {exc}", file=sys.stderr)
         code = exc.code
@@ -57,7 +67,13 @@ def run(name: str, slot: int, notify_fd: int, listeners: dict[str, socket.socket
             os._exit(code)
 
 
-def _main(name: str, slot: int, notify_fd: int, listeners: dict[str, socket.socket]) -> int:
+def _main(
+    name: str,
+    slot: int,
+    notify_fd: int,
+    listeners: dict[str, socket.socket],
+    wake_fds: Sequence[int],
+) -> int:
     import warnings
 
     # A worker must not die of a warning filter inherited from its parent (pytest -W error).
@@ -65,18 +81,24 @@ def _main(name: str, slot: int, notify_fd: int, listeners: dict[str, socket.sock
     from gevent import monkey  # type: ignore[import-untyped,unused-ignore]
 
     monkey.patch_all(thread=False, subprocess=False, signal=False)
-    worker = Worker(name, slot, notify_fd, listeners)
+    worker = Worker(name, slot, notify_fd, listeners, wake_fds)
     return worker.main()
 
 
 class Worker:
     def __init__(
-        self, name: str, slot: int, notify_fd: int, listeners: dict[str, socket.socket]
+        self,
+        name: str,
+        slot: int,
+        notify_fd: int,
+        listeners: dict[str, socket.socket],
+        wake_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.slot = slot
         self.notify_fd = notify_fd
         self.listeners = listeners
+        self.wake_fds = wake_fds
         self.rejected = 0
         self.sub: Subscriber
         self.runtime: Runtime
@@ -88,6 +110,7 @@ class Worker:
 
         from pavis.errors import ArtifactError
         from shm import ShmError, Subscriber
+        from shm.control import conns_index
         from workers.accept import Load
         from workers.conn import Runtime, reseed_request_ids
         from workers.state import Registry
@@ -124,7 +147,11 @@ class Worker:
         # Reloads reach workers through shm, never through signals: a SIGHUP sent to the
         # whole process group must not kill them.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.runtime = Runtime(state, Load(*sub.connections()))
+        words, mine, others = sub.connections()
+        wake: dict[int, int] = {}  # a slot's count word -> its wake-up eventfd
+        if len(self.wake_fds) == sub.nslots:
+            wake = {conns_index(i): fd for i, fd in enumerate(self.wake_fds)}
+        self.runtime = Runtime(state, Load(words, mine, others, wake))
         self.registry.keep_only(state)
         self.servers = self._serve(state)
         sub.ack(gen, state.digest)

@@ -306,7 +306,13 @@ class Arbiter:
             if self.admin is not None:
                 drop_socks.append(self.admin.socket)
             slot.pid = wk.spawn(
-                self.opts.name, slot.index, notify_fd, self.listeners, drop_fds, drop_socks
+                self.opts.name,
+                slot.index,
+                notify_fd,
+                self.listeners,
+                drop_fds,
+                drop_socks,
+                self.publisher.wake_fds,
             )
             slot.started = time.monotonic()
             slot.started_wall = time.time()

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger("pavis.supervisor")
@@ -65,8 +65,10 @@ def spawn(
     listeners: dict[str, socket.socket],
     drop_fds: Iterable[int],
     drop_sockets: Iterable[socket.socket],
+    wake_fds: Sequence[int] = (),
 ) -> int:
-    """Fork a worker for ``slot``; returns its pid in the parent, never returns in the child."""
+    """Fork a worker for ``slot``; returns its pid in the parent, never returns in the child.
+    ``wake_fds``: every slot's wake-up eventfd (``shm.Publisher.wake_fds``), kept."""
     drop = list(drop_fds)
     socks = list(drop_sockets)
     sys.stdout.flush()
@@ -89,7 +91,7 @@ def spawn(
         # import graph of the supervisor free of it.
         run = importlib.import_module("workers.main").run
 
-        run(name, slot, notify_fd, listeners)
+        run(name, slot, notify_fd, listeners, wake_fds)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
