@@ -2,9 +2,8 @@
 
 Owns: the control block's header, slot lifecycle (open before fork, close after reaping),
 notify pipes, the slots' wake-up eventfds, retention and reclaiming a dead supervisor's
-leftovers. Must not: block on
-anything but short sleeps (the supervisor has no event loop of its own here), or interpret
-the published bytes.
+leftovers. Must not: block on anything but short sleeps (the supervisor has no event loop of
+its own here), or interpret the published bytes.
 """
 
 from __future__ import annotations
