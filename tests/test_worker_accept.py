@@ -255,8 +255,8 @@ WAKE_SCRIPT = textwrap.dedent(
     port = lst.getsockname()[1]
     words = memoryview(bytearray(8 * 4)).cast("Q")
     wake = {0: os.eventfd(0, os.EFD_NONBLOCK), 2: os.eventfd(0, os.EFD_NONBLOCK)}
-    first = accept.Load(words, 0, [2], wake)  # slot 0: counted by hand below
-    second = accept.Load(words, 2, [0], wake)  # slot 1: the acceptor under test
+    first = accept.Load(words, 0, [2], wake[0], [wake[2]])  # slot 0: counted by hand below
+    second = accept.Load(words, 2, [0], wake[2])  # slot 1: the acceptor under test
     assert first.after == [wake[2]] and second.after == []
 
     def handler(sock, addr):

@@ -78,26 +78,27 @@ class Load:
     Without them (a worker outside a supervisor, tests) no other worker is known.
     """
 
-    __slots__ = ("n", "accepted", "words", "mine", "others", "before", "wake", "after")
+    __slots__ = ("n", "accepted", "words", "mine", "others", "before", "wake_fd", "after")
 
     def __init__(
         self,
         words: memoryview | None = None,
         mine: int = 0,
         others: list[int] | None = None,
-        wake: dict[int, int] | None = None,
+        wake_fd: int = -1,
+        after: list[int] | None = None,
     ) -> None:
-        """``wake``: each slot's wake-up eventfd by its count's word index (from
-        ``shm.Publisher.wake_fds``); without it, standing-by workers only look on a timer."""
+        """``wake_fd``: this worker's wake-up eventfd, and ``after``: those of the workers in
+        higher slots, which may stand by for this one (``shm.Publisher.wake_fds``). Without
+        them, standing-by workers only look again on their timer."""
         self.n = 0
         self.accepted = 0
         self.words = words
         self.mine = mine
         self.others = others or []
         self.before = [i for i in self.others if i < mine]  # workers in lower slots
-        self.wake = wake or {}
-        # The eventfds of the workers that may stand by for this one.
-        self.after = [self.wake[i] for i in self.others if i > mine and i in self.wake]
+        self.wake_fd = wake_fd
+        self.after = after or []
 
     def opened(self) -> None:
         self.n += 1
@@ -192,8 +193,7 @@ class Acceptor:
         self.seen = 0  # Load.progress when this worker stood by
         self.rescue = 1  # connections to take if the workers before are still stalled
         # Woken through this slot's eventfd while standing by (``Load.wake_later``).
-        fd = load.wake.get(load.mine, -1)
-        self.poke: Any = loop.io(fd, 1) if fd >= 0 else None
+        self.poke: Any = loop.io(load.wake_fd, 1) if load.wake_fd >= 0 else None
         # Handler greenlets parked between connections. A new greenlet costs CPython a fresh
         # interpreter data stack (an mmap, and an munmap when it ends): measured at ≈ 9 % of
         # a worker's CPU with Connection: close traffic.

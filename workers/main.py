@@ -53,7 +53,7 @@ def run(
     again on its timer."""
     code = EXIT_BOOT_FAILED
     try:
-        code = _main(name, slot, notify_fd, listeners, wake_fds)
+        code = _main(Worker(name, slot, notify_fd, listeners, wake_fds))
     except BootFailed as exc:
         print(f"pavis worker {slot}: {exc}", file=sys.stderr)
         code = exc.code
@@ -67,13 +67,7 @@ def run(
             os._exit(code)
 
 
-def _main(
-    name: str,
-    slot: int,
-    notify_fd: int,
-    listeners: dict[str, socket.socket],
-    wake_fds: Sequence[int],
-) -> int:
+def _main(worker: Worker) -> int:
     import warnings
 
     # A worker must not die of a warning filter inherited from its parent (pytest -W error).
@@ -81,7 +75,6 @@ def _main(
     from gevent import monkey  # type: ignore[import-untyped,unused-ignore]
 
     monkey.patch_all(thread=False, subprocess=False, signal=False)
-    worker = Worker(name, slot, notify_fd, listeners, wake_fds)
     return worker.main()
 
 
@@ -110,7 +103,6 @@ class Worker:
 
         from pavis.errors import ArtifactError
         from shm import ShmError, Subscriber
-        from shm.control import conns_index
         from workers.accept import Load
         from workers.conn import Runtime, reseed_request_ids
         from workers.state import Registry
@@ -147,11 +139,11 @@ class Worker:
         # Reloads reach workers through shm, never through signals: a SIGHUP sent to the
         # whole process group must not kill them.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        words, mine, others = sub.connections()
-        wake: dict[int, int] = {}  # a slot's count word -> its wake-up eventfd
-        if len(self.wake_fds) == sub.nslots:
-            wake = {conns_index(i): fd for i, fd in enumerate(self.wake_fds)}
-        self.runtime = Runtime(state, Load(words, mine, others, wake))
+        load = Load(*sub.connections())
+        if len(self.wake_fds) == sub.nslots:  # one per slot, as the supervisor made them
+            load.wake_fd = self.wake_fds[self.slot]
+            load.after = list(self.wake_fds[self.slot + 1 :])
+        self.runtime = Runtime(state, load)
         self.registry.keep_only(state)
         self.servers = self._serve(state)
         sub.ack(gen, state.digest)
