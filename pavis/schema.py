@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-FORMAT_VERSION = 4  # 2: complete exact entries; 3: Rewrite.strip; 4: one complete key table
+FORMAT_VERSION = 5
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -65,6 +65,8 @@ class Limits(_S):
     header_timeout_ms: int  # whole request head must arrive within this; else 408
     keepalive_timeout_ms: int  # idle client keep-alive connection is closed after this
     drain_timeout_ms: int  # on graceful stop, in-flight requests get this long
+    max_response_header_bytes: int  # an upstream response head (with 1xx heads) beyond → 502
+    max_response_headers: int  # header count of one upstream response head; more → 502
 
 
 class AccessLogOff(msgspec.Struct, tag="off", **_OPTS):
@@ -187,6 +189,9 @@ class Retry(msgspec.Struct, tag="on", **_OPTS):
     per_try_timeout_ms: int
     backoff_base_ms: int
     backoff_max_ms: int
+    # Replay a request that may have reached the upstream (sent, then reset, timed out or
+    # answered with a retried status) even when its method is not idempotent.
+    non_idempotent: bool
 
 
 class Forward(msgspec.Struct, tag="forward", **_OPTS):
@@ -195,6 +200,7 @@ class Forward(msgspec.Struct, tag="forward", **_OPTS):
     rewrite: Rewrite
     timeout_ms: int  # whole-request budget including retries
     retry: RetryOff | Retry
+    upgrades: tuple[str, ...]  # lower-case protocols a client may Upgrade to; () = none
 
 
 class Redirect(msgspec.Struct, tag="redirect", **_OPTS):

@@ -166,12 +166,11 @@ class RawUpstream:
         with self._lock:
             return b"".join(bytes(c.received) for c in self.conns)
 
-    def reset(self, handler: Handler | None = None) -> None:
-        """Forget the record (and optionally swap the handler) between vectors."""
+    def reset(self, handler: Handler = echo_path) -> None:
+        """Forget the record and set the handler of later connections (between vectors)."""
         with self._lock:
             self.conns = []
-            if handler is not None:
-                self.handler = handler
+            self.handler = handler
 
     def close(self) -> None:
         self._stop = True

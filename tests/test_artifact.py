@@ -71,7 +71,8 @@ def hand_model() -> s.Model:
         cumulative_weights=(90, 100),
         rewrite=s.Rewrite(True, "/", 4, True, "api.internal"),
         timeout_ms=5000,
-        retry=s.Retry(3, True, True, False, (503,), 1000, 25, 250),
+        retry=s.Retry(3, True, True, False, (503,), 1000, 25, 250, False),
+        upgrades=("websocket",),
     )
     routes = (
         s.Route(
@@ -116,6 +117,7 @@ def hand_model() -> s.Model:
                 s.Rewrite(False, "", 0, False, ""),
                 1000,
                 s.RetryOff(),
+                (),
             ),
             no_ops,
             no_ops,
@@ -138,7 +140,7 @@ def hand_model() -> s.Model:
             s.Listener("secure", "127.0.0.1", 8443, s.ServerTls("CERT PEM", "KEY PEM")),
         ),
         admin=s.Admin("127.0.0.1", 9901),
-        limits=s.Limits(8192, 65536, 100, 1048576, 10000, 60000, 10000),
+        limits=s.Limits(8192, 65536, 100, 1048576, 10000, 60000, 10000, 65536, 100),
         access_log=s.AccessLog("-"),
         clusters=(api, canary),
         virtual_hosts=(

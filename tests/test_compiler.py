@@ -176,12 +176,14 @@ def test_every_default_is_materialised() -> None:
     c = m.clusters[0]
     assert c.lb == "round_robin" and c.connect_timeout_ms == 1000 and c.schedule == (0,)
     assert (c.pool.max_connections, c.pool.max_idle, c.pool.idle_timeout_ms) == (128, 32, 60_000)
-    assert c.pool.max_pending == 0
+    assert c.pool.max_pending == 1024  # requests queue for a busy pool, as nginx's do
+    assert (lim.max_response_header_bytes, lim.max_response_headers) == (65536, 100)
     assert (c.health_check, c.outlier, c.tls) == (HealthCheckOff(), OutlierOff(), TlsOff())
     fwd, red, direct = (r.action for r in m.routes)
     assert isinstance(fwd, Forward)
     assert [(w.cluster, w.name, w.weight) for w in fwd.clusters] == [(0, "app", 1)]
     assert fwd.cumulative_weights == (1,) and fwd.timeout_ms == 15_000 and fwd.retry == RetryOff()
+    assert fwd.upgrades == ()  # no Upgrade is honoured unless the route lists it
     assert not fwd.rewrite.replace_prefix and not fwd.rewrite.replace_host
     assert red == Redirect(status=302, location="/new")
     assert direct == Direct(status=200, body=b"", content_type="text/plain; charset=utf-8")
@@ -561,3 +563,23 @@ def test_rewrite_strip_is_materialised_by_the_compiler() -> None:
         (True, 4),
         (False, 0),
     ]
+
+
+def test_a_small_pool_keeps_as_many_idle_connections_as_it_has() -> None:
+    m = model_of(
+        HEAD
+        + """
+clusters:
+  - {name: app, endpoints: ["127.0.0.1:9000"], pool: {max_connections: 4}}
+virtual_hosts:
+  - name: main
+    domains: ["*"]
+    routes:
+      - match: {prefix: /}
+        forward: {cluster: app, upgrades: [WebSocket], retry: {attempts: 2}}
+"""
+    )
+    assert m.clusters[0].pool.max_idle == 4
+    fwd = m.routes[0].action
+    assert isinstance(fwd, Forward) and fwd.upgrades == ("websocket",)
+    assert isinstance(fwd.retry, Retry) and fwd.retry.non_idempotent is False

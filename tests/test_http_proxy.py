@@ -43,6 +43,9 @@ virtual_hosts:
         forward: {{cluster: c}}
         request_headers: {{set: {{x-env: prod}}, add: {{x-added: one}}, remove: [cookie]}}
         response_headers: {{set: {{x-resp: set}}, add: {{x-resp-add: a}}, remove: [x-upstream]}}
+      - name: ws
+        match: {{exact: /ws}}
+        forward: {{cluster: c, upgrades: [websocket]}}
       - name: all
         match: {{prefix: /}}
         forward: {{cluster: c, timeout: 5s}}

@@ -183,7 +183,9 @@ def test_counters_move_by_exactly_the_traffic_sent(tmp_path: Path, upstream: Ups
                       "bad_response": 1, "5xx": 4}  # fmt: skip
         assert val(m, "pavis_upstream_requests_total", cluster="dead", result="connect_error") == 6
         assert val(m, "pavis_retries_total", cluster="dead") == 4
-        assert val(m, "pavis_retries_total", cluster="up") == 0
+        # The first /up/reset went out on a pooled connection, so the proxy (a GET: harmless)
+        # sent it once more on a fresh one; the second found no idle connection.
+        assert val(m, "pavis_retries_total", cluster="up") == 1
         assert val(m, "pavis_upstream_overflow_total", cluster="narrow") == overflowed
         assert val(m, "pavis_upstream_overflow_total", cluster="up") == 0
         assert val(m, "pavis_upstream_requests_total", cluster="narrow", result="success") == ok

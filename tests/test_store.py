@@ -22,7 +22,7 @@ def _artifact(tag: int) -> bytes:
         format_version=schema.FORMAT_VERSION,
         listeners=(),
         admin=schema.AdminOff(),
-        limits=schema.Limits(8192, 65536, 100, tag, 10_000, 60_000, 5_000),
+        limits=schema.Limits(8192, 65536, 100, tag, 10_000, 60_000, 5_000, 65536, 100),
         access_log=schema.AccessLogOff(),
         clusters=(),
         virtual_hosts=(),

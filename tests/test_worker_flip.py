@@ -31,7 +31,7 @@ virtual_hosts:
     routes:
       - name: all
         match: {{prefix: /}}
-        forward: {{cluster: c, timeout: 10s}}
+        forward: {{cluster: c, timeout: 10s, upgrades: [websocket]}}
         request_headers: {{set: {{x-gen: "{gen}"}}}}
         response_headers: {{set: {{x-gen: "{gen}"}}}}
 """

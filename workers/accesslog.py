@@ -37,6 +37,7 @@ def line(ex: Exchange, req: Request, state: State, client: str) -> bytes:
         "cluster": ex.cluster,
         "endpoint": ex.endpoint,
         "upstream_ms": round(ex.upstream_ms, 3),
+        "attempts": ex.attempts,
         "total_ms": round((now - req.started) * 1000.0, 3),
         "bytes": ex.bytes,
         "request_id": _text(ex.request_id) or _text(req.request_id),

@@ -75,9 +75,13 @@ class Runtime:
 class Exchange:
     """What the access log reports about one request."""
 
-    __slots__ = ("status", "route", "cluster", "endpoint", "upstream_ms", "bytes", "request_id")
+    __slots__ = (
+        "status", "route", "cluster", "endpoint", "upstream_ms", "bytes", "request_id",
+        "attempts",
+    )  # fmt: skip
 
     def __init__(self) -> None:
+        self.attempts = 0  # requests sent upstream for this one: > 1 means it was replayed
         self.status = 0
         self.route = ""
         self.cluster = ""

@@ -98,6 +98,9 @@ class Request:
         self.content_length = -1  # -1 = no Content-Length
         self.chunked = False
         self.expect_continue = False
+        # The protocol of a correct upgrade request (RFC 9110 §7.8: ``Connection: upgrade``
+        # and one protocol in ``Upgrade``, HTTP/1.1, no body), lower-case; else None, and
+        # ``Upgrade`` is one more hop-by-hop header.
         self.upgrade: bytes | None = None
         self.xff: bytes | None = None
         self.via: bytes | None = None
@@ -146,6 +149,7 @@ class ClientReader:
         self.eof = False
         self.tail = b""  # bytes after an upgrade request's head: tunnel data
         self.head_fed = 0
+        self.priming = False  # ``_resume_body`` feeds a head whose callbacks are ignored
         self.set_limits(limits)
 
     def set_limits(self, limits: Limits) -> None:
@@ -169,12 +173,16 @@ class ClientReader:
     # ------------------------------------------------------------------ httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self.priming:
+            return
         req = Request()
         req.started = time.time()
         self.cur = req
         self.queue.append(req)
 
     def on_url(self, url: bytes) -> None:
+        if self.priming:
+            return
         req = self.cur
         assert req is not None
         req.target += url
@@ -184,6 +192,8 @@ class ClientReader:
             raise HttpError(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.priming:
+            return
         req = self.cur
         assert req is not None
         req.nheaders += 1
@@ -208,7 +218,12 @@ class ClientReader:
                     raise HttpError(417, "unsupported expectation")
                 req.expect_continue = True
             elif lname == _UPGRADE:
-                req.upgrade = value
+                if req.headers_done:
+                    pass  # a trailer: never an upgrade
+                elif req.upgrade is None:
+                    req.upgrade = value
+                else:
+                    req.upgrade = b""  # two Upgrade fields: not one protocol
             elif lname == _XFF:
                 req.xff = value if req.xff is None else req.xff + b", " + value
             elif lname == _VIA:
@@ -217,6 +232,8 @@ class ClientReader:
                 req.request_id = value
 
     def on_headers_complete(self) -> None:
+        if self.priming:
+            return
         req = self.cur
         assert req is not None
         p = self.parser
@@ -228,6 +245,18 @@ class ClientReader:
             raise HttpError(413, "request body too large")
         req.keep_alive = p.should_keep_alive()  # final value is set at message complete
         req.headers_done = True
+        if req.upgrade is not None:
+            proto = req.upgrade.strip().lower()
+            if (
+                p.should_upgrade()  # llhttp: Upgrade with a Connection "upgrade" token
+                and not req.http10
+                and not req.has_body
+                and proto
+                and b"," not in proto
+            ):
+                req.upgrade = proto
+            else:
+                req.upgrade = None
 
     def on_body(self, body: bytes) -> None:
         req = self.cur
@@ -241,8 +270,8 @@ class ClientReader:
         req = self.cur
         assert req is not None
         req.complete = True
-        # Only meaningful here (FIELD-NOTES).
-        req.keep_alive = self.parser.should_keep_alive()
+        # Only meaningful here (httptools computes it at message end).
+        req.keep_alive = req.keep_alive and self.parser.should_keep_alive()
 
     # ------------------------------------------------------------------ feeding
 
@@ -261,7 +290,12 @@ class ClientReader:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.tail = data[exc.args[0] :]
+            rest = data[exc.args[0] :]
+            req = self.cur
+            if req is not None and req.has_body and req.method != b"CONNECT":
+                self._resume_body(req, rest)  # not an upgrade: its body is the request's
+                return
+            self.tail = rest
             self.broken = True
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
@@ -275,6 +309,26 @@ class ClientReader:
         elif self.head_fed > self.max_head:
             cur = self.cur
             self._fail(414 if cur is None or cur.nheaders == 0 else 431)
+
+    def _resume_body(self, req: Request, rest: bytes) -> None:
+        """llhttp stops at the head of any request with ``Connection: upgrade`` and leaves
+        its body unparsed. Such a request is never upgraded (``Request.upgrade``): a new
+        parser, primed with a head of the same framing whose callbacks are ignored, reads
+        the body for ``req``. The connection closes after its answer (``keep_alive``)."""
+        req.complete = False
+        req.keep_alive = False
+        framing = (
+            b"Transfer-Encoding: chunked"
+            if req.chunked
+            else b"Content-Length: %d" % req.content_length
+        )
+        self.priming = True
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.feed_data(b"PUT / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
+        self.priming = False
+        self.cur = req
+        if rest:
+            self._feed(rest)
 
     def next_request(self) -> Request | None:
         """The next request whose head is complete; None when the connection should end

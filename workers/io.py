@@ -92,6 +92,7 @@ class Stream:
 
     __slots__ = (
         "sock", "raw", "rw", "wev", "fast", "waiter", "hub", "out", "pw", "error", "closing", "ct",
+        "idle",
     )  # fmt: skip
 
     def __init__(self, sock: Any) -> None:
@@ -109,6 +110,9 @@ class Stream:
         self.error: OSError | None = None  # a queued write failed: raised at the next call
         self.closing = False  # close() came while a write was queued: the flush closes
         self.ct: Any = None  # timer bounding such a close when the peer stops reading
+        # Called (once, from the hub) when the socket turns readable while nobody reads it:
+        # an idle pooled connection that the upstream closed or wrote to.
+        self.idle: Any = None
         if self.fast:
             # gevent's own timeout is never consulted on these paths: the fd stays
             # non-blocking and our deadlines apply.
@@ -123,6 +127,10 @@ class Stream:
         glet = self.waiter
         if glet is None:
             self.rw.stop()
+            idle = self.idle
+            if idle is not None:
+                self.idle = None
+                idle()
         else:
             self.waiter = None
             glet.switch()
@@ -177,7 +185,21 @@ class Stream:
             rw.stop()
             rw.close()
 
+    def watch_idle(self, callback: Any) -> bool:
+        """Call ``callback`` from the hub when the socket turns readable while idle; False
+        when this stream cannot watch (TLS: the caller checks when it takes it up again)."""
+        if not self.fast:
+            return False
+        rw = self.rw
+        if rw is None:
+            rw = self.rw = self.hub.loop.io(self.sock.fileno(), 1)
+        self.idle = callback
+        if not rw.active:
+            rw.start(self._ready)
+        return True
+
     def _close_now(self) -> None:
+        self.idle = None
         self.out = None
         self.closing = False
         self._stop_reading()

@@ -8,14 +8,42 @@ Must not: pick endpoints or speak HTTP; it hands out and takes back ``UpConn`` o
 
 from __future__ import annotations
 
+import select
+import socket
 import time
 from collections import deque
+from typing import Any
 
 from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
 
 from pavis.schema import Pool as PoolConfig
 from pavis.schema import TlsOff, UpstreamTls
 from workers.upstream import ConnectFailed, UpConn, connect, literal_family
+
+
+def _peek_stale(conn: UpConn) -> bool:
+    """A close or bytes that arrived in this loop iteration, before the idle watcher ran."""
+    try:
+        conn.stream.raw.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _tls_readable(conn: UpConn) -> bool:
+    """A TLS connection cannot be watched while idle (its stream is not ours to poll), so it
+    is checked when taken up: decrypted bytes pending, or the socket readable (a close, or
+    bytes), mean it is not reused."""
+    sock: Any = conn.sock
+    try:
+        if sock.pending():
+            return True
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class PoolOverflow(ConnectFailed):
@@ -74,7 +102,13 @@ class Pool:
                 idle = self.idle
                 while idle:
                     conn = idle.pop()
-                    if now - conn.idle_since < self.idle_timeout:
+                    conn.idle_pool = None
+                    conn.stream.idle = None
+                    if (
+                        now - conn.idle_since < self.idle_timeout
+                        and not conn.stray
+                        and not (_peek_stale(conn) if conn.stream.fast else _tls_readable(conn))
+                    ):
                         self.active += 1
                         conn.reused = True
                         return conn
@@ -111,12 +145,22 @@ class Pool:
             conn.idle_since = now
             idle = self.idle
             idle.append(conn)
+            conn.idle_pool = self
+            conn.stream.watch_idle(conn.idle_readable)
             # The oldest idle connection sits at the bottom: expire it lazily here.
             if now - idle[0].idle_since >= self.idle_timeout:
                 idle.pop(0).close()
         else:
             conn.close()
         self._wake()
+
+    def drop(self, conn: UpConn) -> None:
+        """An idle connection turned readable (``UpConn.idle_readable``): the upstream closed
+        it or sent bytes no request asked for. It leaves the pool now, not when the next
+        request would have found it (an upstream's FIN must not sit in CLOSE-WAIT)."""
+        if conn in self.idle:
+            self.idle.remove(conn)
+        conn.close()
 
     def detach(self, conn: UpConn) -> None:
         """``conn`` leaves the pool for good (an Upgrade tunnel); the caller closes it."""

@@ -27,15 +27,21 @@ import gevent  # type: ignore[import-untyped,unused-ignore]
 
 from workers.balance import ClusterRT, EndpointRT
 from workers.http import ClientGone, HttpError, Request, reason
-from workers.metrics import METRICS
+from workers.metrics import METRICS, ClusterCounters
 from workers.pool import PoolOverflow
 from workers.state import RouteRT
-from workers.upstream import UpConn, UpstreamError, UpstreamReset, UpstreamTimeout
+from workers.upstream import BadResponse, UpConn, UpstreamError, UpstreamReset, UpstreamTimeout
 
 if TYPE_CHECKING:
     from workers.conn import Connection, Exchange
 
 REPLAY_MAX = 65536  # request bodies up to this size are buffered so a retry can resend them
+# A relay that never has to wait (a fast upstream, a fast client) would keep its worker to
+# itself: after this many bytes without a wait it lets every other ready connection run.
+RELAY_TURN = 262144
+TURN_PAUSE_S = 0.0001  # > 0: gevent.sleep(0) may resume us before the loop polls for I/O
+# Methods a proxy may send twice (RFC 9110 §9.2.2): a replay changes nothing upstream.
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
 # Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones) and the framing the proxy redoes
 # itself: never copied in either direction.
@@ -168,7 +174,9 @@ def forward(
     # ---- the request body: buffered when small (replayable), else streamed once
     body = b""
     streaming = False
-    if req.upgrade is not None:
+    upgrade = req.upgrade is not None and req.upgrade in rt.upgrades
+    if upgrade:
+        assert req.upgrade is not None
         framing = b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
     elif not req.has_body:
         framing = b"Content-Length: 0\r\n" if req.content_length == 0 else b""
@@ -197,6 +205,9 @@ def forward(
     ex.request_id = request_id
     head = request_head(conn, req, rt, path, query, framing, request_id)
     head_only = req.method == b"HEAD"
+    # A request that may have reached the upstream is sent again only if that is harmless
+    # (an idempotent method) or the route's retry policy says so.
+    replayable = req.method in IDEMPOTENT or rt.replay_any
 
     cluster = pick_cluster(rt)
     ex.cluster = cluster.name
@@ -212,10 +223,14 @@ def forward(
         ex.endpoint = ep.label
         try_deadline = min(deadline, time.monotonic() + rt.per_try) if rt.retry else deadline
         ep.inflight += 1
+        ex.attempts += 1
         up: UpConn | None = None
         err: UpstreamError | None = None
         try:
-            up = _attempt(conn, req, ep, head, body, streaming, head_only, try_deadline, rt)
+            up = _attempt(
+                conn, req, ep, head, body, streaming, head_only, try_deadline, rt, upgrade, ex,
+                counters,
+            )  # fmt: skip
         except UpstreamError as exc:
             ep.inflight -= 1
             if not isinstance(exc, PoolOverflow):
@@ -229,11 +244,12 @@ def forward(
                 status in rt.retry_statuses
                 and attempt + 1 < rt.attempts
                 and not streaming
-                and req.upgrade is None
+                and not upgrade
+                and replayable
             ):
                 ep.inflight -= 1
                 ep.health.record(status < 500)
-                ep.pool.release(up, up.complete and up.keep_alive)
+                ep.pool.release(up, up.reusable)
                 conn.runtime.retries += 1
                 counters.retries += 1
                 err_status = status
@@ -251,10 +267,12 @@ def forward(
             if isinstance(err, PoolOverflow):
                 conn.runtime.overflows += 1
                 raise HttpError(503, str(err))
-            retryable = (
-                (err.kind == "connect_error" and rt.retry_connect)
-                or (err.kind in ("reset", "bad_response") and rt.retry_reset)
-                or (err.kind == "timeout" and rt.retry_timeout)
+            retryable = (err.kind == "connect_error" and rt.retry_connect) or (
+                replayable
+                and (
+                    (err.kind in ("reset", "bad_response") and rt.retry_reset)
+                    or (err.kind == "timeout" and rt.retry_timeout)
+                )
             )
             if streaming or not retryable or attempt + 1 >= rt.attempts:
                 if not streaming and time.monotonic() >= deadline:
@@ -282,19 +300,18 @@ def _attempt(
     head_only: bool,
     deadline: float,
     rt: RouteRT,
+    upgrade: bool,
+    ex: Exchange,
+    counters: ClusterCounters,
 ) -> UpConn:
     """Send the request and read the response head on one endpoint."""
     pool = ep.pool
     fresh = False
     while True:
         up = pool.acquire(deadline, fresh)
-        up.begin(head_only)
+        up.begin(head_only, rt.resp_head_max, rt.resp_headers_max)
         try:
             if streaming:
-                if up.reused and _stale(up):
-                    pool.release(up, False)
-                    fresh = True
-                    continue
                 _stream_body(conn, req, up, head + _frame(req, body), rt)
                 deadline = time.monotonic() + rt.timeout
             else:
@@ -303,18 +320,24 @@ def _attempt(
                     raise UpstreamTimeout("route timeout")
                 _send(up, head + body if body else head, remaining, soon=True)
             up.read_head(deadline)
+            if up.status == 101 and not _switched(up, req, upgrade):
+                raise BadResponse("upstream switched protocols unasked")
             return up
         except UpstreamError as exc:
             pool.release(up, False)
-            # FIELD-NOTES: a pooled connection may have been closed by the upstream while
-            # idle. Retry once on a fresh connection, never on another pooled one.
+            # The upstream may have closed an idle pooled connection just as it was taken:
+            # a request that got no answer there is sent once more on a fresh connection
+            # (never another pooled one) if sending it twice is harmless.
             if (
                 up.reused
                 and not up.got_bytes
                 and not fresh
                 and not streaming
-                and (exc.kind == "reset")
+                and exc.kind == "reset"
+                and (req.method in IDEMPOTENT or rt.replay_any)
             ):
+                ex.attempts += 1
+                counters.retries += 1
                 fresh = True
                 continue
             raise
@@ -323,19 +346,14 @@ def _attempt(
             raise
 
 
-def _stale(up: UpConn) -> bool:
-    """An idle pooled connection that already has EOF or stray bytes pending is unusable."""
-    if not up.stream.fast:
-        return False  # TLS: MSG_PEEK is not allowed; the request finds out on its own
-    sock = up.sock
-    sock.settimeout(0.0)
-    try:
-        sock.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
+def _switched(up: UpConn, req: Request, upgrade: bool) -> bool:
+    """A 101 is an answer only to the upgrade this request asked for, to that protocol."""
+    if not upgrade or not up.upgraded:
         return False
-    except OSError:
-        return True
-    return True
+    for name, value in up.headers:
+        if name.lower() == b"upgrade":
+            return value.strip().lower() == req.upgrade
+    return False
 
 
 def _frame(req: Request, data: bytes) -> bytes:
@@ -351,11 +369,16 @@ def _stream_body(conn: Connection, req: Request, up: UpConn, first: bytes, rt: R
     _send(up, first, timeout)
     reader = conn.reader
     chunked = req.chunked
+    turn = 0
     while True:
         data = reader.read_body(req, timeout)
         if not data:
             break
         _send(up, b"%x\r\n%s\r\n" % (len(data), data) if chunked else data, timeout)
+        turn += len(data)
+        if turn >= RELAY_TURN:
+            turn = 0
+            gevent.sleep(TURN_PAUSE_S)
     if chunked:
         _send(up, b"0\r\n\r\n", timeout)
 
@@ -390,7 +413,7 @@ def relay(
             continue
         ext((name, b": ", value, b"\r\n"))
     parts.append(rt.resp_extra)
-    tunnel = status == 101 and req.upgrade is not None
+    tunnel = status == 101  # ``_attempt`` let a 101 through only for the upgrade asked for
     mode = 0  # 0 none, 1 length, 2 chunked, 3 until close
     if tunnel:
         parts.append(
@@ -408,8 +431,8 @@ def relay(
     else:
         mode = 3
         keep = False
-    if req.upgrade is not None and not tunnel:
-        keep = False  # the client's parser is in upgrade state: nothing more can be read
+    if conn.reader.broken and not tunnel:
+        keep = False  # the client's parser stopped (an upgrade not honoured): close after
     if not tunnel:
         if not keep:
             parts.append(b"Connection: close\r\n")
@@ -451,6 +474,7 @@ def relay(
             return keep
         stream.send(b"".join(parts), mono() + timeout)
         sent += len(data)
+        turn = 0
         while True:
             try:
                 data = up.read_body(timeout)
@@ -459,6 +483,10 @@ def relay(
             if not data:
                 break
             sent += len(data)
+            turn += len(data)
+            if turn >= RELAY_TURN:
+                turn = 0
+                gevent.sleep(TURN_PAUSE_S)
             if mode == 2:
                 stream.send(b"%x\r\n%s\r\n" % (len(data), data), mono() + timeout)
             else:
@@ -481,7 +509,7 @@ def relay(
 
 def _done(ep: EndpointRT, up: UpConn, ex: Exchange, sent: int) -> None:
     ex.bytes = sent
-    ep.pool.release(up, up.complete and up.keep_alive and not up.upgraded)
+    ep.pool.release(up, up.reusable)
 
 
 def _tunnel(conn: Connection, up: UpConn) -> None:
@@ -496,12 +524,17 @@ def _tunnel(conn: Connection, up: UpConn) -> None:
         client.sendall(up.tail)
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
+        turn = 0
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
                 dst.sendall(data)
+                turn += len(data)
+                if turn >= RELAY_TURN:
+                    turn = 0
+                    gevent.sleep(TURN_PAUSE_S)
         except OSError:
             pass
         finally:

@@ -26,6 +26,7 @@ from pavis.schema import (
     Endpoint,
     Forward,
     HeaderOps,
+    Limits,
     Redirect,
     Retry,
     Route,
@@ -90,9 +91,13 @@ class RouteRT:
         "retry_reset",
         "retry_timeout",
         "proxy_skip",
+        "upgrades",
+        "replay_any",
+        "resp_head_max",
+        "resp_headers_max",
     )
 
-    def __init__(self, index: int, route: Route, clusters: list[ClusterRT]) -> None:
+    def __init__(self, index: int, route: Route, clusters: list[ClusterRT], limits: Limits) -> None:
         self.index = index
         self.name = route.name
         self.req_drop = _drop_set(route.request_headers)
@@ -101,6 +106,10 @@ class RouteRT:
         self.resp_extra = _lines(route.response_headers.set) + _lines(route.response_headers.add)
         action = route.action
         self.clusters: list[ClusterRT] = []
+        self.upgrades: frozenset[bytes] = frozenset()
+        self.replay_any = False
+        self.resp_head_max = limits.max_response_header_bytes
+        self.resp_headers_max = limits.max_response_headers
         if isinstance(action, Direct):
             self.kind = DIRECT
             self._prebuild(action.status, action.body, action.content_type.encode("latin-1"), b"")
@@ -137,6 +146,7 @@ class RouteRT:
         self.replace_host = rw.replace_host
         self.host = rw.host.encode("latin-1")
         self.timeout = fwd.timeout_ms / 1000.0
+        self.upgrades = frozenset(u.encode("latin-1") for u in fwd.upgrades)
         retry = fwd.retry
         if isinstance(retry, Retry):
             self.retry = True
@@ -148,6 +158,7 @@ class RouteRT:
             self.retry_connect = retry.on_connect_error
             self.retry_reset = retry.on_reset
             self.retry_timeout = retry.on_timeout
+            self.replay_any = retry.non_idempotent
         else:
             self.retry = False
             self.attempts = 1
@@ -297,5 +308,5 @@ class State:
     def route(self, i: int) -> RouteRT:
         rt = self.route_rts[i]
         if rt is None:
-            rt = self.route_rts[i] = RouteRT(i, self.routes[i], self.clusters)
+            rt = self.route_rts[i] = RouteRT(i, self.routes[i], self.clusters, self.limits)
         return rt

@@ -12,7 +12,7 @@ import contextlib
 import socket
 import ssl as _stdlib_ssl
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httptools
 from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
@@ -115,6 +115,10 @@ def connect(
     return sock
 
 
+class _Beyond(Exception):
+    """Raised inside a parser callback to stop parsing (httptools wraps it)."""
+
+
 class UpConn:
     """A connection to one endpoint; also the httptools protocol object of its parser."""
 
@@ -141,6 +145,13 @@ class UpConn:
         "got_bytes",
         "stale_parser",
         "connection",
+        "stray",
+        "head_fed",
+        "max_head",
+        "max_headers",
+        "nheaders",
+        "bad",
+        "idle_pool",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -157,10 +168,15 @@ class UpConn:
         self.content_length = -1
         self.chunked = False
         self.connection: bytes | None = None
-        self.begin(False)
+        self.stray = False
+        self.bad = ""
+        self.nheaders = 0
+        self.idle_pool: Any = None  # the pool holding this connection while it is idle
+        self.begin(False, 65536, 100)
 
-    def begin(self, head_only: bool) -> None:
-        """Reset per-exchange state before a request is written."""
+    def begin(self, head_only: bool, max_head: int, max_headers: int) -> None:
+        """Reset per-exchange state before a request is written; ``max_head`` bytes and
+        ``max_headers`` fields bound the response head (the artifact's limits)."""
         if self.stale_parser:
             self.parser = httptools.HttpResponseParser(self)
             self.stale_parser = False
@@ -173,10 +189,19 @@ class UpConn:
         self.interim = False
         self.head_only = head_only
         self.got_bytes = False
+        self.head_fed = 0
+        self.max_head = max_head
+        self.max_headers = max_headers
         if self.chunks:  # a body left unread (a retried status) must not leak into this one
             self.chunks = []
 
+    @property
+    def reusable(self) -> bool:
+        """The exchange ended exactly where its framing says, and both sides keep it open."""
+        return self.complete and self.keep_alive and not self.upgraded and not self.stray
+
     def close(self) -> None:
+        self.idle_pool = None
         with contextlib.suppress(OSError):
             self.stream.close()
         # The parser holds bound methods of this object: a reference cycle that only the
@@ -184,26 +209,49 @@ class UpConn:
         with contextlib.suppress(AttributeError):  # closed twice
             del self.parser
 
+    def idle_readable(self) -> None:  # runs in the hub (``Stream.watch_idle``)
+        self.stray = True
+        pool = self.idle_pool
+        if pool is not None:
+            self.stream.hub.loop.run_callback(pool.drop, self)
+
     # ------------------------------------------------------------------ httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self.complete:
+            # A second message where one response was asked for: never parsed, never
+            # relayed, and the connection is not reused.
+            raise _Beyond()
         self.headers = []
+        self.nheaders = 0
         self.content_length = -1
         self.chunked = False
         self.connection = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.nheaders += 1
+        if self.nheaders > self.max_headers:
+            self.bad = "upstream response has too many header fields"
+            raise _Beyond()
         self.headers.append((name, value))
         n = len(name)
         if n == 14 and name.lower() == b"content-length":
             self.content_length = int(value)
         elif n == 17 and name.lower() == b"transfer-encoding":
+            if self.chunked or value.strip().lower() != b"chunked":
+                # Any coding but one "chunked" would reach the client undeclared (the proxy
+                # redoes the framing): refuse it, as nginx does.
+                self.bad = "upstream response has an unsupported Transfer-Encoding"
+                raise _Beyond()
             self.chunked = True
         elif n == 10 and name.lower() == b"connection":
             self.connection = value if self.connection is None else self.connection + b"," + value
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if not 100 <= status <= 599 or self.parser.get_http_version()[:2] != "1.":
+            self.bad = "upstream response has an invalid status line"
+            raise _Beyond()
         if 100 <= status < 200 and status != 101:
             self.interim = True  # 100 Continue, 103 Early Hints: swallowed
             return
@@ -217,6 +265,8 @@ class UpConn:
             self.stale_parser = True
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:  # a body after a HEAD answer's head: not this request's bytes
+            raise _Beyond()
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -230,15 +280,22 @@ class UpConn:
     # ------------------------------------------------------------------ reading
 
     def _feed(self, data: bytes) -> None:
+        if not self.headers_done:
+            self.head_fed += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.tail = data[exc.args[0] :]
             self.upgraded = True
         except httptools.HttpParserError as exc:
-            if self.head_only and self.headers_done:
-                return  # bytes after a HEAD response's head: the connection is not reused
+            if self.bad:
+                raise BadResponse(self.bad) from None
+            if self.complete:
+                self.stray = True  # bytes beyond the response's framing
+                return
             raise BadResponse(f"invalid response from upstream: {exc}") from None
+        if not self.headers_done and self.head_fed > self.max_head:
+            raise BadResponse("upstream response head too large")
 
     def _recv(self, deadline: float, wait_first: bool = False) -> bytes:
         try:

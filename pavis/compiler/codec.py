@@ -71,6 +71,10 @@ SUPPORTED_VERSION = 1
 RETRY_CONDITIONS = ("connect_error", "reset", "timeout")
 _GATEWAY_ERRORS = (502, 503, 504)
 _STATUS_CLASS = re.compile(r"[1-5]xx")
+_MAX_IDLE = 32  # idle connections kept per endpoint unless the pool is smaller
+# An Upgrade protocol: a token, optionally "/version" (RFC 9110 §7.8).
+_PROTOCOL = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+(/[!#$%&'*+.^_`|~0-9a-z-]+)?")
+_NEVER_UPGRADE = frozenset(("h2c", "h2"))
 
 
 class _Codec:
@@ -159,6 +163,10 @@ class _Codec:
             drain_timeout_ms=self.duration(
                 lim.drain_timeout, "$.limits.drain_timeout", allow_zero=True
             ),
+            max_response_header_bytes=self.size(
+                lim.max_response_header_bytes, "$.limits.max_response_header_bytes"
+            ),
+            max_response_headers=lim.max_response_headers,
         )
         access_log: AccessLog | AccessLogOff = AccessLogOff()
         if cfg.access_log is not None:
@@ -276,7 +284,9 @@ class _Codec:
             connect_timeout_ms=self.duration(spec.connect_timeout, f"{path}.connect_timeout"),
             pool=Pool(
                 max_connections=pool.max_connections,
-                max_idle=pool.max_idle,
+                max_idle=(
+                    min(_MAX_IDLE, pool.max_connections) if pool.max_idle is None else pool.max_idle
+                ),
                 idle_timeout_ms=self.duration(pool.idle_timeout, f"{path}.pool.idle_timeout"),
                 max_pending=pool.max_pending,
             ),
@@ -422,7 +432,26 @@ class _Codec:
             rewrite=rewrite,
             timeout_ms=timeout,
             retry=retry,
+            upgrades=self.upgrades(spec.upgrades, f"{path}.upgrades"),
         )
+
+    def upgrades(self, names: list[str], path: str) -> tuple[str, ...]:
+        """The protocols a route lets a client switch to (RFC 9110 §7.8), lower-case."""
+        out: set[str] = set()
+        for k, name in enumerate(names):
+            low = name.lower()
+            if not _PROTOCOL.fullmatch(low):
+                self.add(f"{path}[{k}]", "invalid_upgrade", f"{name!r} is not a protocol token")
+            elif low.split("/", 1)[0] in _NEVER_UPGRADE:
+                self.add(
+                    f"{path}[{k}]",
+                    "unsafe_upgrade",
+                    f"{name!r}: cleartext HTTP/2 upgrades are never proxied (a proxy that "
+                    "tunnels them lets clients bypass its routing)",
+                )
+            else:
+                out.add(low)
+        return tuple(sorted(out))
 
     def retry(self, path: str, spec: RetrySpec, timeout_ms: int) -> Retry:
         flags = dict.fromkeys(RETRY_CONDITIONS, False)
@@ -458,6 +487,7 @@ class _Codec:
             per_try_timeout_ms=per_try,
             backoff_base_ms=base,
             backoff_max_ms=cap,
+            non_idempotent=spec.non_idempotent,
         )
 
     def direct(self, spec: DirectSpec) -> Direct:

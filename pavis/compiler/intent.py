@@ -46,6 +46,8 @@ class LimitsSpec(_I):
     header_timeout: str = "10s"
     keepalive_timeout: str = "60s"
     drain_timeout: str = "30s"
+    max_response_header_bytes: Size = "64KiB"
+    max_response_headers: int = 100
 
 
 class AccessLogSpec(_I):
@@ -59,9 +61,9 @@ class EndpointSpec(_I):
 
 class PoolSpec(_I):
     max_connections: int = 128
-    max_idle: int = 32
+    max_idle: int | None = None  # default: 32, or max_connections when that is smaller
     idle_timeout: str = "60s"
-    max_pending: int = 0
+    max_pending: int = 1024
 
 
 class HealthCheckSpec(_I):
@@ -133,6 +135,7 @@ class RetrySpec(_I):
     on: list[str | int] = msgspec.field(default_factory=lambda: ["connect_error", "reset"])
     per_try_timeout: str | None = None  # default: what is left of the route timeout / attempts
     backoff: BackoffSpec = msgspec.field(default_factory=BackoffSpec)
+    non_idempotent: bool = False
 
 
 class ForwardSpec(_I):
@@ -141,6 +144,7 @@ class ForwardSpec(_I):
     rewrite: RewriteSpec | None = None
     timeout: str = "15s"
     retry: RetrySpec | None = None
+    upgrades: list[str] = msgspec.field(default_factory=list)
 
 
 class RedirectSpec(_I):

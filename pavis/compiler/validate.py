@@ -134,6 +134,14 @@ def _limits(model: Model, out: list[Problem]) -> None:
     _range("$.limits.max_request_line", lim.max_request_line, 64, 1024 * 1024, out)
     _range("$.limits.max_header_bytes", lim.max_header_bytes, 256, 16 * 1024 * 1024, out)
     _range("$.limits.max_headers", lim.max_headers, 1, 10_000, out)
+    _range(
+        "$.limits.max_response_header_bytes",
+        lim.max_response_header_bytes,
+        256,
+        16 * 1024 * 1024,
+        out,
+    )
+    _range("$.limits.max_response_headers", lim.max_response_headers, 1, 10_000, out)
 
 
 # ---------------------------------------------------------------------- clusters
