@@ -16,11 +16,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pavis import artifact
 from pavis.compiler import compile_text
 from shm import Publisher
+from tests.conftest import unique_instance
+from tests.rawupstream import Handler, RawUpstream
 
 
 def seal_yaml(text: str) -> bytes:
@@ -37,8 +40,14 @@ def config(port: int, body: str, limits: str = "", extra: str = "") -> str:
     )
 
 
-def one_cluster(port: int, up_address: str, route_extra: str = "", cluster_extra: str = "",
-                limits: str = "", extra: str = "") -> str:
+def one_cluster(
+    port: int,
+    up_address: str,
+    route_extra: str = "",
+    cluster_extra: str = "",
+    limits: str = "",
+    extra: str = "",
+) -> str:
     """Everything on ``/`` forwards to one upstream."""
     body = f"""clusters:
   - name: c
@@ -52,6 +61,26 @@ def one_cluster(port: int, up_address: str, route_extra: str = "", cluster_extra
         forward: {{cluster: c, timeout: 5s}}
 {route_extra}"""
     return config(port, body, limits, extra)
+
+
+RAW_ROUTES = """
+      - name: all
+        match: {prefix: /}
+        forward: {cluster: c, timeout: 5s}
+"""
+
+
+@contextlib.contextmanager
+def behind_raw(handler: Handler, routes: str = RAW_ROUTES) -> Iterator[tuple[Workers, RawUpstream]]:
+    """One worker in front of a ``RawUpstream(handler)`` as cluster ``c``; ``routes`` is the
+    YAML of virtual host ``main``'s route list (domains ``*``)."""
+    with RawUpstream(handler) as up, Workers(unique_instance(), 1) as w:
+        body = (
+            f'clusters:\n  - name: c\n    endpoints: ["{up.address}"]\n'
+            f'virtual_hosts:\n  - name: main\n    domains: ["*"]\n    routes:{routes}'
+        )
+        w.start(seal_yaml(config(w.port, body)))
+        yield w, up
 
 
 class Workers:
@@ -146,9 +175,14 @@ class Workers:
 # ----------------------------------------------------------------------------- clients
 
 
-def request(port: int, method: str = "GET", path: str = "/", body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 10.0
-            ) -> tuple[int, http.client.HTTPMessage, bytes]:
+def request(
+    port: int,
+    method: str = "GET",
+    path: str = "/",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})

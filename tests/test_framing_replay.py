@@ -12,26 +12,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, config, raw, seal_yaml
+from tests.helpers_worker import Workers, behind_raw, raw
 from tests.rawupstream import RawConn, RawUpstream, ok, path_of
 
-ROUTES = """clusters:
-  - name: c
-    endpoints: ["{up}"]
-virtual_hosts:
-  - name: main
-    domains: ["*"]
-    routes:
+ROUTES = """
       - name: retry_any
-        match: {{prefix: /any/}}
-        forward: {{cluster: c, retry: {{attempts: 2, on: [reset], non_idempotent: true}}}}
+        match: {prefix: /any/}
+        forward: {cluster: c, retry: {attempts: 2, on: [reset], non_idempotent: true}}
       - name: retry
-        match: {{prefix: /retry/}}
-        forward: {{cluster: c, retry: {{attempts: 2, on: [reset, "503"]}}}}
+        match: {prefix: /retry/}
+        forward: {cluster: c, retry: {attempts: 2, on: [reset, "503"]}}
       - name: once
-        match: {{prefix: /}}
-        forward: {{cluster: c}}
+        match: {prefix: /}
+        forward: {cluster: c}
 """
 
 
@@ -52,14 +45,8 @@ def answer_then_reset(conn: RawConn) -> None:
 
 @pytest.fixture()
 def env() -> Iterator[tuple[Workers, RawUpstream]]:
-    up = RawUpstream(answer_then_reset)
-    w = Workers(unique_instance(), n=1)
-    try:
-        w.start(seal_yaml(config(w.port, ROUTES.format(up=up.address))))
-        yield w, up
-    finally:
-        w.close()
-        up.close()
+    with behind_raw(answer_then_reset, ROUTES) as pair:
+        yield pair
 
 
 def send(port: int, method: str, path: str) -> bytes:

@@ -11,26 +11,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, config, raw, seal_yaml
+from tests.helpers_worker import Workers, behind_raw, raw
 from tests.rawupstream import RawConn, RawUpstream, ok, path_of
 
-ROUTES = """clusters:
-  - name: c
-    endpoints: ["{up}"]
-virtual_hosts:
-  - name: main
-    domains: ["*"]
-    routes:
+ROUTES = """
       - name: private
-        match: {{prefix: /private}}
-        direct: {{status: 403, body: "no\\n"}}
+        match: {prefix: /private}
+        direct: {status: 403, body: "no\\n"}
       - name: ws
-        match: {{prefix: /ws}}
-        forward: {{cluster: c, upgrades: [websocket]}}
+        match: {prefix: /ws}
+        forward: {cluster: c, upgrades: [websocket]}
       - name: all
-        match: {{prefix: /}}
-        forward: {{cluster: c}}
+        match: {prefix: /}
+        forward: {cluster: c}
 """
 
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
@@ -54,14 +47,8 @@ def switch_then_echo_raw(conn: RawConn) -> None:
 
 @pytest.fixture()
 def env() -> Iterator[tuple[Workers, RawUpstream]]:
-    up = RawUpstream(switch_then_echo_raw)
-    w = Workers(unique_instance(), n=1)
-    try:
-        w.start(seal_yaml(config(w.port, ROUTES.format(up=up.address))))
-        yield w, up
-    finally:
-        w.close()
-        up.close()
+    with behind_raw(switch_then_echo_raw, ROUTES) as pair:
+        yield pair
 
 
 def test_a_correct_websocket_upgrade_on_an_allowing_route_tunnels(
@@ -112,33 +99,23 @@ def test_an_upgrade_not_allowed_is_a_plain_request_and_nothing_follows_it_unrout
     assert b"upgrade" not in sent.lower() and b"http2-settings" not in sent.lower(), sent
 
 
-def test_a_body_with_an_upgrade_header_is_forwarded_with_the_request(
-    env: tuple[Workers, RawUpstream],
-) -> None:
-    w, up = env
-    resp = raw(
-        w.port,
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
         b"POST /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
         b"Content-Length: 5\r\n\r\nhelloGET /private HTTP/1.1\r\nHost: x\r\n\r\n",
-        timeout=2.0,
-    )
+        b"POST /plain HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+    ],
+    ids=["content_length", "chunked"],
+)
+def test_a_body_with_an_upgrade_header_is_forwarded_with_the_request(
+    env: tuple[Workers, RawUpstream], request_bytes: bytes
+) -> None:
+    w, up = env
+    resp = raw(w.port, request_bytes, timeout=2.0)
     assert resp.startswith(b"HTTP/1.1 200 "), resp
     sent = up.received()
     assert sent.endswith(b"\r\n\r\nhello"), sent
     assert b"Content-Length: 5\r\n" in sent and b"upgrade" not in sent.lower()
     assert b"/private" not in sent
-
-
-def test_a_chunked_body_with_an_upgrade_header_is_forwarded(
-    env: tuple[Workers, RawUpstream],
-) -> None:
-    w, up = env
-    resp = raw(
-        w.port,
-        b"POST /plain HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        timeout=2.0,
-    )
-    assert resp.startswith(b"HTTP/1.1 200 "), resp
-    sent = up.received()
-    assert sent.endswith(b"\r\n\r\nabcde"), sent

@@ -14,21 +14,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, one_cluster, raw, seal_yaml
-from tests.rawupstream import RawConn, RawUpstream, ok, path_of
+from tests.helpers_worker import Workers, behind_raw, raw
+from tests.rawupstream import RawConn, RawUpstream, echo_path, ok, path_of
 
 
 @pytest.fixture()
 def env() -> Iterator[tuple[Workers, RawUpstream]]:
-    up = RawUpstream()
-    w = Workers(unique_instance(), n=1)
-    try:
-        w.start(seal_yaml(one_cluster(w.port, up.address)))
-        yield w, up
-    finally:
-        w.close()
-        up.close()
+    with behind_raw(echo_path) as pair:
+        yield pair
 
 
 def get(port: int, path: str, timeout: float = 5.0) -> bytes:

@@ -20,8 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, one_cluster, seal_yaml
+from tests.helpers_worker import Workers, behind_raw
 from tests.rawupstream import RawConn, RawUpstream, ok, path_of
 
 BASE = (
@@ -71,15 +70,13 @@ def handler(conn: RawConn) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[Workers, RawUpstream]]:
-    up = RawUpstream(handler)
-    w = Workers(unique_instance(), n=1)
-    try:
-        cfg = one_cluster(w.port, up.address).replace("timeout: 5s", "timeout: 400ms")
-        w.start(seal_yaml(cfg))
-        yield w, up
-    finally:
-        w.close()
-        up.close()
+    routes = """
+      - name: all
+        match: {prefix: /}
+        forward: {cluster: c, timeout: 400ms}
+"""
+    with behind_raw(handler, routes) as pair:
+        yield pair
 
 
 def exchange(port: int, path: bytes) -> bytes:
