@@ -61,7 +61,9 @@ class Publisher:
         except (OSError, posix_ipc.Error) as exc:
             # E.g. leftovers owned by another user in the sticky /dev/shm: say which.
             lock.release(self._lock_fd, name, unlink=False)
-            raise ShmError("unavailable", f"cannot set up instance {name!r}: {exc}") from None
+            full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+            reason = "no_space" if full else "unavailable"
+            raise ShmError(reason, f"cannot set up instance {name!r}: {exc}") from None
         except BaseException:
             lock.release(self._lock_fd, name, unlink=False)
             raise
@@ -93,7 +95,9 @@ class Publisher:
             if self.gid is not None:
                 os.fchown(mem.fd, -1, self.gid)
             os.fchmod(mem.fd, self.mode)
-            os.ftruncate(mem.fd, size)
+            # Every page backed before it is mapped: a sparse page touched later, when
+            # /dev/shm is full, is SIGBUS in whichever worker touches it. Full now is ENOSPC.
+            os.posix_fallocate(mem.fd, 0, size)
             m = mmap.mmap(mem.fd, size)
         except BaseException:
             mem.close_fd()

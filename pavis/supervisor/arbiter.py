@@ -544,7 +544,10 @@ class Arbiter:
         # A generation still in shm with the same bytes is flipped to, not republished.
         target = next((g for g in self.generations.values() if g.checksum == checksum), None)
         if target is None or target.number not in self.publisher.retained():
-            number = self.publisher.publish(data)
+            try:
+                number = self.publisher.publish(data)
+            except ShmError as exc:  # no_space, write_failed: nothing was made current
+                raise self._reject(op, source, str(exc), checksum) from None
             target = Generation(number, checksum, source, model)
             self.generations[number] = target
         self.publisher.activate(target.number)
