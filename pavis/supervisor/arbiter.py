@@ -28,7 +28,7 @@ from pavis.artifact import read
 from pavis.errors import ControlError, PavisError, WaitTimeout
 from pavis.schema import Admin, Model
 from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
-from pavis.supervisor import orphans
+from pavis.supervisor import events, orphans
 from pavis.supervisor import workers as wk
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
@@ -88,6 +88,7 @@ class Arbiter:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.admin: AdminServer | None = None
+        self.reload_source = opts.source or ""  # what a reload without a path reads
 
     # ================================================================== boot
 
@@ -179,7 +180,28 @@ class Arbiter:
             raise PavisError(
                 f"no config given and no last-known-good artifact in {self.opts.state_dir}"
             )
-        return self.store.get(lkg), f"last-known-good {lkg}"
+        try:
+            data, checksum, source = self.store.get(lkg), lkg, f"last-known-good {lkg}"
+        except PavisError as exc:
+            found = self.store.newest_intact(skip=lkg)
+            if found is None:
+                raise PavisError(
+                    f"last-known-good {lkg} is unusable ({exc}) and no other stored artifact "
+                    f"in {self.opts.state_dir} verifies"
+                ) from None
+            checksum, data = found
+            source = f"newest intact artifact {checksum}"
+            log.error(
+                "last-known-good %s is unusable (%s); booting from %s, the newest intact "
+                "artifact in the store", lkg, exc, checksum,
+            )  # fmt: skip
+        # Reloads without a path (SIGHUP, `pavctl reload`) read the config this came from.
+        self.reload_source = self.store.source_of(checksum)
+        if self.reload_source:
+            log.info(
+                "reloads without a path read %s (where %s came from)", self.reload_source, checksum
+            )
+        return data, source
 
     # ================================================================== loop
 
@@ -201,6 +223,7 @@ class Arbiter:
             if self.stopping:
                 break
             self.handle_chld()
+            self._check_control()
             self._maintain()
             self._check_heartbeats()
             self._check_ready()
@@ -219,7 +242,7 @@ class Arbiter:
             return []
 
     def handle_hup(self) -> None:
-        log.info("SIGHUP: reloading from %s", self.opts.source or "(no config path)")
+        log.info("SIGHUP: reloading from %s", self.reload_source or "(no config path)")
         threading.Thread(target=self._reload_quietly, name="sighup-reload", daemon=True).start()
 
     def _reload_quietly(self) -> None:
@@ -301,9 +324,10 @@ class Arbiter:
             drop_fds = [self._wake_r, self._wake_w]
             drop_socks = []
             if self.control is not None:
-                drop_fds += self.control.child_fds()[1:]
+                drop_fds += self.control.child_fds()
                 drop_socks.append(self.control.sock)
             if self.admin is not None:
+                drop_fds += self.admin.child_fds()
                 drop_socks.append(self.admin.socket)
             slot.pid = wk.spawn(
                 self.opts.name,
@@ -443,16 +467,20 @@ class Arbiter:
         self, path: str | None, wait: bool, timeout: float, respond: Respond | None = None
     ) -> dict[str, Any]:
         """Load, check, store and flip to a config or artifact; all-or-nothing."""
-        source = path or self.opts.source
+        source = path or self.reload_source
         self._check_running()
         with self._ops:
             self._check_running()
+            self._check_client("reload", respond)
             t0 = time.monotonic()
             notify("RELOADING=1", monotonic_usec())
             try:
                 if not source:
                     raise self._reject(
-                        "reload", "", "no config path: this supervisor booted from last-known-good"
+                        "reload",
+                        "",
+                        "no config path: this supervisor booted from a stored "
+                        "artifact whose config file is unknown or gone; give a path",
                     )
                 try:
                     data = load(source)
@@ -474,6 +502,7 @@ class Arbiter:
         self._check_running()
         with self._ops:
             self._check_running()
+            self._check_client("rollback", respond)
             assert self.current is not None
             t0 = time.monotonic()
             checksum = self._rollback_target(to)
@@ -646,6 +675,26 @@ class Arbiter:
             self.reloads[outcome] = self.reloads.get(outcome, 0) + 1
         entry = Entry(time.time(), op, source, outcome, number, checksum, reason, self.boot_id)
         self.store.record(entry, flush)
+
+    def _check_client(self, op: str, respond: Respond | None) -> None:
+        # A request that waited for its turn behind a slow one is dropped if its client gave
+        # up: executing it later would surprise whoever retried, or moved on.
+        if respond is not None and respond.gone():
+            log.warning("%s dropped: its client hung up while it waited for its turn", op)
+            raise ControlError(f"{op} dropped: the client hung up before its turn")
+
+    def _check_control(self) -> None:
+        """Listen again if the control socket file was deleted (or replaced)."""
+        if self.control is None or not self.control.missing():
+            return
+        try:
+            self.control.rebind()
+        except PavisError as exc:
+            events.note(log, logging.ERROR, "control_rebind_failed",
+                        "the control socket %s is gone and cannot be recreated: %s",
+                        self.opts.control, exc)  # fmt: skip
+            return
+        log.warning("the control socket %s was deleted; listening on a new one", self.opts.control)
 
     def _check_running(self) -> None:
         if self.stopping:

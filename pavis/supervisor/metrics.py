@@ -171,11 +171,20 @@ class _Out:
             self.lines.append(f"{name} {value}")
 
 
-def render(status: dict[str, Any], view: View | None) -> str:
+def render(status: dict[str, Any], view: View | None, events: dict[str, int] | None = None) -> str:
     """The whole page: supervisor facts from ``status`` (``status.snapshot``), request
-    metrics from ``view`` (None: no worker snapshot could be read)."""
+    metrics from ``view`` (None: no worker snapshot could be read), and the conditions the
+    supervisor's listeners met (``pavis.supervisor.events``)."""
     out = _Out()
     _supervisor(out, status)
+    out.family(
+        "pavis_control_events_total",
+        "counter",
+        "Conditions met by the control socket and the admin listener (hang-ups, timeouts, "
+        "descriptor exhaustion, shedding); each is logged at most once per 10 s.",
+    )
+    for event, n in sorted((events or {}).items()):
+        out.sample("pavis_control_events_total", n, event=event)
     if view is not None:
         _requests(out, view.totals)
         _upstreams(out, view.totals)
