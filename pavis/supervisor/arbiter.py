@@ -129,7 +129,12 @@ class Arbiter:
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
         # One slot per worker: workers compare their connection counts with every other
         # slot's on each accepting wake-up, and the acknowledgement polling reads them all.
-        self.publisher = Publisher(self.opts.name, slots=len(self.slots))
+        # The lock in the state directory (private to the service user), not in /dev/shm.
+        self.publisher = Publisher(
+            self.opts.name, slots=len(self.slots), lock_dir=self.opts.state_dir
+        )
+        for entry, uid in self.publisher.hostile:
+            log.warning("/dev/shm/%s belongs to uid %d: left alone, never opened", entry, uid)
         self.listeners = self._bind_taking_over(model)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
