@@ -17,7 +17,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -28,12 +27,12 @@ from pavis.artifact import read
 from pavis.errors import ControlError, PavisError, WaitTimeout
 from pavis.schema import Admin, Model
 from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
-from pavis.supervisor import events, orphans
+from pavis.supervisor import boot, events
 from pavis.supervisor import workers as wk
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
 from pavis.supervisor.notify import monotonic_usec, notify, watchdog_interval
-from pavis.supervisor.sockets import BindError, bind, bind_listeners, listeners_changed
+from pavis.supervisor.sockets import bind, listeners_changed
 from pavis.supervisor.source import load
 from pavis.supervisor.status import snapshot
 from shm import AckTimeout, Publisher, ShmError, WorkerRejected
@@ -123,7 +122,7 @@ class Arbiter:
             signal.signal(sig, lambda s, f: None)
 
     def _boot(self) -> None:
-        data, source = self._initial_artifact()
+        data, source, self.reload_source = boot.initial_artifact(self.opts.source, self.store)
         header, model = read(data)
         checksum = self.store.put(data)
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
@@ -135,7 +134,7 @@ class Arbiter:
         )
         for entry, uid in self.publisher.hostile:
             log.warning("/dev/shm/%s belongs to uid %d: left alone, never opened", entry, uid)
-        self.listeners = self._bind_taking_over(model)
+        self.listeners = boot.bind_taking_over(self.opts.name, model)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
         gen = Generation(number, checksum, source, model)
@@ -153,60 +152,6 @@ class Arbiter:
             "serving generation %d (%s) from %s with %d workers; control %s",
             number, checksum, source, len(self.slots), self.opts.control,
         )  # fmt: skip
-
-    def _bind_taking_over(self, model: Model) -> dict[str, socket.socket]:
-        """Bind the listeners; first tell workers orphaned by a dead supervisor of this name
-        to drain, since they still hold the ports (see ``orphans``)."""
-        left = orphans.find(self.opts.name)
-        if not left:
-            return bind_listeners(model.listeners)
-        log.warning(
-            "taking over from %d worker(s) of a dead supervisor (pids %s): they drain and exit",
-            len(left), " ".join(map(str, left)),
-        )  # fmt: skip
-        orphans.terminate(left)
-        deadline = time.monotonic() + model.limits.drain_timeout_ms / 1000.0 + 5.0
-        while True:
-            try:
-                return bind_listeners(model.listeners)
-            except BindError:
-                still = orphans.alive(left)
-                if not still:
-                    raise
-                if time.monotonic() >= deadline:
-                    orphans.terminate(still, signal.SIGKILL)
-                time.sleep(0.05)
-
-    def _initial_artifact(self) -> tuple[bytes, str]:
-        if self.opts.source:
-            return load(self.opts.source), self.opts.source
-        lkg = self.store.last_known_good()
-        if not lkg:
-            raise PavisError(
-                f"no config given and no last-known-good artifact in {self.opts.state_dir}"
-            )
-        try:
-            data, checksum, source = self.store.get(lkg), lkg, f"last-known-good {lkg}"
-        except PavisError as exc:
-            found = self.store.newest_intact(skip=lkg)
-            if found is None:
-                raise PavisError(
-                    f"last-known-good {lkg} is unusable ({exc}) and no other stored artifact "
-                    f"in {self.opts.state_dir} verifies"
-                ) from None
-            checksum, data = found
-            source = f"newest intact artifact {checksum}"
-            log.error(
-                "last-known-good %s is unusable (%s); booting from %s, the newest intact "
-                "artifact in the store", lkg, exc, checksum,
-            )  # fmt: skip
-        # Reloads without a path (SIGHUP, `pavctl reload`) read the config this came from.
-        self.reload_source = self.store.source_of(checksum)
-        if self.reload_source:
-            log.info(
-                "reloads without a path read %s (where %s came from)", self.reload_source, checksum
-            )
-        return data, source
 
     # ================================================================== loop
 
