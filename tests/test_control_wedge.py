@@ -173,3 +173,16 @@ def test_a_request_whose_client_gave_up_is_dropped_not_executed(sv: Serve) -> No
     assert str(c) not in sources, sv.history()
     assert get(sv.port)[1] == b"B"
     assert "dropped" in sv.logs()
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_it_done(sv: Serve) -> None:
+    sv.start(sv.config("A"))
+    b = sv.config("B")
+    with socket.socket(socket.AF_UNIX) as client:  # like `nc -N -U`: send, shut down, read
+        client.settimeout(30)
+        client.connect(sv.control)
+        client.sendall(json.dumps({"op": "reload", "path": str(b)}).encode() + b"\n")
+        client.shutdown(socket.SHUT_WR)
+        answer = json.loads(client.makefile("rb").readline())
+    assert answer["ok"] and answer["outcome"] == "accepted", answer
+    assert get(sv.port)[1] == b"B"

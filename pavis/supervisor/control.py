@@ -31,7 +31,9 @@ SEND_TIMEOUT = 5.0  # seconds for a client to take its answer
 MAX_REQUEST = 1024 * 1024  # a request line is a small JSON object
 MAX_PENDING = 64  # clients still sending their line (the oldest is dropped past it)
 MAX_RUNNING = 64  # requests being handled; past it the answer is "busy"
-_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL | select.POLLRDHUP
+# Closed, not merely half-closed: a client that shuts down its sending side after the
+# request (``nc -N``) still waits for the answer (POLLRDHUP alone).
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 def refusal(error: str, reason: str, exit_code: int = 1) -> dict[str, Any]:
@@ -40,7 +42,7 @@ def refusal(error: str, reason: str, exit_code: int = 1) -> dict[str, Any]:
 
 class Reply:
     """The answer channel of one request: call it once with the answer (later calls are
-    ignored); ``gone()`` is True once the client has hung up."""
+    ignored); ``gone()`` is True once the client has closed its connection."""
 
     def __init__(self, conn: socket.socket) -> None:
         self._conn = conn
@@ -60,7 +62,7 @@ class Reply:
 
     def gone(self) -> bool:
         poller = select.poll()
-        poller.register(self._conn.fileno(), select.POLLIN | select.POLLRDHUP)
+        poller.register(self._conn.fileno(), select.POLLIN)
         return any(ev & _GONE for _, ev in poller.poll(0))
 
 
