@@ -43,6 +43,8 @@ def test_a_deleted_control_socket_is_recreated(sv: Serve) -> None:
 def test_sighup_after_a_boot_from_last_known_good_reloads_its_config(sv: Serve) -> None:
     cfg = sv.config("A", filename="pavis.yaml")
     sv.start(cfg)
+    # "ready" answers before the loop's next turn marks the generation last-known-good.
+    wait_for(lambda: (sv.state_dir / "last-known-good").exists(), 10, "last-known-good")
     assert sv.stop() == 0
     sv.start(None)  # no config: last-known-good
     assert get(sv.port)[1] == b"A"
