@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import socket
+import time
 from typing import Any
 
 from pavis.errors import (
@@ -27,6 +28,7 @@ from pavis.errors import (
 )
 
 MAX_LINE = 64 * 1024 * 1024
+CONNECT_PATIENCE = 5.0  # seconds to retry a connect refused for a full backlog
 
 # Connection failures that mean "no supervisor is there".
 _UNREACHABLE = {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES, errno.ECONNRESET}
@@ -54,12 +56,7 @@ def exchange(path: str, payload: dict[str, Any], timeout: float | None) -> dict[
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            if exc.errno in _UNREACHABLE:
-                raise UnreachableError(f"no supervisor on {path}: {exc.strerror}") from None
-            raise
+        _connect(sock, path, timeout)
         try:
             sock.sendall(json.dumps(payload).encode() + b"\n")
             line = _read_line(sock)
@@ -78,6 +75,26 @@ def exchange(path: str, payload: dict[str, Any], timeout: float | None) -> dict[
     if not isinstance(answer, dict):
         raise ControlError(f"unreadable answer from {path}: {line[:200]!r}")
     return answer
+
+
+def _connect(sock: socket.socket, path: str, timeout: float | None) -> None:
+    # EAGAIN: the listen backlog is full for now (a flood of clients); the supervisor sheds
+    # them, so trying again shortly succeeds.
+    deadline = time.monotonic() + min(timeout or CONNECT_PATIENCE, CONNECT_PATIENCE)
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise UnreachableError(
+                    f"the supervisor on {path} accepts no connection (its backlog stays full)"
+                ) from None
+            time.sleep(0.05)
+        except OSError as exc:
+            if exc.errno in _UNREACHABLE:
+                raise UnreachableError(f"no supervisor on {path}: {exc.strerror}") from None
+            raise
 
 
 def refusal(answer: dict[str, Any]) -> PavisError:

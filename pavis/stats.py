@@ -55,6 +55,7 @@ class WorkerStats(msgspec.Struct, **_OPTS):
     clusters: list[ClusterStats]
     endpoints: list[EndpointStats]
     endpoints_dropped: int  # endpoints left out to fit the shm stats area
+    accept_errors: int = 0  # accepts that failed for want of descriptors or memory
 
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -37,6 +37,7 @@ log = logging.getLogger("pavis.store")
 HISTORY_LIMIT = 1000
 ARTIFACT_LIMIT = 64  # artifacts kept on disk; last-known-good and recent ones never pruned
 _CHECKSUM = re.compile(r"^[0-9a-f]{32}$")
+MIN_PREFIX = 10  # hex digits of a checksum prefix: shorter ones collide too easily
 
 # Outcomes recorded in history (documented in docs/OPERATIONS.md).
 ACCEPTED = "accepted"
@@ -136,7 +137,7 @@ class Store:
         return checksum
 
     def get(self, checksum: str) -> bytes:
-        """The stored artifact, verified. ``checksum`` may be a unique prefix (≥ 6 chars)."""
+        """The stored artifact, verified. ``checksum`` may be a unique prefix (≥ MIN_PREFIX)."""
         full = self.resolve(checksum)
         try:
             data = self.path_of(full).read_bytes()
@@ -154,13 +155,53 @@ class Store:
         checksum = checksum.lower()
         if _CHECKSUM.match(checksum):
             return checksum
-        if len(checksum) < 6 or not re.fullmatch(r"[0-9a-f]+", checksum):
-            raise StoreError(f"{checksum!r} is not a checksum (32 hex digits, or a prefix of 6+)")
+        if len(checksum) < MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", checksum):
+            raise StoreError(
+                f"{checksum!r} is not a checksum: give its 32 hex digits, or a unique prefix "
+                f"of at least {MIN_PREFIX}"
+            )
         found = sorted(p.stem for p in self.artifacts.glob(f"{checksum}*.pvs"))
         if len(found) != 1:
             what = "no" if not found else "more than one"
             raise StoreError(f"{what} stored artifact matches {checksum!r}")
         return found[0]
+
+    def newest_intact(self, skip: str = "") -> tuple[str, bytes] | None:
+        """The most recently accepted stored artifact that verifies (other than ``skip``),
+        else the newest-written one that does; None if none does. For a boot whose
+        last-known-good is unusable."""
+        with self._lock:
+            order = [e.checksum for e in reversed(self._entries) if e.outcome == ACCEPTED]
+        by_age = sorted(self.checksums(), key=lambda c: self._mtime(self.path_of(c)), reverse=True)
+        seen: set[str] = {skip}
+        for checksum in [*order, *by_age]:
+            if not checksum or checksum in seen:
+                continue
+            seen.add(checksum)
+            try:
+                return checksum, self.get(checksum)
+            except PavisError as exc:
+                log.warning("stored artifact %s is unusable too: %s", checksum, exc)
+        return None
+
+    def source_of(self, checksum: str) -> str:
+        """The config or artifact path ``checksum`` was last booted or reloaded from, if it
+        is still a file ("" otherwise): what a reload without a path reads after a boot
+        from last-known-good."""
+        with self._lock:
+            entries = list(reversed(self._entries))
+        for e in entries:
+            mine = e.checksum == checksum and e.op in ("boot", "reload") and e.outcome == ACCEPTED
+            if mine and os.path.isabs(e.source) and os.path.isfile(e.source):
+                return e.source
+        return ""
+
+    @staticmethod
+    def _mtime(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
 
     def checksums(self) -> list[str]:
         return sorted(p.stem for p in self.artifacts.glob("*.pvs"))

@@ -1,8 +1,12 @@
-"""The supervisor liveness lock: an exclusive flock on ``/dev/shm/pavis.<name>.lock``.
+"""The supervisor liveness lock: an exclusive flock on ``<lock_dir>/pavis.<name>.lock``.
 
-Owns: taking and releasing the lock, and closing inherited lock descriptors in forked children
-(an flock belongs to the open file description, which fork shares: a worker keeping it would
-make its dead supervisor look alive). Must not: touch any other object of the instance.
+The directory must be private to this user (owned by it, no group or other write): a lock
+anyone can create — as in world-writable /dev/shm — lets anyone stop the instance.
+
+Owns: taking and releasing the lock, checking its directory, and closing inherited lock
+descriptors in forked children (an flock belongs to the open file description, which fork
+shares: a worker keeping it would make its dead supervisor look alive). Must not: touch any
+other object of the instance.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 
 from shm import names
-from shm.errors import InstanceBusy
+from shm.errors import InstanceBusy, ShmError
 
 _HELD: set[int] = set()
 
@@ -27,9 +32,26 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
-def acquire(name: str, mode: int, gid: int | None) -> int:
+def private_dir(path: str) -> str:
+    """Create ``path`` (0700) if missing; ShmError("unsafe_lock_dir") unless it is a real
+    directory owned by this user that nobody else can write to."""
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(path, mode=0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ShmError("unsafe_lock_dir", f"{path} is not a directory (a symlink?)")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise ShmError(
+            "unsafe_lock_dir",
+            f"{path} (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) must belong to uid "
+            f"{os.geteuid()} and be writable by it alone: others could hold the instance lock",
+        )
+    return path
+
+
+def acquire(name: str, mode: int, gid: int | None, lock_dir: str) -> int:
     """Take the lock of ``name``; return its descriptor. InstanceBusy if a live holder has it."""
-    path = names.lock_path(name)
+    path = names.lock_path(name, private_dir(lock_dir))
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
@@ -59,11 +81,11 @@ def acquire(name: str, mode: int, gid: int | None) -> int:
     return fd
 
 
-def release(fd: int, name: str, unlink: bool) -> None:
-    """Drop the lock; with ``unlink`` remove the file first (while still holding the lock)."""
+def release(fd: int, path: str, unlink: bool) -> None:
+    """Drop the lock at ``path``; with ``unlink`` remove the file first (still holding it)."""
     if unlink:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(names.lock_path(name))
+            os.unlink(path)
     _HELD.discard(fd)
     os.close(fd)
 

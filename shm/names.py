@@ -1,14 +1,16 @@
 """Names of an instance's POSIX objects and the /dev/shm directory that holds them on Linux.
 
 Owns: the naming scheme ``/pavis.<name>.<generation>``, ``/pavis.<name>.ctl`` and the lock file
-``pavis.<name>.lock``, and finding/unlinking every object of one instance by exact prefix.
-Must not: open or map anything.
+``pavis.<name>.lock`` (in a private directory), finding/unlinking every object of one
+instance by exact prefix, and telling this user's entries from another user's (hostile:
+SHM_DIR is world-writable). Must not: open or map anything.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 from shm.errors import ShmError
 
@@ -38,18 +40,48 @@ def control(name: str) -> str:
     return f"/pavis.{name}.ctl"
 
 
-def lock_path(name: str) -> str:
-    return f"{SHM_DIR}/pavis.{name}.lock"
+def lock_path(name: str, lock_dir: str) -> str:
+    """The liveness lock of ``name``: in a private directory, never in SHM_DIR (anyone can
+    create files there, and a file another user holds locked would stop the instance)."""
+    return f"{lock_dir}/pavis.{name}.lock"
 
 
-def leftovers(name: str) -> list[str]:
-    """File names in SHM_DIR that belong to ``name`` (exact prefix match), sorted."""
+def default_lock_dir() -> str:
+    """Where a Publisher not given a lock directory keeps its lock: the systemd runtime
+    directory, else a per-user directory under the temporary directory."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return runtime or os.path.join(tempfile.gettempdir(), f"pavis-{os.geteuid()}")
+
+
+def owner(entry: str) -> int:
+    """The uid owning SHM_DIR/``entry`` (-1 if it is gone). Read with lstat: never opened."""
+    try:
+        return os.lstat(f"{SHM_DIR}/{entry}").st_uid
+    except FileNotFoundError:
+        return -1
+
+
+def foreign(entries: list[str]) -> list[tuple[str, int]]:
+    """(entry, uid) of those of ``entries`` another user owns: hostile, never to be opened,
+    used or removed."""
+    me = os.geteuid()
+    found = ((e, owner(e)) for e in entries)
+    return [(e, uid) for e, uid in found if uid not in (me, -1)]
+
+
+def leftovers(name: str, mine: bool = False) -> list[str]:
+    """File names in SHM_DIR that belong to ``name`` (exact prefix match), sorted; with
+    ``mine`` only those this user owns."""
     head = prefix(name)
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return []
-    return sorted(e for e in entries if e.startswith(head))
+    found = sorted(e for e in entries if e.startswith(head))
+    if mine:
+        hostile = {e for e, _ in foreign(found)}
+        found = [e for e in found if e not in hostile]
+    return found
 
 
 def generation_of(name: str, entry: str) -> int:
@@ -59,8 +91,8 @@ def generation_of(name: str, entry: str) -> int:
 
 
 def generations(name: str) -> list[int]:
-    """Generations of ``name`` still present in SHM_DIR, ascending."""
-    return sorted(g for g in (generation_of(name, e) for e in leftovers(name)) if g)
+    """Generations of ``name`` this user owns still present in SHM_DIR, ascending."""
+    return sorted(g for g in (generation_of(name, e) for e in leftovers(name, mine=True)) if g)
 
 
 def unlink_entry(entry: str) -> bool:

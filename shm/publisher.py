@@ -19,7 +19,7 @@ import posix_ipc  # type: ignore[import-not-found]  # no stubs published
 
 from shm import control, lock, names, segment
 from shm.control import SlotInfo
-from shm.errors import AckTimeout, ShmError, WorkerRejected
+from shm.errors import AckTimeout, InstanceBusy, ShmError, WorkerRejected
 
 # wait_acked polls the slots, first every 50 µs (an ack usually lands within a millisecond),
 # backing off to every 1 ms: flips are latency-critical, long waits need not burn a core.
@@ -31,11 +31,19 @@ class Publisher:
     """One per instance name and host. See docs/INTERFACES.md "Shared memory".
 
     Every object is created with ``mode`` set explicitly (the umask does not matter); with
-    ``gid`` the objects belong to that group and are group-readable (0640).
+    ``gid`` the objects belong to that group and are group-readable (0640). The liveness
+    lock lives in ``lock_dir`` (private to this user; ``names.default_lock_dir()`` if None).
+    Entries of this name in /dev/shm that another user owns are hostile: never opened,
+    used or removed (``hostile`` lists them); such a control block refuses the start.
     """
 
     def __init__(
-        self, name: str, slots: int = 64, mode: int = 0o600, gid: int | None = None
+        self,
+        name: str,
+        slots: int = 64,
+        mode: int = 0o600,
+        gid: int | None = None,
+        lock_dir: str | None = None,
     ) -> None:
         self.name = names.check_name(name)
         if not 1 <= slots <= 4096:
@@ -51,19 +59,23 @@ class Publisher:
         self._retained: set[int] = set()
         self._current = 0
         self._previous = 0
+        self.hostile: list[tuple[str, int]] = []
+        lock_dir = lock_dir or names.default_lock_dir()
+        self.lock_path = names.lock_path(name, lock_dir)
         try:
-            self._lock_fd = lock.acquire(name, mode, gid)
+            self._lock_fd = lock.acquire(name, mode, gid, lock_dir)
         except OSError as exc:
             raise ShmError("unavailable", f"cannot take the lock of {name!r}: {exc}") from None
         try:
             high_water = self._reclaim()
             self._ctl = self._create_control(high_water)
         except (OSError, posix_ipc.Error) as exc:
-            # E.g. leftovers owned by another user in the sticky /dev/shm: say which.
-            lock.release(self._lock_fd, name, unlink=False)
-            raise ShmError("unavailable", f"cannot set up instance {name!r}: {exc}") from None
+            lock.release(self._lock_fd, self.lock_path, unlink=False)
+            full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+            reason = "no_space" if full else "unavailable"
+            raise ShmError(reason, f"cannot set up instance {name!r}: {exc}") from None
         except BaseException:
-            lock.release(self._lock_fd, name, unlink=False)
+            lock.release(self._lock_fd, self.lock_path, unlink=False)
             raise
         self._high_water = high_water
         self._pid = os.getpid()
@@ -75,13 +87,31 @@ class Publisher:
     # ------------------------------------------------------------------ start-up
 
     def _reclaim(self) -> int:
-        """Unlink every leftover object of this name; return the highest generation seen."""
+        """Unlink every leftover object of this name this user owns; return the highest
+        generation seen. Another user's entries are left alone, unopened."""
         high = 0
-        for entry in names.leftovers(self.name):
-            if entry == os.path.basename(names.lock_path(self.name)):
+        entries = names.leftovers(self.name)
+        ctl = names.control(self.name)[1:]
+        self.hostile = names.foreign(entries)
+        for entry, uid in self.hostile:
+            high = max(high, names.generation_of(self.name, entry))  # never reused
+            if entry == ctl:
+                raise ShmError(
+                    "hostile",
+                    f"{names.SHM_DIR}/{entry} belongs to uid {uid}, not to this user (uid "
+                    f"{os.geteuid()}): refusing to open or remove it. Remove it as root, or "
+                    "give this instance another --name or a private /dev/shm",
+                )
+        hostile = {e for e, _ in self.hostile}
+        for entry in entries:
+            if entry in hostile:
                 continue
-            if entry == names.control(self.name)[1:]:
-                high = max(high, _leftover_high_water(self.name))
+            if entry == ctl:
+                mark, pid = _leftover_header(self.name)
+                if _maps(pid, entry):
+                    # Its lock is elsewhere (another lock directory): still a live owner.
+                    raise InstanceBusy(self.name, pid)
+                high = max(high, mark)
             high = max(high, names.generation_of(self.name, entry))
             names.unlink_entry(entry)
         return high
@@ -93,7 +123,9 @@ class Publisher:
             if self.gid is not None:
                 os.fchown(mem.fd, -1, self.gid)
             os.fchmod(mem.fd, self.mode)
-            os.ftruncate(mem.fd, size)
+            # Every page backed before it is mapped: a sparse page touched later, when
+            # /dev/shm is full, is SIGBUS in whichever worker touches it. Full now is ENOSPC.
+            os.posix_fallocate(mem.fd, 0, size)
             m = mmap.mmap(mem.fd, size)
         except BaseException:
             mem.close_fd()
@@ -269,10 +301,9 @@ class Publisher:
         with contextlib.suppress(BufferError):
             self._ctl.close()
         if unlink:
-            for entry in names.leftovers(self.name):
-                if entry != os.path.basename(names.lock_path(self.name)):
-                    names.unlink_entry(entry)
-        lock.release(self._lock_fd, self.name, unlink=unlink)
+            for entry in names.leftovers(self.name, mine=True):
+                names.unlink_entry(entry)
+        lock.release(self._lock_fd, self.lock_path, unlink=unlink)
         self._lock_fd = -1
 
     def __enter__(self) -> Publisher:
@@ -288,19 +319,34 @@ class Publisher:
             raise ShmError("not_owner", "this Publisher is closed or belongs to another process")
 
 
-def _leftover_high_water(name: str) -> int:
-    """The high-water mark recorded in a dead supervisor's control block, 0 if unreadable."""
+def _leftover_header(name: str) -> tuple[int, int]:
+    """(high-water mark, supervisor pid) recorded in a leftover control block of this user,
+    (0, 0) if unreadable."""
     try:
         mem = posix_ipc.SharedMemory(names.control(name), read_only=True)
     except posix_ipc.Error:
-        return 0
+        return 0, 0
     try:
         if mem.size < control.HEADER.size:
-            return 0
+            return 0, 0
         with mmap.mmap(mem.fd, mem.size, prot=mmap.PROT_READ) as m:
             control.check(m, versions=(2, control.VERSION))  # the header is the same in both
-            return control.read_header(m).high_water
+            header = control.read_header(m)
+            return header.high_water, header.supervisor_pid
     except ShmError:
-        return 0
+        return 0, 0
     finally:
         mem.close_fd()
+
+
+def _maps(pid: int, entry: str) -> bool:
+    """True if live process ``pid`` has SHM_DIR/``entry`` mapped (a pid number alone may
+    have been reused by an unrelated process)."""
+    if not control.alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            maps = f.read()
+    except OSError:
+        return False
+    return f"{names.SHM_DIR}/{entry}".encode() in maps

@@ -154,8 +154,10 @@ class Serve:
         return path
 
     def start(self, source: Path | None, *args: str, env: dict[str, str] | None = None,
-              ready: bool = True) -> subprocess.Popen[bytes]:  # fmt: skip
-        argv = [*CLI, "serve", *([str(source)] if source else []), "--workers", str(self.workers),
+              ready: bool = True, wrap: list[str] | None = None,
+              ) -> subprocess.Popen[bytes]:  # fmt: skip
+        """``wrap`` runs serve under a command (e.g. ``unshare`` for a private /dev/shm)."""
+        argv = [*(wrap or []), *CLI, "serve", *([str(source)] if source else []), "--workers", str(self.workers),
                 "--name", self.name, "--state-dir", str(self.state_dir),
                 "--control", self.control, *args]  # fmt: skip
         if self._log_file is not None:

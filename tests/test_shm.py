@@ -6,10 +6,13 @@ Real segments under /dev/shm with a unique instance name per test, all unlinked 
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import select
+import shutil
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,12 +61,12 @@ def pub(name: str) -> Iterator[Publisher]:
 
 
 def test_publish_activate_open_ack_round_trip(name: str, pub: Publisher):
-    assert pub.current == 0 and entries(name) == {"ctl", "lock"}
+    assert pub.current == 0 and entries(name) == {"ctl"}
     fd = pub.open_slot(0)
     sub = Subscriber(name, 0, fd)
     assert sub.current() == 0
     generation = pub.publish(b"artifact bytes")
-    assert generation == 1 and entries(name) == {"ctl", "lock", "1"}
+    assert generation == 1 and entries(name) == {"ctl", "1"}
     assert sub.current() == 0  # published is not current
     pub.activate(generation)
     assert pub.current == sub.current() == 1 and sub.generations() == (1, 0)
@@ -215,7 +218,6 @@ def test_modes_are_explicit_whatever_the_umask(name: str, umask: int):
             p.publish(b"x")
             assert {e: mode_of(name, e)[0] for e in entries(name)} == {
                 "ctl": 0o600,
-                "lock": 0o600,
                 "1": 0o600,
             }
         for mode in (0o600, 0o640):
@@ -269,7 +271,27 @@ def test_a_second_supervisor_is_refused_while_the_first_lives(name: str, pub: Pu
     with pytest.raises(InstanceBusy) as err:
         Publisher(name)
     assert err.value.pid == os.getpid()
-    assert entries(name) == {"ctl", "lock"}  # the refused one touched nothing
+    assert entries(name) == {"ctl"}  # the refused one touched nothing
+
+
+def test_a_second_supervisor_with_another_lock_dir_is_refused_too(
+    name: str, pub: Publisher, tmp_path
+):
+    # Its lock is free (another directory), but the live control block maps to a live owner.
+    with pytest.raises(InstanceBusy) as err:
+        Publisher(name, lock_dir=str(tmp_path / "elsewhere"))
+    assert err.value.pid == os.getpid()
+    assert entries(name) == {"ctl"}
+
+
+def test_a_lock_dir_others_can_write_is_refused(name: str, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with pytest.raises(ShmError) as err:
+        Publisher(name, lock_dir=str(shared))
+    assert err.value.reason == "unsafe_lock_dir" and "writable by it alone" in str(err.value)
+    assert entries(name) == set()
 
 
 def test_leftovers_are_reclaimed_and_numbering_continues(name: str):
@@ -277,12 +299,12 @@ def test_leftovers_are_reclaimed_and_numbering_continues(name: str):
     for _ in range(3):
         p.activate(p.publish(b"x"))
     p.close(unlink=False)
-    assert entries(name) == {"ctl", "lock", "1", "2", "3"}
+    assert entries(name) == {"ctl", "1", "2", "3"}
     # A stray segment from an even older run counts too.
     with open(f"{SHM}/pavis.{name}.17", "wb"):
         pass
     with Publisher(name) as q:
-        assert entries(name) == {"ctl", "lock"}
+        assert entries(name) == {"ctl"}
         assert q.current == 0
         assert q.publish(b"y") == 18
     assert entries(name) == set()
@@ -310,8 +332,8 @@ def test_reclaim_matches_the_instance_name_exactly(name: str):
         neighbour.publish(b"n")
         with Publisher(name) as p:
             p.publish(b"p")
-            assert entries(name + "b") == {"ctl", "lock", "1"}
-            assert entries(name) == {"ctl", "lock", "1"}
+            assert entries(name + "b") == {"ctl", "1"}
+            assert entries(name) == {"ctl", "1"}
 
 
 @pytest.mark.parametrize("bad", ["", "a.b", "a/b", "x" * 201, "ä"])
@@ -333,7 +355,7 @@ def test_a_forked_copy_of_the_publisher_is_inert(name: str, pub: Publisher, proc
     procs.append(pid)
     assert exit_code(pid) == 0
     procs.remove(pid)
-    assert entries(name) == {"ctl", "lock", "1"}
+    assert entries(name) == {"ctl", "1"}
 
 
 # ---------------------------------------------------------------------------- retention
@@ -559,24 +581,37 @@ def test_the_supervisor_never_sees_a_torn_slot(name: str, pub: Publisher, procs:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
-def test_another_users_instance_is_unavailable_not_a_crash(name: str, procs: list[int]):
+def test_another_users_leftovers_are_left_alone_unopened(name: str, procs: list[int]):
     with Publisher(name):
         pass
-    with open(f"{SHM}/pavis.{name}.lock", "wb"), open(f"{SHM}/pavis.{name}.7", "wb"):
-        pass  # root's leftovers: another user may neither lock nor reclaim them
+    with open(f"{SHM}/pavis.{name}.lock", "wb"), open(f"{SHM}/pavis.{name}.7", "wb") as f:
+        f.write(b"root's")  # root's leftovers: another user may neither use nor remove them
+    lock_dir = f"{tempfile.gettempdir()}/pavis-{NOBODY}"
+    made = not os.path.exists(lock_dir)
 
     def stranger() -> None:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-        with pytest.raises(ShmError) as err:
-            Publisher(name)
-        assert err.value.reason == "unavailable"
+        with Publisher(name) as p:
+            assert sorted(p.hostile) == [(f"pavis.{name}.7", 0), (f"pavis.{name}.lock", 0)]
+            assert p.publish(b"x") == 8  # 7 is taken, and never reused
+            assert p.retained() == [8]
 
-    pid = fork(stranger)
-    procs.append(pid)
-    assert exit_code(pid) == 0
-    procs.remove(pid)
+    try:
+        pid = fork(stranger)
+        procs.append(pid)
+        assert exit_code(pid) == 0
+        procs.remove(pid)
+        assert entries(name) == {"lock", "7"}  # the stranger removed its own objects only
+        with open(f"{SHM}/pavis.{name}.7", "rb") as f:
+            assert f.read() == b"root's"
+    finally:
+        for entry in ("lock", "7"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{SHM}/pavis.{name}.{entry}")
+        if made:
+            shutil.rmtree(lock_dir, ignore_errors=True)
 
 
 def test_wake_fds_close_with_the_publisher(name: str) -> None:

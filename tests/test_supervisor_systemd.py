@@ -5,6 +5,7 @@ file checked by `systemd-analyze verify` where it exists.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -77,16 +78,36 @@ def test_unit_file_keeps_ipc_and_reloads_synchronously() -> None:
     assert any(ln.startswith("StateDirectory=") for ln in lines)
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
-def test_unit_file_verifies(tmp_path: Path) -> None:
+DOCS = UNIT.parent.parent.parent / "docs" / "OPERATIONS.md"
+
+
+def test_unit_file_runs_what_the_docs_install() -> None:
     text = UNIT.read_text()
-    for exe in ("pavis", "pavctl"):
-        # verify insists that the binaries exist: point it at the installed ones.
-        text = text.replace(f"/usr/local/bin/{exe}", shutil.which(exe) or "/bin/true")
+    install = DOCS.read_text().split("## systemd", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    venv = install.split("python3 -m venv ", 1)[1].split()[0]  # where the docs install pavis
+    for key, exe in (("ExecStart=", "pavis"), ("ExecReload=", "pavctl")):
+        line = next(ln for ln in text.splitlines() if ln.startswith(key))
+        assert line.split("=", 1)[1].split()[0] == f"{venv}/bin/{exe}", line
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or not os.path.isdir("/opt"),
+    reason="needs root and unshare to lay out the documented install privately",
+)
+def test_unit_file_verifies_as_shipped_over_the_documented_install(tmp_path: Path) -> None:
+    # The documented install (/opt/pavis/bin/{pavis,pavctl}) on a private tmpfs over /opt, in
+    # a mount namespace of its own that goes away with the command.
     unit = tmp_path / "pavis.service"
-    unit.write_text(text)
+    unit.write_text(UNIT.read_text())
+    script = (
+        "mount -t tmpfs tmpfs /opt && mkdir -p /opt/pavis/bin && "
+        'ln -s "$1" /opt/pavis/bin/pavis && ln -s "$2" /opt/pavis/bin/pavctl && '
+        'exec systemd-analyze verify "$3"'
+    )
+    exes = [shutil.which(exe) or "/bin/true" for exe in ("pavis", "pavctl")]
     r = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)],
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *exes, str(unit)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr

@@ -45,6 +45,7 @@ import errno
 import os
 import socket
 import sys
+import time
 import traceback
 from _socket import socket as RawSocket  # the C type: gevent's monkey patch leaves it alone
 from collections.abc import Callable
@@ -53,11 +54,13 @@ from typing import Any
 from gevent import get_hub, getcurrent, spawn_raw  # type: ignore[import-untyped,unused-ignore]
 
 from shm.control import NO_WORKER
+from workers.metrics import METRICS
 
 # Out of descriptors or memory: stop accepting for a moment instead of spinning on a
 # listener that stays readable (the connections wait in the backlog meanwhile).
 _PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 PAUSE_S = 0.1
+QUIET_S = 10.0  # one line per accept condition and interval; the counter says how many
 IDLE_MAX = 128  # parked handler greenlets kept per listener (≈ 20 KiB each)
 
 ACCEPT_MAX = 16
@@ -65,6 +68,21 @@ FILL = 16  # connections a worker holds before the next worker in slot order joi
 STANDBY_S = 0.001  # how long a connection waits for the workers before this one
 
 Handler = Callable[[RawSocket, Any], None]
+_said: dict[int, tuple[float, int]] = {}  # errno → (when last logged, failures since)
+
+
+def _accept_failed(exc: OSError) -> None:
+    """Count the failure (``pavis_accept_errors_total``); say so once per QUIET_S."""
+    METRICS.accept_errors += 1
+    now = time.monotonic()
+    key = exc.errno or 0
+    last, since = _said.get(key, (0.0, 0))
+    if last and now - last < QUIET_S:
+        _said[key] = (last, since + 1)
+        return
+    _said[key] = (now, 0)
+    more = f" ({since} more since the last such line)" if since else ""
+    print(f"pavis worker: accept: {exc.strerror}; pausing {PAUSE_S}s{more}", file=sys.stderr)
 
 
 class Load:
@@ -276,7 +294,7 @@ class Acceptor:
                 return True  # none left, or another worker took it
             except OSError as exc:
                 if exc.errno in _PAUSE_ERRNOS:
-                    print(f"pavis worker: accept: {exc}; pausing {PAUSE_S}s", file=sys.stderr)
+                    _accept_failed(exc)
                     self.watcher.stop()
                     self.timer = self.hub.loop.timer(PAUSE_S)
                     self.timer.start(self.start)

@@ -93,6 +93,7 @@ class Worker:
         self.listeners = listeners
         self.wake_fds = wake_fds
         self.rejected = 0
+        self.tls_servers: dict[str, tuple[Any, Any]] = {}  # name → (StreamServer, its TLS)
         self.sub: Subscriber
         self.runtime: Runtime
         self.registry: Registry
@@ -188,7 +189,19 @@ class Worker:
             server.max_accept = 1  # as workers.accept does, for the same reason
             server.start()
             servers.append(server)
+            self.tls_servers[lname] = (server, tls)
         return servers
+
+    def _new_certificates(self, state: State) -> list[tuple[str, Any, Any, Any]]:
+        """(name, server, context, tls) for each TLS listener whose material ``state`` changes;
+        built before the flip so that a context that cannot be built rejects the
+        generation."""
+        changed = []
+        for lst in state.listeners:
+            server, tls = self.tls_servers.get(lst.name, (None, None))
+            if server is not None and lst.tls != tls:
+                changed.append((lst.name, server, _server_context(lst.tls), lst.tls))
+        return changed
 
     def _build(self, gen: int, registry: Registry) -> State:
         from workers.state import State, load
@@ -235,10 +248,12 @@ class Worker:
         runtime = self.runtime
         try:
             state = self._build(gen, self.registry)
-            if state.listeners != runtime.state.listeners:
+            # Addresses and TLS on/off are fixed at boot; certificates are generation data.
+            if _boot_key(state.listeners) != _boot_key(runtime.state.listeners):
                 raise ArtifactError(
                     "listeners_changed", "listeners differ from the boot generation"
                 )
+            certificates = self._new_certificates(state)
         except (ShmError, ArtifactError) as exc:
             self._reject(gen, _reason(exc), str(exc))
             return
@@ -248,6 +263,9 @@ class Worker:
             return
         old = runtime.state
         runtime.state = state  # the one reference every new request reads
+        for lname, server, context, tls in certificates:
+            server.wrap_socket = context.wrap_socket  # new handshakes use the new certificate
+            self.tls_servers[lname] = (server, tls)
         self.sub.ack(gen, state.digest)
         self.registry.keep_only(state)
         # ``old`` is freed when its last request ends; dropping it here, after the ack, keeps
@@ -325,6 +343,13 @@ def _server_context(tls: Any) -> Any:
                 f.write(text)
         ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def _boot_key(listeners: Any) -> list[tuple[str, str, int, bool]]:
+    """What a listener cannot change after boot: name, address, TLS on or off."""
+    from pavis.schema import ServerTls
+
+    return [(lst.name, lst.host, lst.port, isinstance(lst.tls, ServerTls)) for lst in listeners]
 
 
 def _reason(exc: BaseException) -> str:

@@ -49,13 +49,14 @@ class ClusterCounters:
 
 
 class Metrics:
-    __slots__ = ("codes", "buckets", "duration_sum", "clusters")
+    __slots__ = ("codes", "buckets", "duration_sum", "clusters", "accept_errors")
 
     def __init__(self) -> None:
         self.codes = [0] * len(stats.CODE_CLASSES)
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.duration_sum = 0.0
         self.clusters: dict[str, ClusterCounters] = {}
+        self.accept_errors = 0  # counted by workers.accept
 
     def request(self, status: int, seconds: float) -> None:
         """One finished request: its status and its time from first byte read to answer."""
@@ -96,6 +97,7 @@ class Metrics:
             ],
             eps,
             0,
+            self.accept_errors,
         )
         data = stats.encode(snap)
         while len(data) > STATS_MAX and snap.endpoints:

@@ -20,6 +20,7 @@ import click
 from pavis.cli import cli
 from pavis.control_client import default_control_path, request
 from pavis.errors import ControlError, UsageError
+from pavis.store import MIN_PREFIX
 
 CLIENT_MARGIN = 120.0  # beyond --timeout: compiling a large config happens before the wait
 
@@ -163,10 +164,12 @@ def status(as_json: bool, expect: str | None, control: str | None, name: str) ->
         _print_status(st)
     if expect is not None:
         want = expect.lower()
+        if len(want) < MIN_PREFIX:
+            raise UsageError(f"--expect {expect!r}: give at least {MIN_PREFIX} hex digits")
         drift = [
             w for w in st["workers"] if not w["pid"] or not (w["checksum"] or "").startswith(want)
         ]
-        if len(want) < 6 or drift or not (st["checksum"] or "").startswith(want):
+        if drift or not (st["checksum"] or "").startswith(want):
             who = ", ".join(f"slot {w['slot']} runs {w['checksum']}" for w in drift)
             raise ControlError(f"drift: expected {expect}; current {st['checksum']}; {who}")
 

@@ -1,84 +1,94 @@
 """The admin listener: /ready, /status and /metrics over plain HTTP, served by the supervisor.
 
-Owns: the admin socket's HTTP handling in a background thread. Must not: change anything —
-every page is a read of the supervisor's state (``Arbiter.ready()``, ``Arbiter.status()``)
-and of the workers' shm stats (``pavis.supervisor.metrics``, sampled every second by its own
-thread so that a restarted worker's counts are kept).
+Owns: the admin socket's HTTP handling — a minimal HTTP/1.x GET server on ``intake`` (a
+request head must arrive within ``HEAD_DEADLINE``, a bounded number are answered at once,
+one answer per connection, then close). Must not: change anything — every page is a read of
+the supervisor's state (``Arbiter.ready()``, ``Arbiter.status()``) and of the workers' shm
+stats (``pavis.supervisor.metrics``, sampled every second by its own thread so that a
+restarted worker's counts are kept) — or keep a thread per waiting client.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pavis.supervisor import events
+from pavis.supervisor.intake import Intake
 from pavis.supervisor.metrics import Collector, Sampler, render
 
 if TYPE_CHECKING:
     from pavis.supervisor.arbiter import Arbiter
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    arbiter: Arbiter
-    collector: Collector
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "pavis-admin"
-    sys_version = ""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        path = self.path.split("?", 1)[0]
-        arbiter = self.server.arbiter
-        if path == "/ready":
-            ok = arbiter.ready()
-            self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
-        elif path == "/status":
-            body = json.dumps(arbiter.status(), indent=2).encode() + b"\n"
-            self._send(200, body, "application/json")
-        elif path == "/metrics":
-            pub = arbiter.publisher
-            view = self.server.collector.sample(pub) if pub is not None else None
-            body = render(arbiter.status(), view).encode()
-            self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
-        else:
-            self._send(404, b"not found: try /ready, /status or /metrics\n", "text/plain")
-
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass  # health checks every second would drown the supervisor's log
+HEAD_DEADLINE = 5.0  # seconds for a client to send its request head
+SEND_TIMEOUT = 5.0  # seconds for a client to take its answer
+MAX_HEAD = 16 * 1024
+MAX_PENDING = 256  # clients still sending their head (the oldest is dropped past it)
+MAX_RUNNING = 8  # answers being produced or sent at once; past it, 503
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            503: "Service Unavailable"}  # fmt: skip
 
 
 class AdminServer:
     def __init__(self, sock: socket.socket, arbiter: Arbiter) -> None:
         self.socket = sock
-        server = _Server(sock.getsockname()[:2], _Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock  # bound by the supervisor before fork, like every listener
-        server.arbiter = arbiter
-        server.collector = Collector()
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="admin", daemon=True)
-        self._sampler = Sampler(server.collector, lambda: arbiter.publisher)
+        self._arbiter = arbiter
+        self.collector = Collector()
+        self._intake = Intake(
+            sock, "admin", terminator=b"\r\n\r\n", max_head=MAX_HEAD, deadline=HEAD_DEADLINE,
+            max_pending=MAX_PENDING, max_running=MAX_RUNNING, handle=self._handle, busy=_busy,
+        )  # fmt: skip
+        self._sampler = Sampler(self.collector, lambda: arbiter.publisher)
 
     def start(self) -> None:
-        self._thread.start()
+        self._intake.start()
         self._sampler.start()
 
     def close(self) -> None:
         self._sampler.close()
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
+        self._intake.close()
+        self.socket.close()
+
+    def child_fds(self) -> list[int]:
+        """Descriptors a forked worker must not keep (the listening socket aside)."""
+        return self._intake.child_fds()
+
+    def _handle(self, conn: socket.socket, head: bytes) -> None:
+        status, body, ctype = self._page(head)
+        conn.settimeout(SEND_TIMEOUT)
+        conn.sendall(_response(status, body, ctype, head_only=head.startswith(b"HEAD ")))
+
+    def _page(self, head: bytes) -> tuple[int, bytes, str]:
+        parts = head.split(b"\r\n", 1)[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return 400, b"bad request\n", "text/plain"
+        method, target = parts[0], parts[1].decode("latin-1")
+        if method not in (b"GET", b"HEAD"):
+            return 405, b"only GET and HEAD\n", "text/plain"
+        path = target.split("?", 1)[0]
+        arbiter = self._arbiter
+        if path == "/ready":
+            ok = arbiter.ready()
+            return (200, b"ready\n", "text/plain") if ok else (503, b"not ready\n", "text/plain")
+        if path == "/status":
+            return 200, json.dumps(arbiter.status(), indent=2).encode() + b"\n", "application/json"
+        if path == "/metrics":
+            pub = arbiter.publisher
+            view = self.collector.sample(pub) if pub is not None else None
+            body = render(arbiter.status(), view, events.counts()).encode()
+            return 200, body, "text/plain; version=0.0.4; charset=utf-8"
+        return 404, b"not found: try /ready, /status or /metrics\n", "text/plain"
+
+
+def _response(status: int, body: bytes, ctype: str, head_only: bool = False) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"Server: pavis-admin\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+    return head if head_only else head + body
+
+
+def _busy(conn: socket.socket) -> None:
+    conn.send(_response(503, b"busy\n", "text/plain"))

@@ -17,7 +17,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -28,12 +27,12 @@ from pavis.artifact import read
 from pavis.errors import ControlError, PavisError, WaitTimeout
 from pavis.schema import Admin, Model
 from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
-from pavis.supervisor import orphans
+from pavis.supervisor import boot, events
 from pavis.supervisor import workers as wk
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
 from pavis.supervisor.notify import monotonic_usec, notify, watchdog_interval
-from pavis.supervisor.sockets import BindError, bind, bind_listeners, listeners_changed
+from pavis.supervisor.sockets import bind, listeners_changed
 from pavis.supervisor.source import load
 from pavis.supervisor.status import snapshot
 from shm import AckTimeout, Publisher, ShmError, WorkerRejected
@@ -88,6 +87,7 @@ class Arbiter:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.admin: AdminServer | None = None
+        self.reload_source = opts.source or ""  # what a reload without a path reads
 
     # ================================================================== boot
 
@@ -122,14 +122,19 @@ class Arbiter:
             signal.signal(sig, lambda s, f: None)
 
     def _boot(self) -> None:
-        data, source = self._initial_artifact()
+        data, source, self.reload_source = boot.initial_artifact(self.opts.source, self.store)
         header, model = read(data)
         checksum = self.store.put(data)
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
         # One slot per worker: workers compare their connection counts with every other
         # slot's on each accepting wake-up, and the acknowledgement polling reads them all.
-        self.publisher = Publisher(self.opts.name, slots=len(self.slots))
-        self.listeners = self._bind_taking_over(model)
+        # The lock in the state directory (private to the service user), not in /dev/shm.
+        self.publisher = Publisher(
+            self.opts.name, slots=len(self.slots), lock_dir=self.opts.state_dir
+        )
+        for entry, uid in self.publisher.hostile:
+            log.warning("/dev/shm/%s belongs to uid %d: left alone, never opened", entry, uid)
+        self.listeners = boot.bind_taking_over(self.opts.name, model)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
         gen = Generation(number, checksum, source, model)
@@ -147,39 +152,6 @@ class Arbiter:
             "serving generation %d (%s) from %s with %d workers; control %s",
             number, checksum, source, len(self.slots), self.opts.control,
         )  # fmt: skip
-
-    def _bind_taking_over(self, model: Model) -> dict[str, socket.socket]:
-        """Bind the listeners; first tell workers orphaned by a dead supervisor of this name
-        to drain, since they still hold the ports (see ``orphans``)."""
-        left = orphans.find(self.opts.name)
-        if not left:
-            return bind_listeners(model.listeners)
-        log.warning(
-            "taking over from %d worker(s) of a dead supervisor (pids %s): they drain and exit",
-            len(left), " ".join(map(str, left)),
-        )  # fmt: skip
-        orphans.terminate(left)
-        deadline = time.monotonic() + model.limits.drain_timeout_ms / 1000.0 + 5.0
-        while True:
-            try:
-                return bind_listeners(model.listeners)
-            except BindError:
-                still = orphans.alive(left)
-                if not still:
-                    raise
-                if time.monotonic() >= deadline:
-                    orphans.terminate(still, signal.SIGKILL)
-                time.sleep(0.05)
-
-    def _initial_artifact(self) -> tuple[bytes, str]:
-        if self.opts.source:
-            return load(self.opts.source), self.opts.source
-        lkg = self.store.last_known_good()
-        if not lkg:
-            raise PavisError(
-                f"no config given and no last-known-good artifact in {self.opts.state_dir}"
-            )
-        return self.store.get(lkg), f"last-known-good {lkg}"
 
     # ================================================================== loop
 
@@ -201,6 +173,7 @@ class Arbiter:
             if self.stopping:
                 break
             self.handle_chld()
+            self._check_control()
             self._maintain()
             self._check_heartbeats()
             self._check_ready()
@@ -219,7 +192,7 @@ class Arbiter:
             return []
 
     def handle_hup(self) -> None:
-        log.info("SIGHUP: reloading from %s", self.opts.source or "(no config path)")
+        log.info("SIGHUP: reloading from %s", self.reload_source or "(no config path)")
         threading.Thread(target=self._reload_quietly, name="sighup-reload", daemon=True).start()
 
     def _reload_quietly(self) -> None:
@@ -301,9 +274,10 @@ class Arbiter:
             drop_fds = [self._wake_r, self._wake_w]
             drop_socks = []
             if self.control is not None:
-                drop_fds += self.control.child_fds()[1:]
+                drop_fds += self.control.child_fds()
                 drop_socks.append(self.control.sock)
             if self.admin is not None:
+                drop_fds += self.admin.child_fds()
                 drop_socks.append(self.admin.socket)
             slot.pid = wk.spawn(
                 self.opts.name,
@@ -443,16 +417,20 @@ class Arbiter:
         self, path: str | None, wait: bool, timeout: float, respond: Respond | None = None
     ) -> dict[str, Any]:
         """Load, check, store and flip to a config or artifact; all-or-nothing."""
-        source = path or self.opts.source
+        source = path or self.reload_source
         self._check_running()
         with self._ops:
             self._check_running()
+            self._check_client("reload", respond)
             t0 = time.monotonic()
             notify("RELOADING=1", monotonic_usec())
             try:
                 if not source:
                     raise self._reject(
-                        "reload", "", "no config path: this supervisor booted from last-known-good"
+                        "reload",
+                        "",
+                        "no config path: this supervisor booted from a stored "
+                        "artifact whose config file is unknown or gone; give a path",
                     )
                 try:
                     data = load(source)
@@ -474,6 +452,7 @@ class Arbiter:
         self._check_running()
         with self._ops:
             self._check_running()
+            self._check_client("rollback", respond)
             assert self.current is not None
             t0 = time.monotonic()
             checksum = self._rollback_target(to)
@@ -544,7 +523,10 @@ class Arbiter:
         # A generation still in shm with the same bytes is flipped to, not republished.
         target = next((g for g in self.generations.values() if g.checksum == checksum), None)
         if target is None or target.number not in self.publisher.retained():
-            number = self.publisher.publish(data)
+            try:
+                number = self.publisher.publish(data)
+            except ShmError as exc:  # no_space, write_failed: nothing was made current
+                raise self._reject(op, source, str(exc), checksum) from None
             target = Generation(number, checksum, source, model)
             self.generations[number] = target
         self.publisher.activate(target.number)
@@ -643,6 +625,26 @@ class Arbiter:
             self.reloads[outcome] = self.reloads.get(outcome, 0) + 1
         entry = Entry(time.time(), op, source, outcome, number, checksum, reason, self.boot_id)
         self.store.record(entry, flush)
+
+    def _check_client(self, op: str, respond: Respond | None) -> None:
+        # A request that waited for its turn behind a slow one is dropped if its client gave
+        # up: executing it later would surprise whoever retried, or moved on.
+        if respond is not None and respond.gone():
+            log.warning("%s dropped: its client hung up while it waited for its turn", op)
+            raise ControlError(f"{op} dropped: the client hung up before its turn")
+
+    def _check_control(self) -> None:
+        """Listen again if the control socket file was deleted (or replaced)."""
+        if self.control is None or not self.control.missing():
+            return
+        try:
+            self.control.rebind()
+        except PavisError as exc:
+            events.note(log, logging.ERROR, "control_rebind_failed",
+                        "the control socket %s is gone and cannot be recreated: %s",
+                        self.opts.control, exc)  # fmt: skip
+            return
+        log.warning("the control socket %s was deleted; listening on a new one", self.opts.control)
 
     def _check_running(self) -> None:
         if self.stopping:

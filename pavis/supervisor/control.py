@@ -1,8 +1,12 @@
 """The control socket server: a Unix stream socket (mode 0600) answering JSON requests.
 
-Owns: the listening socket, one thread per connection, framing (one JSON line in, one JSON
-line out) and turning handler exceptions into refusals. Must not: decide anything — every
-request is passed to the supervisor's handler, which serialises mutations itself.
+Owns: the listening socket, framing (one JSON line in, one JSON line out), turning handler
+exceptions into refusals, and the ``Reply`` through which a handler answers and learns
+whether its client is still there. Connections go through ``intake``: a request line must
+arrive within ``LINE_DEADLINE``, a bounded number of requests run at once (one thread
+each), and an answer the client does not read is given up after ``SEND_TIMEOUT`` — no
+client can hold a reload back. Must not: decide anything — every request is passed to the
+supervisor's handler, which serialises mutations itself.
 """
 
 from __future__ import annotations
@@ -11,23 +15,59 @@ import contextlib
 import json
 import logging
 import os
-import selectors
+import select
 import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from pavis.control_client import MAX_LINE
 from pavis.errors import EXIT_USAGE, PavisError
+from pavis.supervisor.intake import Intake
 
 log = logging.getLogger("pavis.control")
 
-Respond = Callable[[dict[str, Any]], None]
-Handler = Callable[[dict[str, Any], Respond], None]
+LINE_DEADLINE = 5.0  # seconds for a client to send its request line
+SEND_TIMEOUT = 5.0  # seconds for a client to take its answer
+MAX_REQUEST = 1024 * 1024  # a request line is a small JSON object
+MAX_PENDING = 64  # clients still sending their line (the oldest is dropped past it)
+MAX_RUNNING = 64  # requests being handled; past it the answer is "busy"
+# Closed, not merely half-closed: a client that shuts down its sending side after the
+# request (``nc -N``) still waits for the answer (POLLRDHUP alone).
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 def refusal(error: str, reason: str, exit_code: int = 1) -> dict[str, Any]:
     return {"ok": False, "error": error, "reason": reason, "exit_code": exit_code}
+
+
+class Reply:
+    """The answer channel of one request: call it once with the answer (later calls are
+    ignored); ``gone()`` is True once the client has closed its connection."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._answered = threading.Event()
+
+    @property
+    def answered(self) -> bool:
+        return self._answered.is_set()
+
+    def __call__(self, answer: dict[str, Any]) -> None:
+        if self._answered.is_set():
+            return
+        self._answered.set()
+        with contextlib.suppress(OSError):
+            self._conn.settimeout(SEND_TIMEOUT)
+            self._conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def gone(self) -> bool:
+        poller = select.poll()
+        poller.register(self._conn.fileno(), select.POLLIN)
+        return any(ev & _GONE for _, ev in poller.poll(0))
+
+
+Respond = Reply
+Handler = Callable[[dict[str, Any], Reply], None]
 
 
 class ControlServer:
@@ -37,59 +77,55 @@ class ControlServer:
         self.path = path
         self._handler = handler
         self.sock = _bind(path)
-        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+        self._ino = os.stat(path).st_ino
+        self._intake = self._make_intake()
+
+    def _make_intake(self) -> Intake:
+        return Intake(
+            self.sock, "control", terminator=b"\n", max_head=MAX_REQUEST,
+            deadline=LINE_DEADLINE, max_pending=MAX_PENDING, max_running=MAX_RUNNING,
+            handle=self._connection, busy=_busy,
+        )  # fmt: skip
 
     def start(self) -> None:
-        self._thread.start()
+        self._intake.start()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def close(self) -> None:
-        os.write(self._stop_w, b"x")
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    def missing(self) -> bool:
+        """True when the socket file is gone or replaced (someone deleted it)."""
+        try:
+            return os.stat(self.path).st_ino != self._ino
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # cannot tell (e.g. a directory became unreadable): leave it
+
+    def rebind(self) -> None:
+        """Listen on a new socket file at ``path`` (the old one was deleted or replaced)."""
+        sock = _bind(self.path)
+        self._intake.close()
         self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self._stop_r)
-        os.close(self._stop_w)
+        self.sock = sock
+        self._ino = os.stat(self.path).st_ino
+        self._intake = self._make_intake()
+        self._intake.start()
+
+    def close(self) -> None:
+        self._intake.close()
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._ino:  # never another's socket file
+                os.unlink(self.path)
 
     def child_fds(self) -> list[int]:
-        """Descriptors a forked worker must not keep."""
-        return [self.sock.fileno(), self._stop_r, self._stop_w]
+        """Descriptors a forked worker must not keep (the listening socket aside)."""
+        return self._intake.child_fds()
 
-    def _serve(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.sock, selectors.EVENT_READ)
-            sel.register(self._stop_r, selectors.EVENT_READ)
-            while True:
-                for key, _ in sel.select():
-                    if key.fileobj == self._stop_r:
-                        return
-                    try:
-                        conn, _ = self.sock.accept()
-                    except OSError:
-                        continue
-                    threading.Thread(
-                        target=self._connection, args=(conn,), name="control-conn", daemon=True
-                    ).start()
-
-    def _connection(self, conn: socket.socket) -> None:
-        answered = threading.Event()
-
-        def respond(answer: dict[str, Any]) -> None:
-            if answered.is_set():
-                return
-            answered.set()
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(answer).encode() + b"\n")
-
+    def _connection(self, conn: socket.socket, line: bytes) -> None:
+        respond = Reply(conn)
         try:
-            conn.settimeout(10)
-            line = _read_line(conn)
-            conn.settimeout(None)
             try:
                 req = json.loads(line)
             except ValueError:
@@ -100,27 +136,17 @@ class ControlServer:
             self._handler(req, respond)
         except PavisError as exc:
             respond(refusal(exc.code, str(exc), exc.exit_code))
-        except OSError as exc:
-            log.info("control connection failed: %s", exc)
         except Exception as exc:  # a bug must not kill the control thread; report it
             log.exception("control request failed")
             respond(refusal("internal", f"internal error: {exc!r}"))
         finally:
-            if not answered.is_set():
+            if not respond.answered:
                 respond(refusal("internal", "the request got no answer"))
-            conn.close()
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    buf = bytearray()
-    while b"\n" not in buf:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-        if len(buf) > MAX_LINE:
-            raise PavisError("request too long")
-    return bytes(buf.split(b"\n", 1)[0])
+def _busy(conn: socket.socket) -> None:
+    answer = refusal("busy", f"{MAX_RUNNING} control requests are in progress; try again")
+    conn.send(json.dumps(answer).encode() + b"\n")
 
 
 def _bind(path: str) -> socket.socket:

@@ -43,9 +43,11 @@ class Totals:
         self.retries: dict[str, int] = {}
         self.overflows: dict[str, int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
+        self.accept_errors = 0
 
     def add(self, snap: WorkerStats) -> None:
         self.requests += snap.requests
+        self.accept_errors += snap.accept_errors
         for i, n in enumerate(snap.codes):
             self.codes[i] += n
         for i, n in enumerate(snap.buckets):
@@ -65,6 +67,7 @@ class Totals:
         out = Totals()
         for t in (self, other):
             out.requests += t.requests
+            out.accept_errors += t.accept_errors
             out.codes = [a + b for a, b in zip(out.codes, t.codes, strict=True)]
             out.buckets = [a + b for a, b in zip(out.buckets, t.buckets, strict=True)]
             out.duration_sum += t.duration_sum
@@ -171,11 +174,20 @@ class _Out:
             self.lines.append(f"{name} {value}")
 
 
-def render(status: dict[str, Any], view: View | None) -> str:
+def render(status: dict[str, Any], view: View | None, events: dict[str, int] | None = None) -> str:
     """The whole page: supervisor facts from ``status`` (``status.snapshot``), request
-    metrics from ``view`` (None: no worker snapshot could be read)."""
+    metrics from ``view`` (None: no worker snapshot could be read), and the conditions the
+    supervisor's listeners met (``pavis.supervisor.events``)."""
     out = _Out()
     _supervisor(out, status)
+    out.family(
+        "pavis_control_events_total",
+        "counter",
+        "Conditions met by the control socket and the admin listener (hang-ups, timeouts, "
+        "descriptor exhaustion, shedding); each is logged at most once per 10 s.",
+    )
+    for event, n in sorted((events or {}).items()):
+        out.sample("pavis_control_events_total", n, event=event)
     if view is not None:
         _requests(out, view.totals)
         _upstreams(out, view.totals)
@@ -213,6 +225,12 @@ def _supervisor(out: _Out, status: dict[str, Any]) -> None:
 
 
 def _requests(out: _Out, t: Totals) -> None:
+    out.family(
+        "pavis_accept_errors_total",
+        "counter",
+        "Client accepts that failed for want of descriptors or memory (accepting pauses).",
+    )
+    out.sample("pavis_accept_errors_total", t.accept_errors)
     out.family("pavis_requests_total", "counter", "Requests answered, by status class.")
     for i, code in enumerate(CODE_CLASSES):
         if i or t.codes[i]:

@@ -50,7 +50,7 @@ def snapshot(arb: Arbiter) -> dict[str, Any]:
         "pid": os.getpid(),
         "uptime_s": round(now - arb.started, 1),
         "started": _iso(arb.started_wall),
-        "config": arb.opts.source,
+        "config": arb.reload_source or None,
         "state_dir": arb.opts.state_dir,
         "control": arb.opts.control,
         "generation": cur.number if cur else 0,
