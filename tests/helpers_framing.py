@@ -29,16 +29,18 @@ ROUTES = """      - name: admin
         match: {prefix: /p/}
         direct: {status: 200, body: "p"}
       - name: all
-        match: {prefix: /}
+        match: {prefix: PREFIX}
         forward: {cluster: c, timeout: 5s}
 """
 
 
-def routing_config(port: int, up_address: str, extra: str = "") -> str:
+def routing_config(port: int, up_address: str, extra: str = "", prefix: str = "/") -> str:
+    """``prefix``: what the forwarding route matches; nothing else reaches the upstream."""
     return (
         f'version: 1\nlisteners:\n  - {{name: public, address: "127.0.0.1:{port}"}}\n{extra}'
         f'clusters:\n  - name: c\n    endpoints: ["{up_address}"]\n'
-        f'virtual_hosts:\n  - name: main\n    domains: ["*"]\n    routes:\n{ROUTES}'
+        f'virtual_hosts:\n  - name: main\n    domains: ["*"]\n    routes:\n'
+        + ROUTES.replace("PREFIX", prefix)
     )
 
 
@@ -56,9 +58,11 @@ class Response:
     body: bytes
 
 
-def read_responses(sock: socket.socket, n: int, timeout: float = 3.0) -> tuple[list[Response], bool]:
-    """Up to ``n`` whole responses, and whether the connection closed after them (checked
-    only once ``n`` arrived, or when it closed earlier)."""
+def read_responses(
+    sock: socket.socket, n: int, timeout: float = 3.0, check_close: bool = True
+) -> tuple[list[Response], bool]:
+    """Up to ``n`` whole responses, and whether the connection closed after them (waited for
+    briefly once ``n`` arrived, if ``check_close``)."""
     deadline = time.monotonic() + timeout
     buf = b""
     out: list[Response] = []
@@ -99,7 +103,7 @@ def read_responses(sock: socket.socket, n: int, timeout: float = 3.0) -> tuple[l
                 return out, closed
         out.append(Response(status, head, buf[end : end + length]))
         buf = buf[end + length :]
-    if not closed and not buf:
+    if check_close and not closed and not buf:
         sock.settimeout(0.3)
         try:
             closed = sock.recv(1) == b""
@@ -110,19 +114,21 @@ def read_responses(sock: socket.socket, n: int, timeout: float = 3.0) -> tuple[l
     return out, closed
 
 
-def exchange(port: int, data: bytes, n: int, timeout: float = 3.0) -> tuple[list[Response], bool]:
+def exchange(
+    port: int, data: bytes, n: int, timeout: float = 3.0, check_close: bool = True
+) -> tuple[list[Response], bool]:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         # The proxy may close before it has read everything: its answer still counts.
         with contextlib.suppress(OSError):
             s.sendall(data)
-        return read_responses(s, n, timeout)
+        return read_responses(s, n, timeout, check_close)
 
 
 _victims = itertools.count(1)
 
 
-def victim(port: int) -> None:
+def victim(port: int, prefix: bytes = b"/") -> None:
     """A well-formed request on a fresh connection gets its own path back from the upstream."""
-    token = b"/victim/%d" % next(_victims)
-    got, _ = exchange(port, b"GET %s HTTP/1.1\r\nHost: v\r\n\r\n" % token, 1)
+    token = b"%svictim/%d" % (prefix, next(_victims))
+    got, _ = exchange(port, b"GET %s HTTP/1.1\r\nHost: v\r\n\r\n" % token, 1, check_close=False)
     assert [(r.status, r.body) for r in got] == [(200, token)], got

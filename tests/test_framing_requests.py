@@ -51,6 +51,7 @@ class V:
 
 REJECT = {"upstream": 0, "closes": True}
 
+# fmt: off
 VECTORS = [
     # ---- regressions: well-formed requests
     V("plain", head(b"GET /ok HTTP/1.1", b"Host: a"), (200,), 1,
@@ -158,6 +159,7 @@ VECTORS = [
     V("CONNECT", head(b"CONNECT a.example:443 HTTP/1.1", b"Host: a.example:443"), (501,),
       **REJECT),
 ]
+# fmt: on
 
 
 @pytest.fixture(scope="module")
