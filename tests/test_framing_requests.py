@@ -105,6 +105,11 @@ VECTORS = [
     V("NUL in the target", head(b"GET /a\x00b HTTP/1.1", b"Host: a"), (400,), **REJECT),
     V("bare CR in a value", head(b"GET / HTTP/1.1", b"Host: a", b"X-A: a\rb"), (400,), **REJECT),
     V("bare CR line ends", b"GET / HTTP/1.1\rHost: a\r\r", (400,), **REJECT),
+    V("LF-only line ends", b"GET / HTTP/1.1\nHost: a\n\n", (400,), **REJECT),
+    V("LF-only end of head", b"GET / HTTP/1.1\r\nHost: a\n\r\n", (400,), **REJECT),
+    V("LF-only chunk lines", post(CHUNKED, body=b"3\nabc\n0\n\n"), (400,), **REJECT),
+    V("Transfer-Encoding with an empty element", post(b"Transfer-Encoding: , chunked",
+      body=b"1\r\nx\r\n0\r\n\r\n"), (200,), 1, has=(b"Content-Length: 1\r\n",)),
     V("bad chunk size", post(CHUNKED, body=b"zz\r\nabc\r\n0\r\n\r\n"), (400,), **REJECT),
     V("0x chunk size", post(CHUNKED, body=b"0x3\r\nabc\r\n0\r\n\r\n"), (400,), **REJECT),
     V("oversized chunk size", post(CHUNKED, body=b"F" * 17 + b"\r\nabc\r\n0\r\n\r\n"), (400,),
@@ -141,6 +146,9 @@ VECTORS = [
     V("Host with a comma", head(b"GET / HTTP/1.1", b"Host: a,b"), (400,), **REJECT),
     V("Host with two ports", head(b"GET / HTTP/1.1", b"Host: a:1:2"), (400,), **REJECT),
     V("Host with a bad IPv6 literal", head(b"GET / HTTP/1.1", b"Host: [zz]"), (400,), **REJECT),
+    V("Host with a zone id", head(b"GET / HTTP/1.1", b"Host: [fe80::1%25eth0]"), (400,),
+      **REJECT),
+    V("Host with a quote", head(b"GET / HTTP/1.1", b'Host: "a'), (400,), **REJECT),
     V("HTTP/1.1 without Host", head(b"GET / HTTP/1.1"), (400,), **REJECT),
     V("HTTP/1.0 without Host", head(b"GET /old HTTP/1.0"), (200,), 1,
       has=(b"GET /old HTTP/1.1\r\n", b"Host: 127.0.0.1:")),
@@ -316,3 +324,13 @@ def test_explain_answers_as_the_worker_does(proxy: tuple[Workers, RawUpstream]) 
         assert [r.status for r in got] == [expected], (method, host, target, report)
         if expected == 200:
             assert got[0].body == report["upstream"]["target"].encode()
+
+
+def test_explain_text_names_the_rejection() -> None:
+    from pavis.compiler import compile_text
+    from pavis.explain import explain, format_text
+
+    model = compile_text(routing_config(1, "127.0.0.1:9"), "yaml").model
+    text = format_text(explain(model, "GET", "a", "/admin#x"))
+    assert "400 (invalid_target)" in text
+    assert "400 (invalid_host)" in format_text(explain(model, "GET", "a,b", "/x"))
