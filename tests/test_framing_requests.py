@@ -239,7 +239,9 @@ def test_a_line_longer_than_the_limit_is_still_cut() -> None:
         assert up.received() == b""
 
 
-def test_refused_upstream_error_body_names_nothing_internal(tmp_path: Path) -> None:
+def test_refused_upstream_error_body_names_nothing_internal(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     """Item 12: a 503 for a refused connect says "Service Unavailable" only; the address
     and the errno text go to the worker's log."""
     dead = socket.socket()
@@ -254,6 +256,8 @@ def test_refused_upstream_error_body_names_nothing_internal(tmp_path: Path) -> N
     assert body == b"Service Unavailable\n"
     for leak in (str(port).encode(), b"127.0.0.1", b"refused", b"connect"):
         assert leak not in body
+    err = capfd.readouterr().err  # the forked worker shares this process's stderr
+    assert "answered 503 route all" in err and str(port) in err, err
 
 
 def test_rejected_heads_get_an_access_log_line(tmp_path: Path) -> None:

@@ -1,8 +1,7 @@
 """HTTP/1.1 framing toward clients, on httptools: the request reader and response heads.
 
 Owns: reading requests from one client connection under the artifact's ``Limits`` (400, 408,
-413, 414, 431), what a request head may be (HTTP/1.x only → 505; ``chunked`` the only transfer
-coding → 501; CONNECT → 501; the target and Host read by ``pavis.lookup``'s rules → 400),
+413, 414, 431, and 505 for a version llhttp refuses; ``workers.request`` checks a whole head),
 pipelining (requests parsed ahead wait in order), ``Expect: 100-continue`` (the proxy answers
 100 itself when the body is first pulled, like nginx), dropping chunked trailers (they never
 become headers, as in nginx), the bytes that follow an ``Upgrade`` request, and encoding the

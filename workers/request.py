@@ -2,7 +2,8 @@
 
 Owns: the ``Request`` object, ``HttpError`` (an answer the proxy gives itself), and the rules
 a complete request head is held to before anything routes it: HTTP/1.x only (505),
-``chunked`` the only transfer coding (501; twice, or with HTTP/1.0 → 400), no CONNECT (501),
+``chunked`` the only transfer coding (a coding before it → 501; not last, twice, or on
+HTTP/1.0 → 400), no CONNECT (501),
 the request target and Host as ``pavis.lookup`` reads them (400).
 Must not: read sockets or parse bytes (``workers.http``), or route (``workers.conn``).
 """
