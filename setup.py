@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 COMPILED = [
     "workers/accept.py",
     "workers/io.py",
+    "workers/request.py",
     "workers/http.py",
     "workers/upstream.py",
     "workers/pool.py",

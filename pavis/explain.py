@@ -36,8 +36,8 @@ def upstream_target(route: Route, target: str) -> str:
     action = route.action
     if not isinstance(action, Forward) or not action.rewrite.replace_prefix:
         return target
-    path = lookup.split_target(target)
-    query = target[len(path) :]
+    parts = lookup.split_target_text("GET", target)
+    path, query = (parts[0], parts[1]) if parts is not None else (target, "")
     rw = action.rewrite
     return rw.prefix + (path[rw.strip :] if rw.strip >= 0 else "") + query
 
@@ -57,7 +57,11 @@ def explain(
 ) -> dict[str, Any]:
     """The whole decision for one request, JSON-ready."""
     method = method.upper()
-    path = lookup.split_target(target)
+    parts = lookup.split_target_text(method, target)
+    if parts is not None and parts[2] is not None:
+        host = parts[2]  # absolute-form: the target's authority is the Host
+        target = parts[0] + parts[1]
+    path = parts[0] if parts is not None else target
     hmap = header_map(headers)
     report: dict[str, Any] = {
         "request": {
@@ -71,6 +75,11 @@ def explain(
         "candidates": [],
         "route": None,
     }
+    # The request head rules the workers apply before routing (``workers.request``).
+    bad = _bad_request(method, host, parts is None)
+    if bad:
+        report.update(outcome=bad[0], status=bad[1])
+        return report
     v = lookup.find_vhost(model.domains, host)
     if v < 0:
         report.update(outcome="no_virtual_host", status=404)
@@ -108,6 +117,17 @@ def explain(
     if isinstance(action, Forward):
         report["upstream"] = _upstream(model, route, action, host, target, hmap)
     return report
+
+
+def _bad_request(method: str, host: str, bad_target: bool) -> tuple[str, int] | None:
+    """The answer the workers give before routing, if any: (outcome, status)."""
+    if method == "CONNECT":
+        return "method_not_implemented", 501
+    if bad_target:
+        return "invalid_target", 400
+    if not lookup.valid_host(host.encode("utf-8")):
+        return "invalid_host", 400
+    return None
 
 
 def _upstream(
@@ -150,6 +170,9 @@ def format_text(report: dict[str, Any]) -> str:
     for name, value in req["headers"].items():
         lines.append(f"                  {name}: {value}")
     vh = report["virtual_host"]
+    if vh is None and report["outcome"] != "no_virtual_host":
+        lines.append(f"answer            {report['status']} ({report['outcome']})")
+        return "\n".join(lines)
     if vh is None:
         lines.append(f"virtual host      none matches {req['normalised_host']!r} -> 404")
         return "\n".join(lines)

@@ -8,6 +8,13 @@ Must not: build tables, apply defaults, or import the compiler. It only reads th
 Semantics (documented in docs/CONFIG.md):
 - host: lower-cased, port and trailing dot removed; exact > longest ``*.suffix`` > longest
   ``prefix.*`` > ``*``.
+- target: ``split_target`` is the one reading of a request target (RFC 9112 §3.2). An
+  origin-form target is split at the first ``?`` into path and query; a ``#`` anywhere makes
+  it invalid (a fragment is never sent in a request target) → 400. An absolute-form target
+  (``http://host/path``) supplies the Host and is routed by its path. ``*`` is valid for
+  OPTIONS only. Anything else → 400.
+- Host: ``valid_host`` — RFC 3986 host (reg-name without commas, IPv4, IP-literal) and an
+  optional port of digits; anything else → 400.
 - path: the request target without its query string, not decoded or normalised.
 - route: the first route in declared order whose path match, methods and header matchers all
   hold. Path regexes are full matches (``re.fullmatch``).
@@ -15,6 +22,7 @@ Semantics (documented in docs/CONFIG.md):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 
@@ -150,10 +158,89 @@ def find_route_naive(
     return -1
 
 
-def split_target(target: str) -> str:
-    """Path part of a request target (drops ``?query`` and ``#fragment``)."""
-    for sep in ("?", "#"):
-        cut = target.find(sep)
-        if cut >= 0:
-            target = target[:cut]
-    return target
+# RFC 3986 reg-name: unreserved / pct-encoded / sub-delims, but without ",": a comma in Host
+# is the mark of two Host values folded into one, which a later hop may read either way.
+_REG_NAME = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+;=]|%[0-9A-Fa-f]{2})*")
+_PORT = re.compile(rb"[0-9]{0,5}")
+_SCHEMES = (b"http://", b"https://")
+
+
+def valid_host(host: bytes) -> bool:
+    """Whether a Host value (or an absolute-form authority) is ``host [":" port]`` with an
+    RFC 3986 host: a reg-name (no comma; IPv4 is a reg-name), or ``[IPv6]``. Empty is invalid:
+    every route decision and the upstream's Host need a name."""
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        if end < 0 or b"%" in host[:end]:  # no zone id: RFC 3986 has none
+            return False
+        try:
+            ipaddress.IPv6Address(host[1:end].decode("ascii"))
+        except ValueError:  # UnicodeDecodeError is a ValueError
+            return False
+        rest = host[end + 1 :]
+        if not rest:
+            return True
+        return rest[:1] == b":" and _PORT.fullmatch(rest, 1) is not None
+    colon = host.find(b":")
+    name = host if colon < 0 else host[:colon]
+    if not name or _REG_NAME.fullmatch(name) is None:
+        return False
+    return colon < 0 or _PORT.fullmatch(host, colon + 1) is not None
+
+
+class Target:
+    """A request target read once: what routing sees and what is forwarded."""
+
+    __slots__ = ("path", "query", "authority")
+
+    def __init__(self, path: bytes, query: bytes, authority: bytes | None) -> None:
+        self.path = path  # routed on; never decoded or normalised
+        self.query = query  # "?..." or b""
+        self.authority = authority  # absolute-form only: it replaces the Host header
+
+
+def split_target(method: bytes, target: bytes) -> Target | None:
+    """The request target's parts, or None if it is not a valid target for ``method`` (→ 400).
+
+    origin-form ``/path?query``; absolute-form ``http(s)://authority/path?query``, whose
+    authority must be a ``valid_host``; asterisk-form ``*`` for OPTIONS only. A ``#`` in any
+    form is rejected: RFC 9112 §3.2 has no fragment in a request target, and reading it as
+    part of the path (or dropping it) would route and forward different things.
+    """
+    if b"#" in target:
+        return None
+    authority: bytes | None = None
+    if target[:1] != b"/":
+        if target == b"*":
+            return Target(b"*", b"", None) if method == b"OPTIONS" else None
+        lower = target[:8].lower()
+        for scheme in _SCHEMES:
+            if lower.startswith(scheme):
+                rest = target[len(scheme) :]
+                cut = len(rest)
+                for sep in (b"/", b"?"):
+                    i = rest.find(sep)
+                    if 0 <= i < cut:
+                        cut = i
+                authority = rest[:cut]
+                if not valid_host(authority):
+                    return None
+                target = rest[cut:]
+                if target[:1] != b"/":
+                    target = b"/" + target
+                break
+        else:
+            return None
+    q = target.find(b"?")
+    if q < 0:
+        return Target(target, b"", authority)
+    return Target(target[:q], target[q:], authority)
+
+
+def split_target_text(method: str, target: str) -> tuple[str, str, str | None] | None:
+    """``split_target`` for text (``pavctl explain``): (path, query, authority) or None."""
+    t = split_target(method.encode("utf-8"), target.encode("utf-8"))
+    if t is None:
+        return None
+    auth = t.authority.decode("utf-8") if t.authority is not None else None
+    return t.path.decode("utf-8"), t.query.decode("utf-8"), auth

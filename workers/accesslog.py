@@ -1,7 +1,8 @@
-"""The access log line: one JSON object per request (SPEC §6).
+"""The access log line: one JSON object per request, rejected heads included.
 
-Owns: the field names and their encoding. Must not: open files (``workers.state`` keeps the
-file per generation) or decide whether to log (the artifact does).
+Owns: the field names and their encoding. A rejected head (400, 408, 414, 431...) is logged
+with what was read of it: fields not read yet are empty. Must not: open files
+(``workers.state`` keeps the file per generation) or decide whether to log (the artifact does).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from workers.state import State
 
 _ENCODER = msgspec.json.Encoder()
+ERROR_MAX = 200  # characters of an error detail; the worker's stderr has no more
 
 
 def _text(b: bytes | None) -> str:
@@ -38,10 +40,11 @@ def line(ex: Exchange, req: Request, state: State, client: str) -> bytes:
         "endpoint": ex.endpoint,
         "upstream_ms": round(ex.upstream_ms, 3),
         "attempts": ex.attempts,
-        "total_ms": round((now - req.started) * 1000.0, 3),
+        "total_ms": round((now - req.started) * 1000.0, 3) if req.started else 0.0,
         "bytes": ex.bytes,
         "request_id": _text(ex.request_id) or _text(req.request_id),
         "generation": state.generation,
         "checksum": state.checksum,
+        "error": ex.error[:ERROR_MAX],
     }
     return _ENCODER.encode(record) + b"\n"

@@ -2,7 +2,9 @@
 
 Owns: capturing the generation a request runs on (``runtime.state`` read once per request),
 route lookup through ``pavis.lookup``, the direct / redirect / 404 responses, mapping
-``HttpError`` to an answer, keep-alive and draining decisions, and the access log call.
+``HttpError`` to an answer (the client gets the status and its reason phrase; the detail goes
+to stderr, rate-limited, and to the access log), keep-alive and draining decisions, and the
+access log call — for rejected request heads too.
 Must not: relay to upstreams (``workers.proxy``) or parse bytes (``workers.http``).
 """
 
@@ -24,6 +26,8 @@ from workers.proxy import Abort, forward
 from workers.state import FORWARD, RouteRT, State
 
 _record = METRICS.request  # bound once: the request path pays one call, no lookups
+
+ERROR_LINES_PER_S = 20  # stderr lines about answered errors: per-request noise must not flood
 
 DRAIN_MAX = 65536  # unread request bodies up to this size are drained to keep the connection
 
@@ -72,13 +76,47 @@ class Runtime:
         self.conns: set[Connection] = set()
 
 
+class ErrorLog:
+    """One stderr line per 5xx the proxy answers itself, at most ``ERROR_LINES_PER_S`` a
+    second; the next line says how many were left out."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.lines = 0
+        self.dropped = 0
+
+    def write(self, status: int, route: str, detail: str) -> None:
+        now = int(time.monotonic())
+        if now != self.second:
+            self.second = now
+            self.lines = 0
+        if self.lines >= ERROR_LINES_PER_S:
+            self.dropped += 1
+            return
+        self.lines += 1
+        more = f" ({self.dropped} similar lines left out)" if self.dropped else ""
+        self.dropped = 0
+        where = f" route {route}" if route else ""
+        print(f"pavis worker: answered {status}{where}: {detail}{more}", file=sys.stderr)
+
+
+ERRORS = ErrorLog()
+
+
 class Exchange:
     """What the access log reports about one request."""
 
     __slots__ = (
-        "status", "route", "cluster", "endpoint", "upstream_ms", "bytes", "request_id",
+        "status",
+        "route",
+        "cluster",
+        "endpoint",
+        "upstream_ms",
+        "bytes",
+        "request_id",
+        "error",
         "attempts",
-    )  # fmt: skip
+    )
 
     def __init__(self) -> None:
         self.attempts = 0  # requests sent upstream for this one: > 1 means it was replayed
@@ -89,6 +127,7 @@ class Exchange:
         self.upstream_ms = 0.0
         self.bytes = 0
         self.request_id = b""
+        self.error = ""  # the detail of an error the proxy answered itself
 
 
 class Connection:
@@ -119,9 +158,7 @@ class Connection:
                 try:
                     req = reader.next_request()
                 except HttpError as exc:
-                    self._answer_error(exc, None, keep=False)
-                    q = reader.queue  # a bad head is a request too (400, 408, 431...)
-                    _record(exc.status, time.time() - q[0].started if q else 0.0)
+                    self._bad_head(exc)
                     break
                 if req is None:
                     break
@@ -152,6 +189,9 @@ class Connection:
             keep = self._dispatch(req, state, ex)
         except HttpError as exc:
             ex.status = exc.status
+            ex.error = exc.detail
+            if exc.status >= 500:  # the upstream side failed: the operator wants to know why
+                ERRORS.write(exc.status, ex.route, exc.detail)
             # Upstream-side failures leave the client connection usable if the request was
             # read whole; a bad request from the client does not.
             keep = exc.status >= 500 and req.complete and req.keep_alive
@@ -161,27 +201,39 @@ class Connection:
             keep = False
         except ArtifactError as exc:
             ex.status = 500
+            ex.error = "route does not decode"
             print(f"pavis worker: {exc}", file=sys.stderr)
-            keep = self._answer_error(HttpError(500, "route does not decode"), req, False)
+            keep = self._answer_error(HttpError(500), req, False)
         except Exception:
             ex.status = 500
+            ex.error = "internal error"
             traceback.print_exc()
-            keep = self._answer_error(HttpError(500, "internal error"), req, False)
+            keep = self._answer_error(HttpError(500), req, False)
         _record(ex.status, time.time() - req.started)
         log = state.log
         if log is not None:
             log.write(accesslog.line(ex, req, state, self.client))
         return keep
 
+    def _bad_head(self, exc: HttpError) -> None:
+        """A head that is not answered by routing (400, 408, 414, 431...) is a request too:
+        answered, counted and logged with whatever of it was read."""
+        q = self.reader.queue
+        req = q[0] if q else Request()
+        self._answer_error(exc, None, keep=False)
+        _record(exc.status, time.time() - req.started if req.started else 0.0)
+        state = self.runtime.state
+        log = state.log
+        if log is not None:
+            ex = Exchange()
+            ex.status = exc.status
+            ex.error = exc.detail
+            log.write(accesslog.line(ex, req, state, self.client))
+
     def _dispatch(self, req: Request, state: State, ex: Exchange) -> bool:
-        target = req.target
-        q = target.find(b"?")
-        if q >= 0:
-            path = target[:q]
-            query = target[q:]
-        else:
-            path = target
-            query = b""
+        # The target was split and Host checked when the head was read (``workers.request``).
+        path = req.path
+        query = req.query
         vh = state.vhost(req.host or b"")
         if vh < 0:
             raise HttpError(404, "no virtual host for this Host")
@@ -229,7 +281,7 @@ class Connection:
     def _answer_error(self, exc: HttpError, req: Request | None, keep: bool) -> bool:
         if keep and req is not None:
             keep = self._settle(req) and not self.runtime.draining
-        body = error_body(exc.status, exc.detail)
+        body = error_body(exc.status)
         head_only = req is not None and req.method == b"HEAD"
         try:
             self.reader.stream.send(

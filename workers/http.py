@@ -1,9 +1,11 @@
 """HTTP/1.1 framing toward clients, on httptools: the request reader and response heads.
 
 Owns: reading requests from one client connection under the artifact's ``Limits`` (400, 408,
-413, 414, 431), pipelining (requests parsed ahead wait in order), ``Expect: 100-continue``
-(the proxy answers 100 itself when the body is first pulled, like nginx), the bytes that follow
-an ``Upgrade`` request, and encoding the heads of responses the proxy writes itself.
+413, 414, 431, and 505 for a version llhttp refuses; ``workers.request`` checks a whole head),
+pipelining (requests parsed ahead wait in order), ``Expect: 100-continue`` (the proxy answers
+100 itself when the body is first pulled, like nginx), dropping chunked trailers (they never
+become headers, as in nginx), the bytes that follow an ``Upgrade`` request, and encoding the
+heads of responses the proxy writes itself.
 Must not: route, proxy, or read anything from the artifact but the limits it is handed.
 
 The reader is pull-based: the handler asks for the next request head, then for body chunks.
@@ -23,21 +25,15 @@ import httptools
 
 from pavis.schema import Limits
 from workers.io import Stream, take_chunks
+from workers.request import HttpError as HttpError
+from workers.request import Request as Request
+from workers.request import settle_head
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 def reason(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
-
-
-class HttpError(Exception):
-    """The proxy answers the request itself with ``status`` and then closes the connection."""
-
-    def __init__(self, status: int, detail: str = "") -> None:
-        super().__init__(f"{status} {detail}")
-        self.status = status
-        self.detail = detail
 
 
 class ClientGone(Exception):
@@ -59,81 +55,6 @@ _SPECIAL = frozenset(
 )
 
 
-class Request:
-    """One parsed request head plus its body as it arrives."""
-
-    __slots__ = (
-        "target",
-        "method",
-        "http10",
-        "headers",
-        "host",
-        "connection",
-        "content_length",
-        "chunked",
-        "expect_continue",
-        "upgrade",
-        "xff",
-        "via",
-        "request_id",
-        "keep_alive",
-        "headers_done",
-        "complete",
-        "chunks",
-        "body_bytes",
-        "error",
-        "nheaders",
-        "hbytes",
-        "started",
-        "_lower",
-    )
-
-    def __init__(self) -> None:
-        self.target = b""
-        self.method = b""
-        self.http10 = False
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.host: bytes | None = None
-        self.connection: bytes | None = None  # raw Connection header value(s)
-        self.content_length = -1  # -1 = no Content-Length
-        self.chunked = False
-        self.expect_continue = False
-        # The protocol of a correct upgrade request (RFC 9110 §7.8: ``Connection: upgrade``
-        # and one protocol in ``Upgrade``, HTTP/1.1, no body), lower-case; else None, and
-        # ``Upgrade`` is one more hop-by-hop header.
-        self.upgrade: bytes | None = None
-        self.xff: bytes | None = None
-        self.via: bytes | None = None
-        self.request_id: bytes | None = None
-        self.keep_alive = False
-        self.headers_done = False
-        self.complete = False
-        self.chunks: list[bytes] = []
-        self.body_bytes = 0
-        self.error = 0
-        self.nheaders = 0
-        self.hbytes = 0
-        self.started = 0.0
-        self._lower: dict[str, str] | None = None
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or self.content_length > 0
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """Mapping-style access for ``pavis.lookup``: lower-case name → joined value."""
-        d = self._lower
-        if d is None:
-            d = {}
-            for k, v in self.headers:
-                key = k.decode("latin-1").lower()
-                val = v.decode("latin-1")
-                old = d.get(key)
-                d[key] = val if old is None else f"{old}, {val}"
-            self._lower = d
-        return d.get(name, default)
-
-
 class ClientReader:
     """httptools protocol object and pull interface for one client connection."""
 
@@ -148,7 +69,9 @@ class ClientReader:
         self.broken = False  # no more bytes are parsed (error or upgrade)
         self.eof = False
         self.tail = b""  # bytes after an upgrade request's head: tunnel data
-        self.head_fed = 0
+        self.line_fed = 0  # bytes since the last LF while a head is incomplete
+        self.body_fed = 0  # body bytes delivered during the current feed
+        self.local_host = b""
         self.priming = False  # ``_resume_body`` feeds a head whose callbacks are ignored
         self.set_limits(limits)
 
@@ -159,6 +82,7 @@ class ClientReader:
         self.max_body = limits.max_body_bytes
         self.header_timeout = limits.header_timeout_ms / 1000.0
         self.keepalive_timeout = limits.keepalive_timeout_ms / 1000.0
+        # One line of a head (the request line or one header field) is at most this long.
         self.max_head = limits.max_request_line + limits.max_header_bytes + 64
 
     def close(self) -> None:
@@ -200,6 +124,11 @@ class ClientReader:
         req.hbytes += len(name) + len(value) + 4
         if req.nheaders > self.max_headers or req.hbytes > self.max_hbytes:
             raise HttpError(431, "request header fields too large")
+        if req.headers_done:
+            # A chunked trailer field (httptools reports it like a header): dropped, as nginx
+            # does. Routing and hop-by-hop decisions were made on the head; a trailer that
+            # joined the headers could add a header a route matches on, or an Upgrade.
+            return
         req.headers.append((name, value))
         lname = name.lower()
         if lname in _SPECIAL:
@@ -212,15 +141,13 @@ class ClientReader:
             elif lname == _CONTENT_LENGTH:
                 req.content_length = int(value)  # llhttp already checked the syntax
             elif lname == _TRANSFER_ENCODING:
-                req.chunked = True  # llhttp rejects any coding that does not end in chunked
+                req.te = value if req.te is None else req.te + b"," + value
             elif lname == _EXPECT:
                 if value.lower() != b"100-continue":
                     raise HttpError(417, "unsupported expectation")
                 req.expect_continue = True
             elif lname == _UPGRADE:
-                if req.headers_done:
-                    pass  # a trailer: never an upgrade
-                elif req.upgrade is None:
+                if req.upgrade is None:
                     req.upgrade = value
                 else:
                     req.upgrade = b""  # two Upgrade fields: not one protocol
@@ -238,9 +165,11 @@ class ClientReader:
         assert req is not None
         p = self.parser
         req.method = p.get_method()
-        req.http10 = p.get_http_version() == "1.0"
-        if req.host is None and not req.http10:
-            raise HttpError(400, "missing Host header")
+        settle_head(req, p.get_http_version())
+        if req.host is None:
+            # HTTP/1.0 may omit Host; it is forwarded as HTTP/1.1, which must carry one: the
+            # address the client connected to, which is also what routing sees.
+            req.host = self._local()
         if req.content_length > self.max_body:
             raise HttpError(413, "request body too large")
         req.keep_alive = p.should_keep_alive()  # final value is set at message complete
@@ -261,6 +190,7 @@ class ClientReader:
     def on_body(self, body: bytes) -> None:
         req = self.cur
         assert req is not None
+        self.body_fed += len(body)
         req.body_bytes += len(body)
         if req.body_bytes > self.max_body:
             raise HttpError(413, "request body too large")
@@ -275,18 +205,33 @@ class ClientReader:
 
     # ------------------------------------------------------------------ feeding
 
-    def _fail(self, status: int) -> None:
+    def _local(self) -> bytes:
+        """The address the client connected to, as a Host value."""
+        if not self.local_host:
+            addr = self.stream.sock.getsockname()
+            if isinstance(addr, tuple):
+                ip = str(addr[0])
+                ip = f"[{ip}]" if ":" in ip else ip
+                self.local_host = f"{ip}:{addr[1]}".encode("ascii")
+            else:
+                self.local_host = b"localhost"
+        return self.local_host
+
+    def _fail(self, status: int, detail: str) -> None:
         req = self.cur
         if req is None or req.complete:
             req = Request()
             self.queue.append(req)
+        if not req.method:
+            with contextlib.suppress(Exception):  # for the access log; the line may be bad
+                req.method = self.parser.get_method()
         req.error = status
+        req.error_detail = detail
         self.broken = True
 
     def _feed(self, data: bytes) -> None:
         q = self.queue
-        if not q or not q[-1].headers_done:
-            self.head_fed += len(data)
+        self.body_fed = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -299,16 +244,37 @@ class ClientReader:
             self.broken = True
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
-            self._fail(ctx.status if isinstance(ctx, HttpError) else 400)
+            if isinstance(ctx, HttpError):
+                self._fail(ctx.status, ctx.detail)
+            else:
+                self._fail(400, "request head rejected")
             return
-        except httptools.HttpParserError:
-            self._fail(400)
+        except httptools.HttpParserError as exc:
+            # llhttp knows HTTP/0.9, 1.0, 1.1 and 2.0 (``settle_head`` answers those it does
+            # not serve); any other version is one the proxy does not support either.
+            text = str(exc)
+            self._fail(505 if text == "Invalid HTTP version" else 400, text)
             return
-        if q and q[-1].headers_done:
-            self.head_fed = 0
-        elif self.head_fed > self.max_head:
+        # Bounding what httptools buffers of a head: the request target and whole header
+        # fields are counted by the callbacks; only the line still being read is not. It is
+        # the bytes after the last LF (a head in progress holds no empty line, so that LF is
+        # its own, or the end of what came before it); a feed without LF adds to it, less
+        # any body bytes it completed first. Requests answered earlier in the same feed do
+        # not count.
+        if not q or q[-1].headers_done:
+            self.line_fed = 0
+            return
+        lf = data.rfind(b"\n")
+        if lf >= 0:
+            self.line_fed = len(data) - lf - 1
+        else:
+            self.line_fed += len(data) - self.body_fed
+        if self.line_fed > self.max_head:
             cur = self.cur
-            self._fail(414 if cur is None or cur.nheaders == 0 else 431)
+            if cur is None or cur.nheaders == 0:
+                self._fail(414, "request line too long")
+            else:
+                self._fail(431, "request header field too long")
 
     def _resume_body(self, req: Request, rest: bytes) -> None:
         """llhttp stops at the head of any request with ``Connection: upgrade`` and leaves
@@ -343,7 +309,7 @@ class ClientReader:
                 if req.headers_done:
                     return req
                 if req.error:
-                    raise HttpError(req.error)
+                    raise HttpError(req.error, req.error_detail)
                 if not deadline:
                     deadline = time.monotonic() + self.header_timeout
             if self.broken or self.eof:
@@ -381,7 +347,7 @@ class ClientReader:
             if req.complete:
                 return b""
             if req.error:
-                raise HttpError(req.error)
+                raise HttpError(req.error, req.error_detail)
             if self.broken or self.eof:
                 raise ClientGone("client closed during the request body")
             if req.expect_continue:
@@ -438,8 +404,7 @@ def simple_response(
     return b"".join(parts)
 
 
-def error_body(status: int, detail: str = "") -> bytes:
-    text = reason(status)
-    if detail:
-        return text + b": " + detail.encode("utf-8", "replace") + b"\n"
-    return text + b"\n"
+def error_body(status: int) -> bytes:
+    """What a client reads in an error the proxy answers: the reason phrase only. Details
+    (addresses, errno texts, TLS verification results) go to the worker's log."""
+    return reason(status) + b"\n"

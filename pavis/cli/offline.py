@@ -305,8 +305,9 @@ def explain(
     endpoints, the rewritten upstream path and host, header operations, timeout and retry
     budget. Matching uses the same code the workers run, so the answer is what the proxy does.
 
-    Exit 0 when a route matches, 1 when the request would get a 404 (no virtual host or no
-    route matches).
+    Exit 0 when a route matches, 1 when it would not reach one: a 404 (no virtual host or no
+    route matches), or a 400/501 for a request the workers reject before routing (a target
+    with a #fragment, an invalid Host, CONNECT).
 
     \b
     Example:
