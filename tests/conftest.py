@@ -10,10 +10,12 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from loadtest.servers import kill_and_reap
+from tests.helpers_proc import Serve
 from tests.upstream import Upstream, launch
 
 
@@ -99,3 +101,11 @@ def procs() -> Iterator[list[int]]:
     pids: list[int] = []
     yield pids
     kill_and_reap(pids)
+
+
+@pytest.fixture
+def sv(tmp_path: Path) -> Iterator[Serve]:
+    """A supervisor of one worker that the test starts; stopped and cleaned up afterwards."""
+    s = Serve(tmp_path, workers=1)
+    yield s
+    s.cleanup()

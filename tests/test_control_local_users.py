@@ -26,12 +26,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Serve]:
-    s = Serve(tmp_path, workers=1)
-    yield s
-    s.cleanup()
-
 
 @contextlib.contextmanager
 def planted(path: str, data: bytes = b"not yours\n") -> Iterator[Path]:

@@ -8,8 +8,6 @@ import shutil
 import socket
 import struct
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,12 +15,6 @@ from tests.helpers_proc import Serve, get, needs_workers
 
 pytestmark = needs_workers
 
-
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Serve]:
-    s = Serve(tmp_path, workers=1)
-    yield s
-    s.cleanup()
 
 
 def metric(sv: Serve, name: str) -> float:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,12 +13,6 @@ from tests.helpers_proc import Serve, get, needs_workers, wait_for
 
 pytestmark = needs_workers
 
-
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Serve]:
-    s = Serve(tmp_path, workers=1)
-    yield s
-    s.cleanup()
 
 
 def answers(sv: Serve, body: bytes) -> bool:

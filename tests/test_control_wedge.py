@@ -30,12 +30,6 @@ FLOOD = 1100  # more than the supervisor's descriptor limit below
 NOFILE = ["prlimit", "--nofile=1024:1024", "--"]
 
 
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Serve]:
-    s = Serve(tmp_path, workers=1)
-    yield s
-    s.cleanup()
-
 
 @contextlib.contextmanager
 def many_fds(n: int) -> Iterator[None]:
