@@ -3,13 +3,14 @@
 
 Owns: their options, defaults (state dir, control socket path, worker count) and output.
 Must not: map errors to exit codes itself — commands raise ``PavisError`` subclasses and the
-group's ``main`` turns them into exit codes in one place. Registered on ``pavis.cli.cli``.
+group's ``main`` turns them into exit codes in one place; or import anything heavy at module
+level (the compiler, the artifact code, msgspec, PyYAML): reload, rollback, status and history
+only send one JSON line to the supervisor, which compiles. Registered on ``pavis.cli.cli``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -20,7 +21,6 @@ import click
 from pavis.cli import cli
 from pavis.control_client import default_control_path, request
 from pavis.errors import ControlError, UsageError
-from pavis.store import MIN_PREFIX
 
 CLIENT_MARGIN = 120.0  # beyond --timeout: compiling a large config happens before the wait
 
@@ -70,6 +70,8 @@ def serve(
     Boots CONFIG or ARTIFACT, or with neither the last-known-good artifact of the state dir.
     SIGHUP reloads from CONFIG; SIGTERM/SIGINT drain and stop; SIGQUIT stops at once.
     """
+    import logging
+
     from pavis.supervisor.arbiter import Arbiter, Options
 
     logging.basicConfig(
@@ -106,6 +108,8 @@ def _print_flip(answer: dict[str, Any], as_json: bool) -> None:
         f"generation {answer['generation']} checksum {answer['checksum']} "
         f"({answer['outcome']}, {answer['workers']} workers, {answer['elapsed_ms']} ms)"
     )
+    if answer.get("message"):
+        click.echo(answer["message"])
 
 
 @cli.command()
@@ -163,6 +167,8 @@ def status(as_json: bool, expect: str | None, control: str | None, name: str) ->
     else:
         _print_status(st)
     if expect is not None:
+        from pavis.store import MIN_PREFIX  # only --expect needs it (the store imports msgspec)
+
         want = expect.lower()
         if len(want) < MIN_PREFIX:
             raise UsageError(f"--expect {expect!r}: give at least {MIN_PREFIX} hex digits")
