@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import pytest
 
-from pavis.cli import COMMANDS, cli
+from pavis.cli import COMMANDS, cli, client
 from tests.helpers_proc import Serve, needs_workers
 
 HEAVY = ("yaml", "msgspec", "httptools", "gevent", "pavis.compiler", "pavis.artifact")
@@ -70,8 +70,10 @@ def test_live_commands_import_nothing_heavy(sv: Serve) -> None:
     for args in runs:
         r, modules = run_probe(sv.tmp, *args)
         assert r.returncode == 0, (args, r.stderr)
-        assert "pavis.cli.live" in modules  # the probe saw the command run
+        assert "pavis.control_client" in modules  # the probe saw the command run
         assert heavy(modules) == [], (args, heavy(modules))
+        # A plain command line does not even need click (it costs more than Python's start).
+        assert "click" not in modules, args
 
 
 def test_an_unreachable_supervisor_is_still_exit_3_and_cheap(tmp_path: Path) -> None:
@@ -81,6 +83,41 @@ def test_an_unreachable_supervisor_is_still_exit_3_and_cheap(tmp_path: Path) -> 
     assert heavy(modules) == []
 
 
+def test_a_command_line_the_thin_parser_does_not_know_gets_clicks_answer(tmp_path: Path) -> None:
+    r, modules = run_probe(tmp_path, "status", "--bogus")
+    assert r.returncode == 2
+    assert "No such option '--bogus'" in r.stderr
+    r, _ = run_probe(tmp_path, "reload", "--timeout", "soon")
+    assert r.returncode == 2 and "'soon' is not a valid float" in r.stderr
+    r, _ = run_probe(tmp_path, "reload", "--help")
+    assert r.returncode == 0 and "--wait / --no-wait" in r.stdout
+    r, modules = run_probe(tmp_path, "reload", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "missing.yaml: no such file" in r.stderr
+    assert "click" not in modules
+
+
+def test_the_thin_parser_knows_the_options_click_declares() -> None:
+    ctx = click.Context(cli)
+    for name, options in client.OPTIONS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        declared: dict[str, tuple[str, object]] = {}
+        arguments = []
+        for param in command.params:
+            if isinstance(param, click.Argument):
+                arguments.append(param.name)
+                continue
+            for opt in [*param.opts, *param.secondary_opts]:
+                if opt.startswith("--") and opt != "--help":
+                    default = param.get_default(ctx)
+                    if not isinstance(default, str | int | float):  # click's "unset" marker
+                        default = None
+                    declared[opt] = (str(param.name), default)
+        thin = {opt: (p, default) for opt, (p, _, default) in options.items()}
+        assert thin == declared, name
+        assert arguments == ([client.ARGUMENTS[name]] if name in client.ARGUMENTS else [])
+
+
 def test_help_lists_every_command_without_importing_one(tmp_path: Path) -> None:
     r, modules = run_probe(tmp_path, "--help")
     assert r.returncode == 0, r.stderr
@@ -88,7 +125,8 @@ def test_help_lists_every_command_without_importing_one(tmp_path: Path) -> None:
     present = {n for n, (m, _) in COMMANDS.items() if importlib.util.find_spec(m) is not None}
     assert listed == present
     assert {"check", "compile", "serve", "reload", "status", "history", "rollback"} <= listed
-    assert not {m for m in modules if m.startswith("pavis.cli.")}
+    command_modules = {m for m, _ in COMMANDS.values()}
+    assert not command_modules & modules
     assert heavy(modules) == []
 
 
