@@ -112,3 +112,24 @@ class UsageError(PavisError):
 
     code = "usage"
     exit_code = EXIT_USAGE
+
+
+class CompileMemory(PavisError):
+    """Compiling a config needed more memory than the compile process may use."""
+
+    code = "compile_memory"
+    exit_code = EXIT_REJECTED
+
+
+class CompileTimeout(PavisError):
+    """Compiling a config took longer than the compile time limit."""
+
+    code = "compile_timeout"
+    exit_code = EXIT_REJECTED
+
+
+class CompileCrashed(PavisError):
+    """The compile process died (by a signal) or failed without a verdict on the config."""
+
+    code = "compile_crashed"
+    exit_code = EXIT_REJECTED

@@ -3,26 +3,24 @@
 
 Owns: their options, defaults (state dir, control socket path, worker count) and output.
 Must not: map errors to exit codes itself — commands raise ``PavisError`` subclasses and the
-group's ``main`` turns them into exit codes in one place. Registered on ``pavis.cli.cli``.
+group's ``main`` turns them into exit codes in one place; or import anything heavy at module
+level (the compiler, the artifact code, msgspec, PyYAML): reload, rollback, status and history
+only send one JSON line to the supervisor, which compiles (``pavis.cli.client`` does that, and
+runs them without click when their command line is plain). Registered on ``pavis.cli.cli``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
-import time
 from typing import Any
 
 import click
 
-from pavis.cli import cli
-from pavis.control_client import default_control_path, request
-from pavis.errors import ControlError, UsageError
-from pavis.store import MIN_PREFIX
-
-CLIENT_MARGIN = 120.0  # beyond --timeout: compiling a large config happens before the wait
+from pavis.cli import client
+from pavis.cli.app import cli
+from pavis.control_client import default_control_path
+from pavis.errors import UsageError
 
 
 def _control_option(f: Any) -> Any:
@@ -36,10 +34,6 @@ def _control_option(f: Any) -> Any:
         metavar="PATH",
         help="Control socket [env PAVIS_CONTROL; default $RUNTIME_DIRECTORY or /run/pavis/NAME.sock].",
     )(f)
-
-
-def _control_path(control: str | None, name: str) -> str:
-    return control or default_control_path(name)
 
 
 def _state_dir(name: str) -> str:
@@ -70,6 +64,8 @@ def serve(
     Boots CONFIG or ARTIFACT, or with neither the last-known-good artifact of the state dir.
     SIGHUP reloads from CONFIG; SIGTERM/SIGINT drain and stop; SIGQUIT stops at once.
     """
+    import logging
+
     from pavis.supervisor.arbiter import Arbiter, Options
 
     logging.basicConfig(
@@ -97,17 +93,6 @@ def serve(
 # ---------------------------------------------------------------------------------- reload
 
 
-def _print_flip(answer: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        answer = {k: v for k, v in answer.items() if k != "ok"}
-        click.echo(json.dumps(answer, indent=2))
-        return
-    click.echo(
-        f"generation {answer['generation']} checksum {answer['checksum']} "
-        f"({answer['outcome']}, {answer['workers']} workers, {answer['elapsed_ms']} ms)"
-    )
-
-
 @cli.command()
 @click.argument("source", required=False, metavar="[CONFIG|ARTIFACT]")
 @click.option("--wait/--no-wait", default=True, show_default=True,
@@ -123,13 +108,7 @@ def reload(
     With no argument the supervisor reloads its own config path (like SIGHUP). The path is
     sent as an absolute path: the supervisor reads it, so it must be readable by it.
     """
-    payload: dict[str, Any] = {"op": "reload", "wait": wait, "timeout": timeout}
-    if source:
-        if not os.path.exists(source):
-            raise UsageError(f"{source}: no such file")
-        payload["path"] = os.path.abspath(source)
-    answer = request(_control_path(control, name), payload, timeout + CLIENT_MARGIN)
-    _print_flip(answer, as_json)
+    client.reload(source, wait, timeout, as_json, control, name)
 
 
 @cli.command()
@@ -143,9 +122,7 @@ def rollback(
     to: str | None, wait: bool, timeout: float, as_json: bool, control: str | None, name: str
 ) -> None:
     """Flip back to the previous (or the named) generation, without recompiling."""
-    payload: dict[str, Any] = {"op": "rollback", "wait": wait, "timeout": timeout, "to": to}
-    answer = request(_control_path(control, name), payload, timeout + CLIENT_MARGIN)
-    _print_flip(answer, as_json)
+    client.rollback(to, wait, timeout, as_json, control, name)
 
 
 # ---------------------------------------------------------------------------------- status
@@ -157,50 +134,7 @@ def rollback(
 @_control_option
 def status(as_json: bool, expect: str | None, control: str | None, name: str) -> None:
     """The supervisor and every worker: pid, generation, checksum, uptime, requests."""
-    st = request(_control_path(control, name), {"op": "status"}, 10.0)["status"]
-    if as_json:
-        click.echo(json.dumps(st, indent=2))
-    else:
-        _print_status(st)
-    if expect is not None:
-        want = expect.lower()
-        if len(want) < MIN_PREFIX:
-            raise UsageError(f"--expect {expect!r}: give at least {MIN_PREFIX} hex digits")
-        drift = [
-            w for w in st["workers"] if not w["pid"] or not (w["checksum"] or "").startswith(want)
-        ]
-        if drift or not (st["checksum"] or "").startswith(want):
-            who = ", ".join(f"slot {w['slot']} runs {w['checksum']}" for w in drift)
-            raise ControlError(f"drift: expected {expect}; current {st['checksum']}; {who}")
-
-
-def _print_status(st: dict[str, Any]) -> None:
-    state = "stopping" if st["stopping"] else ("ready" if st["ready"] else "not ready")
-    click.echo(
-        f"pavis {st['name']}  pid {st['pid']}  up {_dur(st['uptime_s'])}  {state}\n"
-        f"generation {st['generation']}  checksum {st['checksum']}\n"
-        f"source {st['source']}"
-    )
-    click.echo(f"{'slot':>4}  {'pid':>7}  {'gen':>5}  {'checksum':32}  {'uptime':>8}  "
-               f"{'requests':>9}  last rejection")  # fmt: skip
-    for w in st["workers"]:
-        rej = w["last_rejection"]
-        last = "-" if not rej else f"gen {rej['generation']}: {rej['reason']}"
-        click.echo(
-            f"{w['slot']:>4}  {w['pid'] or '-':>7}  {w['generation']:>5}  "
-            f"{w['checksum'] or '-':32}  {_dur(w['uptime_s']):>8}  {w['requests']:>9}  "
-            f"{last}"
-        )
-
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    client.status(as_json, expect, control, name)
 
 
 @cli.command()
@@ -208,16 +142,4 @@ def _dur(seconds: float | None) -> str:
 @_control_option
 def history(as_json: bool, control: str | None, name: str) -> None:
     """Generations with checksum, source, time and outcome (oldest first)."""
-    entries = request(_control_path(control, name), {"op": "history"}, 10.0)["history"]
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
-        return
-    click.echo(f"{'time':20}  {'op':8}  {'gen':>5}  {'checksum':32}  {'outcome':9}  source")
-    for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
-        click.echo(
-            f"{when:20}  {e['op']:8}  {e['generation'] or '-':>5}  {e['checksum'] or '-':32}  "
-            f"{e['outcome']:9}  {e['source']}"
-        )
-        if e["reason"]:
-            click.echo(f"{'':22}{e['reason']}")
+    client.history(as_json, control, name)

@@ -8,7 +8,9 @@ worker runtime, or serve data-plane HTTP.
 Concurrency: signal handlers only wake the loop (``signal.set_wakeup_fd``). Control requests
 and SIGHUP reloads run in their own threads, serialised by ``self._ops`` — the lock every
 mutation of the Publisher (publish, activate, open/close slot, collect) and of the current
-generation takes. The loop never blocks on it: it tops up workers only when it is free.
+generation takes. The loop never blocks on it: it tops up workers only when it is free. A
+reload compiles (in a child process) before it takes ``_ops``, so upkeep never waits for a
+compile; compiles take turns on ``self._compiling``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pavis.artifact import read
@@ -33,7 +35,8 @@ from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
 from pavis.supervisor.notify import monotonic_usec, notify, watchdog_interval
 from pavis.supervisor.sockets import bind, listeners_changed
-from pavis.supervisor.source import load
+from pavis.supervisor.source import Source, build
+from pavis.supervisor.source import read as read_file
 from pavis.supervisor.status import snapshot
 from shm import AckTimeout, Publisher, ShmError, WorkerRejected
 
@@ -62,6 +65,7 @@ class Generation:
     checksum: str
     source: str
     model: Model
+    source_digest: str = ""  # of the source bytes it was compiled from; "" = not comparable
 
 
 class Arbiter:
@@ -82,6 +86,7 @@ class Arbiter:
         self._beat_grace_until = 0.0
         self._load_ms = 0.0  # of the flip in progress (answers report it)
         self._ops = threading.RLock()
+        self._compiling = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.listeners: dict[str, Any] = {}
         self.publisher: Publisher | None = None
@@ -227,7 +232,7 @@ class Arbiter:
 
     def handle_chld(self) -> None:
         now = time.monotonic()
-        for pid, status in wk.reap():
+        for pid, status in wk.reap({s.pid for s in self.slots if s.pid}):
             for slot in self.slots:
                 if slot.pid == pid:
                     wk.note_exit(slot, status, now)
@@ -416,34 +421,75 @@ class Arbiter:
     def reload(
         self, path: str | None, wait: bool, timeout: float, respond: Respond | None = None
     ) -> dict[str, Any]:
-        """Load, check, store and flip to a config or artifact; all-or-nothing."""
+        """Load, check, store and flip to a config or artifact; all-or-nothing. Sources whose
+        bytes are the current generation's are not compiled; others are compiled before
+        ``_ops`` is taken."""
         source = path or self.reload_source
         self._check_running()
-        with self._ops:
-            self._check_running()
-            self._check_client("reload", respond)
-            t0 = time.monotonic()
-            notify("RELOADING=1", monotonic_usec())
-            try:
-                if not source:
-                    raise self._reject(
-                        "reload",
-                        "",
-                        "no config path: this supervisor booted from a stored "
-                        "artifact whose config file is unknown or gone; give a path",
-                    )
+        self._check_client("reload", respond)
+        t0 = time.monotonic()
+        if not source:
+            raise self._reject(
+                "reload",
+                "",
+                "no config path: this supervisor booted from a stored "
+                "artifact whose config file is unknown or gone; give a path",
+            )
+        while True:
+            src, built = self._prepare(source)
+            with self._ops:
+                self._check_running()
+                self._check_client("reload", respond)
+                if built is None and not self._unchanged(src):
+                    continue  # a flip came in between: compile after all, outside the lock
+                notify("RELOADING=1", monotonic_usec())
                 try:
-                    data = load(source)
-                    header, model = read(data)
-                except PavisError as exc:
-                    raise self._reject("reload", source, str(exc)) from None
-                answer = self._flip(
-                    "reload", source, data, header.checksum, model, wait, timeout, respond, t0
-                )
-            finally:
-                notify("READY=1", self._status_line())
+                    if built is None:
+                        answer = self._answer_unchanged(src, t0)
+                    else:
+                        data, reads_files = built
+                        try:
+                            header, model = read(data)
+                        except PavisError as exc:
+                            raise self._reject("reload", source, str(exc), code=exc.code) from None
+                        # Embedded files (TLS PEM) may change under an unchanged config.
+                        digest = "" if reads_files else src.digest
+                        answer = self._flip(
+                            "reload", source, data, header.checksum, model, wait, timeout,
+                            respond, t0, digest,
+                        )  # fmt: skip
+                finally:
+                    notify("READY=1", self._status_line())
+            break
         self.store.flush()
         return answer
+
+    def _prepare(self, source: str) -> tuple[Source, tuple[bytes, bool] | None]:
+        """The source read, and built (None when unchanged); outside ``_ops``."""
+        try:
+            src = read_file(source)
+            if self._unchanged(src):
+                return src, None
+            with self._compiling:
+                return src, build(src)
+        except PavisError as exc:
+            raise self._reject("reload", source, str(exc), code=exc.code) from None
+
+    def _unchanged(self, src: Source) -> bool:
+        cur = self.current
+        return cur is not None and cur.source_digest == src.digest
+
+    def _answer_unchanged(self, src: Source, t0: float) -> dict[str, Any]:
+        cur = self.current
+        assert cur is not None
+        self._load_ms = round((time.monotonic() - t0) * 1000, 1)
+        self._record("reload", src.path, UNCHANGED, cur.number, cur.checksum, "")
+        log.info("reload unchanged: %s has the bytes of generation %d", src.path, cur.number)
+        return {
+            **self._answer(cur, UNCHANGED, t0),
+            "message": f"{src.path} is unchanged since generation {cur.number} "
+            f"(source digest {src.digest}): not recompiled",
+        }
 
     def rollback(
         self, to: str | None, wait: bool, timeout: float, respond: Respond | None = None
@@ -508,14 +554,21 @@ class Arbiter:
         timeout: float,
         respond: Respond | None,
         t0: float,
+        digest: str = "",
     ) -> dict[str, Any]:
-        """Make ``data`` current on every worker, or on none (the caller holds ``_ops``)."""
+        """Make ``data`` current on every worker, or on none (the caller holds ``_ops``).
+        ``digest`` is that of the source bytes ``data`` was compiled from ("" = unknown)."""
         assert self.current is not None and self.publisher is not None
         self._load_ms = round((time.monotonic() - t0) * 1000, 1)  # compile or read + decode
         old = self.current
         if checksum == old.checksum:
+            if digest:  # the next reload of these bytes is answered without compiling
+                self.current = self.generations[old.number] = replace(old, source_digest=digest)
             self._record(op, source, UNCHANGED, old.number, checksum, "")
-            return self._answer(old, UNCHANGED, t0)
+            return {
+                **self._answer(self.current, UNCHANGED, t0),
+                "message": f"compiled to the checksum generation {old.number} already serves",
+            }
         changed = listeners_changed(old.model, model)
         if changed:
             raise self._reject(op, source, changed, checksum)
@@ -527,8 +580,10 @@ class Arbiter:
                 number = self.publisher.publish(data)
             except ShmError as exc:  # no_space, write_failed: nothing was made current
                 raise self._reject(op, source, str(exc), checksum) from None
-            target = Generation(number, checksum, source, model)
+            target = Generation(number, checksum, source, model, digest)
             self.generations[number] = target
+        elif digest:
+            target = self.generations[target.number] = replace(target, source_digest=digest)
         self.publisher.activate(target.number)
         self.current = target
         if not wait and respond is not None:
@@ -604,12 +659,18 @@ class Arbiter:
             "workers": len(self.slots),
             "elapsed_ms": round((time.monotonic() - t0) * 1000, 1),
             "load_ms": self._load_ms,
+            "source_digest": gen.source_digest,
         }
 
-    def _reject(self, op: str, source: str, reason: str, checksum: str = "") -> ControlError:
+    def _reject(
+        self, op: str, source: str, reason: str, checksum: str = "", code: str = ""
+    ) -> ControlError:
         log.warning("%s rejected (%s): %s", op, source or "no source", reason)
         self._record(op, source, REJECTED, 0, checksum, reason)
-        return ControlError(reason)
+        error = ControlError(reason)
+        if code in ("compile_memory", "compile_timeout", "compile_crashed"):
+            error.code = code  # the refusal names why the compile failed
+        return error
 
     def _record(
         self,

@@ -1,17 +1,21 @@
-"""What to serve: a config path (compiled and sealed here) or an artifact path (verified).
+"""What to serve: a config path (compiled and sealed in a child process) or an artifact path
+(verified).
 
 Owns: telling the two apart by the artifact magic, reading the file once — a regular file
-only, at most ``MAX_SOURCE`` bytes, never blocking on a FIFO or a device — and turning it
-into artifact bytes. Must not: publish or store anything. The compiler is imported only
-when a config is given.
+only, at most ``MAX_SOURCE`` bytes, never blocking on a FIFO or a device — the digest that
+says whether a source is unchanged, and turning it into artifact bytes. Must not: publish or
+store anything, or compile in the supervisor's own process (``compile_child`` does).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 
-from pavis.artifact import MAGIC, seal, verify
+import xxhash
+
+from pavis.artifact import MAGIC, verify
 from pavis.errors import PavisError
 
 MAX_SOURCE = 64 * 1024 * 1024  # a config or artifact larger than this is refused unread
@@ -57,13 +61,36 @@ def _kind(mode: int) -> str:
     return "not a plain file"
 
 
-def load(path: str) -> bytes:
-    """A config (compiled and sealed here) or an artifact (verified), as artifact bytes."""
-    data = read_source(path)
-    if data[: len(MAGIC)] == MAGIC:
-        verify(data)
-        return data
-    from pavis.compiler import compile_text  # only configs need the compiler
-    from pavis.compiler.ingest import syntax_of
+@dataclass(frozen=True)
+class Source:
+    """The bytes of a config or artifact file, read once, and their digest."""
 
-    return seal(compile_text(data, syntax_of(path), origin=path))
+    path: str
+    data: bytes
+    # xxh3-128 of the path and the bytes: the path too, since it picks the syntax (by its
+    # extension) and the directory relative TLS files are read from.
+    digest: str
+
+
+def read(path: str) -> Source:
+    data = read_source(path)
+    return Source(path, data, xxhash.xxh3_128_hexdigest(path.encode() + b"\0" + data))
+
+
+def build(src: Source) -> tuple[bytes, bool]:
+    """(artifact bytes, whether they embed other files than the source).
+
+    An artifact is verified; a config is compiled and sealed in a child process under a
+    memory and a time limit (``compile_child``).
+    """
+    if src.data[: len(MAGIC)] == MAGIC:
+        verify(src.data)
+        return src.data, False
+    from pavis.supervisor.compile_child import compile_config
+
+    return compile_config(src.data, src.path)
+
+
+def load(path: str) -> bytes:
+    """A config (compiled and sealed) or an artifact (verified), as artifact bytes."""
+    return build(read(path))[0]

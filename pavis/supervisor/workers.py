@@ -150,24 +150,33 @@ def kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def reap() -> list[tuple[int, int]]:
-    """Every (pid, status) of exited children, without blocking."""
+def reap(pids: set[int] | None = None) -> list[tuple[int, int]]:
+    """Every (pid, status) of exited children — of those among ``pids`` when given —
+    without blocking.
+
+    The supervisor passes its workers: it has other children (the compile process) whose
+    exit status belongs to whoever started them.
+    """
     out: list[tuple[int, int]] = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return out
-        if pid == 0:
-            return out
-        out.append((pid, status))
+    for wanted in [-1] if pids is None else pids:
+        while True:
+            try:
+                pid, status = os.waitpid(wanted, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            out.append((pid, status))
+            if wanted != -1:
+                break
+    return out
 
 
 def wait_all(pids: set[int], deadline: float) -> set[int]:
     """Reap the given children until ``deadline`` (monotonic); returns those still running."""
     left = set(pids)
     while left and time.monotonic() < deadline:
-        for pid, _ in reap():
+        for pid, _ in reap(left):
             left.discard(pid)
         if left:
             time.sleep(0.02)
