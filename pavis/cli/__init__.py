@@ -87,5 +87,6 @@ _register(importlib.import_module("pavis.cli.offline"))
 # The live commands are written separately; the CLI works with or without them.
 if importlib.util.find_spec("pavis.cli.live") is not None:
     _register(importlib.import_module("pavis.cli.live"))
+_register(importlib.import_module("pavis.cli.fleet"))
 
 __all__ = ["cli", "main", "report"]
