@@ -281,6 +281,18 @@ def test_fleet_status_reports_drift_of_a_live_host(
     assert on in leases
 
 
+def test_a_host_report_under_another_hosts_key_is_rejected(
+    etcd_cluster: Cluster, fleet: str, store: Store, leases: list[int]
+) -> None:
+    publish.publish(store, sealed("a"), "a.yaml")
+    lease = store.grant(30)
+    leases.append(lease)
+    store.put(store.keys.host("h-one"), layout.encode(report("h-two", "0" * 32)), lease=lease)
+    out = pavctl("fleet", "status", "--etcd", etcd_cluster.endpoints, "--fleet", fleet)
+    assert out.returncode == 1
+    assert f"etcd key {store.keys.host('h-one')}: report is for host 'h-two'" in out.stderr
+
+
 def test_publish_wait_polls_host_reports(
     etcd_cluster: Cluster, fleet: str, store: Store, leases: list[int], tmp_path: Path
 ) -> None:

@@ -182,6 +182,8 @@ def _check(value: Manifest | Desired | HistoryEntry | HostReport) -> str:
     for c in checksums:
         if not _CHECKSUM.match(c):
             return f"checksum {c!r} is not 32 lower-case hex digits"
+    if isinstance(value, HostReport) and not _NAME.match(value.host_id):
+        return f"host_id {value.host_id!r} is not a valid host id"
     if isinstance(value, Desired | HistoryEntry) and value.generation < 1:
         return f"generation {value.generation} is not positive"
     if isinstance(value, Manifest):

@@ -51,7 +51,7 @@ class HostView:
 def assess(hosts: list[HostReport], target: str, now: float) -> list[HostView]:
     views = []
     for r in sorted(hosts, key=lambda h: h.host_id):
-        if all(c.startswith(target) for c in r.serving()):
+        if target and all(c.startswith(target) for c in r.serving()):
             state: State = "on"
         elif r.rejection is not None and r.rejection.checksum.startswith(target):
             state = "rejected"

@@ -187,7 +187,7 @@ class Store:
         reports = []
         for e in self.range(self.keys.hosts, prefix=True):
             report = layout.decode(HostReport, e.key, e.value)
-            if e.key != self.keys.host(report.host_id):
+            if e.key != self.keys.hosts + report.host_id:
                 raise FleetError(
                     "malformed", f"etcd key {e.key}: report is for host {report.host_id!r}"
                 )
