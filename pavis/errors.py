@@ -133,3 +133,20 @@ class CompileCrashed(PavisError):
 
     code = "compile_crashed"
     exit_code = EXIT_REJECTED
+
+
+class FleetError(PavisError):
+    """A fleet operation through etcd failed.
+
+    ``reason`` is a stable identifier (``etcd_unreachable``, ``publish_conflict``, ``malformed``,
+    ``not_found``, ``chunk_checksum_mismatch``, an artifact rejection reason, ...); unreachable
+    etcd exits 3, everything else 1.
+    """
+
+    code = "fleet_failed"
+    exit_code = EXIT_REJECTED
+
+    def __init__(self, reason: str, message: str, exit_code: int = EXIT_REJECTED) -> None:
+        self.reason = reason
+        self.exit_code = exit_code
+        super().__init__(f"{message} ({reason})")

@@ -43,8 +43,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "The supervisor and every worker: pid, generation, checksum, uptime, requests."),
     "history": ("pavis.cli.live",
                 "Generations with checksum, source, time and outcome (oldest first)."),
-    "publish": ("pavis.cli.fleet", "Publish an artifact to every instance of a fleet."),
-    "fleet": ("pavis.cli.fleet", "The instances of a fleet and the generation each serves."),
+    "publish": (
+        "pavis.cli.fleet",
+        "Compile (if a config), seal, store in etcd and move the fleet's desired pointer.",
+    ),
+    "fleet": (
+        "pavis.cli.fleet",
+        "The fleet's state in etcd: status (drift check), rollback, history.",
+    ),
 }  # fmt: skip
 
 

@@ -1,0 +1,266 @@
+"""A thin client of one fleet's keys in etcd, over etcd's HTTP gateway (etcd3gw).
+
+Owns: the endpoint list and fail-over (each request tries the endpoints in turn, starting with
+the last one that answered, until one does or the deadline passes), reading and verifying
+artifacts, and reading desired, host reports and history.
+Must not: decide what to publish (``pavis.fleet.publish``), or trust anything read from etcd:
+values go through ``pavis.fleet.layout`` decoders and artifacts through ``pavis.artifact``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from etcd3gw import exceptions as etcd_exc
+from etcd3gw.client import Etcd3Client
+
+from pavis import artifact
+from pavis.errors import EXIT_UNREACHABLE, ArtifactError, FleetError
+from pavis.fleet import layout
+from pavis.fleet.layout import Desired, HistoryEntry, HostReport, Keys, Manifest
+
+_T = TypeVar("_T")
+# Errors after which another endpoint may answer: the member is down, has no leader (503) or
+# timed out. A request that was refused for what it is (400, 413, ...) is not retried.
+_TRANSIENT = (etcd_exc.ConnectionFailedError, etcd_exc.ConnectionTimeoutError)
+
+
+def b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def unb64(data: str) -> bytes:
+    return base64.b64decode(data)
+
+
+def prefix_end(prefix: str) -> str:
+    """The range end that selects every key starting with ``prefix`` (ASCII prefixes only)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def parse_endpoints(value: str) -> list[tuple[str, int]]:
+    """``http://h:p[,http://h:p...]`` (a bare ``h:p`` means http) → [(host, port)]."""
+    out = []
+    for raw in (v.strip() for v in value.split(",")):
+        if not raw:
+            continue
+        url = urllib.parse.urlsplit(raw if "//" in raw else f"http://{raw}")
+        if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
+            raise FleetError("bad_endpoint", f"--etcd {raw!r}: expected http://HOST:PORT")
+        try:
+            port = url.port or 2379
+        except ValueError:
+            raise FleetError("bad_endpoint", f"--etcd {raw!r}: bad port") from None
+        out.append((url.hostname, port))
+    if not out:
+        raise FleetError("bad_endpoint", "--etcd: no endpoint given (or set PAVIS_ETCD)")
+    return out
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A value as read, with the revisions a guarded write compares against."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    lease: int
+
+
+class Store:
+    """One fleet in an etcd cluster reached through any of several endpoints."""
+
+    def __init__(
+        self, endpoints: str, fleet: str, timeout: float = 5.0, deadline: float = 6.0
+    ) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.keys = Keys(fleet)
+        self.deadline = deadline
+        self._clients = [
+            Etcd3Client(host, port, api_path="/v3/", timeout=timeout)
+            for host, port in self.endpoints
+        ]
+        self._current = 0
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.session.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{h}:{p}" for h, p in self.endpoints]
+
+    # ----------------------------------------------------------------- transport
+
+    def call(self, op: Callable[[Etcd3Client], _T]) -> _T:
+        """Run ``op`` against the first endpoint that answers, retrying until the deadline."""
+        end = time.monotonic() + self.deadline
+        last: Exception | None = None
+        while True:
+            for i in range(len(self._clients)):
+                index = (self._current + i) % len(self._clients)
+                try:
+                    result = op(self._clients[index])
+                except _TRANSIENT as exc:
+                    last = exc
+                    continue
+                except etcd_exc.Etcd3Exception as exc:
+                    raise FleetError(
+                        "etcd_refused", f"etcd at {self.urls[index]} refused the request: "
+                        f"{exc.detail_text or exc}"
+                    ) from None  # fmt: skip
+                self._current = index
+                return result
+            if time.monotonic() >= end:
+                break
+            time.sleep(0.2)
+        raise FleetError(
+            "etcd_unreachable",
+            f"no etcd endpoint answered within {self.deadline:g}s (tried {', '.join(self.urls)}): "
+            f"{_describe(last)}",
+            EXIT_UNREACHABLE,
+        )
+
+    def range(self, key: str, prefix: bool = False, **extra: Any) -> list[Entry]:
+        body: dict[str, Any] = {"key": b64(key), **extra}
+        if prefix:
+            body["range_end"] = b64(prefix_end(key))
+
+        def op(c: Etcd3Client) -> Any:
+            return c.post(c.get_url("/kv/range"), json=body)
+
+        return [_entry(kv) for kv in self.call(op).get("kvs", [])]
+
+    def get(self, key: str) -> Entry | None:
+        found = self.range(key)
+        return found[0] if found else None
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> None:
+        body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+        if lease:
+            body["lease"] = lease
+
+        def op(c: Etcd3Client) -> Any:
+            return c.post(c.get_url("/kv/put"), json=body)
+
+        self.call(op)
+
+    def txn(self, txn: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(lambda c: dict(c.transaction(txn)))
+        return result
+
+    def grant(self, ttl: int) -> int:
+        def op(c: Etcd3Client) -> int:
+            return int(c.post(c.get_url("/lease/grant"), json={"TTL": ttl, "ID": 0})["ID"])
+
+        return self.call(op)
+
+    def revoke(self, lease: int) -> None:
+        def op(c: Etcd3Client) -> Any:
+            return c.post(c.get_url("/kv/lease/revoke"), json={"ID": lease})
+
+        self.call(op)
+
+    # ----------------------------------------------------------------- fleet values
+
+    def desired(self) -> tuple[Desired, Entry] | None:
+        """The desired pointer with the entry it was read from (for its mod_revision)."""
+        entry = self.get(self.keys.desired)
+        if entry is None:
+            return None
+        return layout.decode(Desired, entry.key, entry.value), entry
+
+    def hosts(self) -> list[HostReport]:
+        """Every live host report (a report vanishes with its host's lease)."""
+        reports = []
+        for e in self.range(self.keys.hosts, prefix=True):
+            report = layout.decode(HostReport, e.key, e.value)
+            if e.key != self.keys.hosts + report.host_id:
+                raise FleetError(
+                    "malformed", f"etcd key {e.key}: report is for host {report.host_id!r}"
+                )
+            reports.append(report)
+        return reports
+
+    def history(self) -> list[HistoryEntry]:
+        """Oldest first."""
+        entries = self.range(self.keys.history, prefix=True, sort_order=1, sort_target=0)
+        return [layout.decode(HistoryEntry, e.key, e.value) for e in entries]
+
+    def manifest(self, checksum: str) -> Manifest | None:
+        key = self.keys.manifest(checksum)
+        entry = self.get(key)
+        if entry is None:
+            return None
+        manifest = layout.decode(Manifest, key, entry.value)
+        if manifest.checksum != checksum:
+            raise FleetError("malformed", f"etcd key {key}: manifest is for {manifest.checksum}")
+        return manifest
+
+    def fetch(self, checksum: str) -> bytes:
+        """The sealed bytes of ``checksum``, reassembled and verified like a local artifact."""
+        manifest = self.manifest(checksum)
+        if manifest is None:
+            raise FleetError(
+                "not_found", f"artifact {checksum} is not stored in fleet {self.keys.fleet}"
+            )
+        chunks = []
+        for n in range(manifest.chunks):
+            key = self.keys.chunk(checksum, n)
+            entry = self.get(key)
+            if entry is None:
+                raise FleetError(
+                    "chunk_missing", f"etcd key {key}: chunk {n} of {manifest.chunks} is missing"
+                )
+            layout.check_chunk(manifest, key, n, entry.value)
+            chunks.append(entry.value)
+        data = layout.join(manifest, self.keys.manifest(checksum), chunks)
+        verify(data, f"artifact {checksum} in etcd", checksum)
+        return data
+
+
+def verify(data: bytes, what: str, checksum: str | None = None) -> artifact.Header:
+    """Verify sealed bytes exactly as a local reload does (size, header, checksum, decode)."""
+    try:
+        header, _ = artifact.read(data)
+    except ArtifactError as exc:
+        raise FleetError(exc.reason, f"{what}: {exc.message}") from None
+    if checksum is not None and header.checksum != checksum:
+        raise FleetError(
+            "checksum_mismatch", f"{what}: the artifact's checksum is {header.checksum}"
+        )
+    return header
+
+
+def _entry(kv: dict[str, Any]) -> Entry:
+    return Entry(
+        key=unb64(kv["key"]).decode(errors="replace"),
+        value=unb64(kv.get("value", "")),
+        mod_revision=int(kv.get("mod_revision", 0)),
+        create_revision=int(kv.get("create_revision", 0)),
+        lease=int(kv.get("lease", 0)),
+    )
+
+
+def _describe(exc: Exception | None) -> str:
+    if exc is None:
+        return "no endpoint"
+    text = getattr(exc, "detail_text", None) or str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def put_report(store: Store, report: HostReport, lease: int) -> None:
+    """Write a host's report under its lease (it disappears when the lease expires)."""
+    store.put(store.keys.host(report.host_id), layout.encode(report), lease=lease)
