@@ -138,12 +138,3 @@ def test_the_table_short_help_is_the_commands_own() -> None:
         command = cli.get_command(ctx, name)
         assert command is not None, name
         assert command.get_short_help_str(limit=1000) == short, name
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("pavis.cli.fleet") is not None, reason="the fleet commands exist"
-)
-def test_commands_of_a_missing_module_are_absent_not_an_error(tmp_path: Path) -> None:
-    r, _ = run_probe(tmp_path, "fleet")
-    assert r.returncode == 2
-    assert "No such command 'fleet'" in r.stderr

@@ -62,8 +62,7 @@ class LazyGroup(click.Group):
         self._loaded: set[str] = set()
 
     def _available(self, module: str) -> bool:
-        # A module in the table may not exist yet (the fleet commands): its commands are
-        # then simply not there.
+        # A module left out of an install: its commands are simply not there.
         try:
             return importlib.util.find_spec(module) is not None
         except ImportError:
