@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from pavis.control_client import exchange
 from tests.helpers_proc import CLI, Serve, children, get, kill_pid, needs_workers, wait_for
@@ -30,13 +27,6 @@ def routes(n: int) -> str:
         f'      - {{name: r{i}, match: {{prefix: /p{i}/}}, direct: {{status: 200, body: "x"}}}}\n'
         for i in range(n)
     )
-
-
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Serve]:
-    s = Serve(tmp_path, workers=1)
-    yield s
-    s.cleanup()
 
 
 def reload_answer(sv: Serve, path: Path) -> dict[str, Any]:
