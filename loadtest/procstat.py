@@ -6,7 +6,8 @@ Must not: start, signal or wait for processes — callers own their processes.
 
 The benchmarks divide a proxy's CPU seconds (its whole tree: master and workers) by the
 requests it served, because wrk, the upstream and the proxy share the machine's cores and
-requests/s alone describes the whole box, not the proxy (FIELD-NOTES).
+requests/s alone describes the whole box, not the proxy (wrk, the upstream and the proxy
+share the cores).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Owns: every error class, its stable ``code`` and its process ``exit_code``.
 Must not: import anything but the stdlib. Callers map errors to behaviour through the
 attributes (``code``, ``exit_code``), never through isinstance ladders.
 
-Exit codes (SPEC §2): 0 ok · 1 rejected or invalid · 2 usage · 3 supervisor unreachable ·
+Exit codes (docs/OPERATIONS.md): 0 ok · 1 rejected or invalid · 2 usage · 3 supervisor unreachable ·
 4 timed out waiting for workers.
 """
 

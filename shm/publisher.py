@@ -51,7 +51,7 @@ class Publisher:
         if mode & ~0o660 or (mode & 0o600) != 0o600:
             raise ShmError("bad_mode", f"mode {mode:#o}: owner rw required, no execute/other bits")
         if gid is not None and not mode & 0o060:
-            mode |= 0o040  # a configured group is there to read: 0600 + gid means 0640 (SPEC §5)
+            mode |= 0o040  # a configured group is there to read: 0600 + gid means 0640
         self.mode = mode
         self.gid = gid
         self.nslots = slots

@@ -1,6 +1,6 @@
 """The sealed `.pvs` artifact: round trip, determinism, and rejection with a named reason.
 
-Invariants checked here (SPEC §4, issue 2 point 5):
+Invariants checked here (docs/INTERFACES.md, the artifact format):
 - seal → read gives back an equal Model; sealing twice gives identical bytes.
 - Every named reason is reachable by a targeted corruption.
 - Any mutation of a valid artifact (bit flip, truncation, extension, overwrite) is rejected

@@ -1,6 +1,6 @@
 """The offline ``pavctl`` commands, run as real processes (``python -m pavis.cli``).
 
-Invariants (SPEC §2):
+Invariants (docs/OPERATIONS.md, exit codes):
 - exit 0 ok · 1 rejected or invalid · 2 usage; errors on stderr, one line per problem as
   ``$.path: message (constraint_id)``.
 - compile writes a sealed artifact (byte-identical for the same input) and prints its checksum;

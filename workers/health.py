@@ -2,7 +2,7 @@
 
 Owns: the probe greenlet of one endpoint (``HealthCheck``: interval, timeout, thresholds,
 expected statuses) and the consecutive-failure ejection of ``Outlier``, which always expires
-after ``eject_ms`` — nothing is learned beyond the condition that caused it (SPEC §1).
+after ``eject_ms`` — nothing is learned beyond the condition that caused it: reaction, never learning.
 Must not: pick endpoints or touch pools; the balancer asks ``healthy()``.
 """
 

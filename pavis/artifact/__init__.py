@@ -1,7 +1,7 @@
 """The sealed `.pvs` artifact: header layout, seal (Validated → bytes), read (bytes → Model).
 
-Owns: the 64-byte header, the checksum, and the verification order of SPEC §4
-(size, header, checksum, decode). Must not: compile, validate or interpret the model.
+Owns: the 64-byte header, the checksum, and the verification order
+(size, header, checksum, decode: the cheapest check first, nothing decoded unverified). Must not: compile, validate or interpret the model.
 Any failure raises ``ArtifactError`` with a stable ``reason``; nothing else escapes.
 """
 

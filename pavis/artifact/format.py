@@ -114,7 +114,7 @@ def decode_model(payload: bytes | memoryview) -> Model:
 
 
 def read(data: bytes | memoryview) -> tuple[Header, Model]:
-    """Full verification in SPEC order: size, header, checksum, decode."""
+    """Full verification in order, cheapest first: size, header, checksum, decode."""
     header = verify(data)
     return header, decode_model(memoryview(data)[HEADER_SIZE:])
 

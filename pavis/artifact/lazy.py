@@ -2,8 +2,8 @@
 
 Owns: ``LazyModel`` — ``schema.Model`` field by field, except that the routes stay encoded
 (``msgspec.Raw``) — and ``LazyRoutes``, the ``Sequence[Route]`` that decodes one route when
-it is first asked for. FIELD-NOTES: decoding the whole route table dominates flip latency on
-large tables; a worker only needs the index to switch, and most routes are never used.
+it is first asked for. Decoding the whole route table dominates flip latency on large tables
+(docs/bench/flip.md); a worker only needs the index to switch, and most routes are never used.
 Must not: skip verification — ``read_lazy`` checks size, header and checksum first, exactly
 as ``read`` does.
 """

@@ -1,4 +1,4 @@
-"""The user-facing configuration, as written (SPEC §3 plus ``limits`` and ``access_log``).
+"""The user-facing configuration, as written (docs/CONFIG.md).
 
 Owns: the msgspec Structs that describe config schema v1 — the only place in pavis where
 defaults live — and the JSON Schema derived from them.
