@@ -2,8 +2,8 @@
 
 A worker keeps serving when its supervisor dies (so a crashed supervisor is not an outage),
 and it keeps the listening sockets open. A new supervisor of the same instance name would
-then fail to bind. Instead it finds those workers by the control block they still map (``/dev/shm/pavis.<name>.ctl``, shown as
-"(deleted)" once the new supervisor has reclaimed it), sends them SIGTERM — they stop
+then fail to bind. Instead it finds those workers by the control block they still map
+(``/dev/shm/pavis.<name>.ctl``, shown as "(deleted)" once the new supervisor has reclaimed it), sends them SIGTERM — they stop
 accepting, close their listeners and drain in-flight requests — and binds once the ports are
 free.
 
