@@ -3,9 +3,9 @@
 A worker keeps serving when its supervisor dies (so a crashed supervisor is not an outage),
 and it keeps the listening sockets open. A new supervisor of the same instance name would
 then fail to bind. Instead it finds those workers by the control block they still map
-(``/dev/shm/pavis.<name>.ctl``, shown as "(deleted)" once the new supervisor has reclaimed it), sends them SIGTERM — they stop
-accepting, close their listeners and drain in-flight requests — and binds once the ports are
-free.
+(``/dev/shm/pavis.<name>.ctl``, shown as "(deleted)" once the new supervisor has reclaimed
+it), sends them SIGTERM — they stop accepting, close their listeners and drain in-flight
+requests — and binds once the ports are free.
 
 Must not: signal anything but a process that maps this instance's control block. A pid read
 from a leftover file could have been reused; a live mapping cannot lie.
