@@ -70,8 +70,6 @@ class Runtime:
         self.load = Load() if load is None else load
         self.requests = 0
         self.inflight = 0
-        self.retries = 0
-        self.overflows = 0
         self.draining = False
         self.conns: set[Connection] = set()
 

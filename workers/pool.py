@@ -68,7 +68,6 @@ class Pool:
         "active",
         "waiters",
         "retired",
-        "overflows",
     )
 
     def __init__(
@@ -92,7 +91,6 @@ class Pool:
         self.active = 0  # connections handed out or being opened
         self.waiters: deque[Event] = deque()
         self.retired = False
-        self.overflows = 0
 
     def acquire(self, deadline: float, fresh: bool = False) -> UpConn:
         """A connection to this endpoint: an idle one unless ``fresh``, else a new one."""
@@ -116,7 +114,6 @@ class Pool:
             if self.active < self.max_connections:
                 break
             if len(self.waiters) >= self.max_pending:
-                self.overflows += 1
                 raise PoolOverflow(f"{self.host}:{self.port}: connection pool is full")
             ev = Event()
             self.waiters.append(ev)
@@ -126,7 +123,6 @@ class Pool:
                 if ev in self.waiters:
                     self.waiters.remove(ev)
             if not woke:
-                self.overflows += 1
                 raise PoolOverflow(f"{self.host}:{self.port}: no connection became free in time")
         self.active += 1
         timeout = min(self.connect_timeout, max(0.001, deadline - time.monotonic()))

@@ -250,7 +250,6 @@ def forward(
                 ep.inflight -= 1
                 ep.health.record(status < 500)
                 ep.pool.release(up, up.reusable)
-                conn.runtime.retries += 1
                 counters.retries += 1
                 err_status = status
             else:
@@ -265,7 +264,6 @@ def forward(
             err_status = err.status
             counters.failed(err.kind)
             if isinstance(err, PoolOverflow):
-                conn.runtime.overflows += 1
                 raise HttpError(503, str(err))
             retryable = (err.kind == "connect_error" and rt.retry_connect) or (
                 replayable
@@ -278,7 +276,6 @@ def forward(
                 if not streaming and time.monotonic() >= deadline:
                     raise HttpError(504, "route timeout")
                 raise HttpError(err_status, str(err))
-            conn.runtime.retries += 1
             counters.retries += 1
         # ---- next attempt, after a bounded backoff that never outlives the route deadline
         exclude = ep

@@ -172,7 +172,7 @@ class UpConn:
         self.bad = ""
         self.nheaders = 0
         self.idle_pool: Any = None  # the pool holding this connection while it is idle
-        self.begin(False, 65536, 100)
+        self.begin(False, 0, 0)  # every exchange begins again with the artifact's limits
 
     def begin(self, head_only: bool, max_head: int, max_headers: int) -> None:
         """Reset per-exchange state before a request is written; ``max_head`` bytes and
