@@ -8,6 +8,12 @@ extension, syntax error, duplicate key).
 YAML is read with YAML 1.2 booleans only (``true``/``false``): PyYAML's YAML 1.1 default
 turns the key ``on`` (``retry.on``) into ``True`` and ``no``/``off`` into booleans. Duplicate
 keys are rejected in every syntax: a silently ignored duplicate is a misconfiguration.
+
+PyYAML's loader defines what a YAML document means here (every rule above, merge keys, the
+alias-expansion bound and every error message). Building a 10k-route document with it takes
+seconds, so plain documents go through a fast path first (``pavis.compiler.fastyaml``: the C++
+parser rapidyaml, then the stdlib JSON decoder) that answers only when its result is provably
+the one PyYAML would give, and hands everything else to PyYAML.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Literal
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
+from pavis.compiler import fastyaml
 from pavis.errors import IngestError
 
 Syntax = Literal["yaml", "json", "toml"]
@@ -157,11 +164,22 @@ def _construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+_RESOLVER = _Loader("")
+
+
+def _implicit_tag(value: str) -> str:
+    """The tag ``_Loader`` gives ``value`` written as a plain scalar (``...:str`` for text)."""
+    tag: str = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+    return tag
+
 
 MAX_VALUES = 5_000_000  # far above 100k routes (~15 values each)
 
 
 def _parse_yaml(text: str, origin: str) -> Any:
+    doc = fastyaml.load(text, _implicit_tag)
+    if doc is not fastyaml.SLOW:
+        return doc
     try:
         doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:

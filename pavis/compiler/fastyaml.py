@@ -1,0 +1,171 @@
+"""A fast path for plain YAML documents that answers only when it agrees with PyYAML.
+
+Owns: deciding whether a YAML text is plain enough for rapidyaml (a C++ parser) to read, and
+turning rapidyaml's tree into Python data through its JSON emitter and the stdlib JSON decoder
+(both C), so a 10k-route document costs tens of milliseconds instead of seconds.
+Must not: define what YAML means. ``pavis.compiler.ingest``'s PyYAML loader does (YAML 1.2
+booleans, duplicate keys, merge keys, the alias bound, every error message); whenever this
+module cannot prove its result is the one that loader gives, it returns ``SLOW`` and the
+caller asks PyYAML. Errors are never reported from here.
+
+What it proves, and how:
+- The text uses nothing the two parsers might read differently: ASCII only, no tab, no
+  backslash escape, no anchor, alias, tag, directive, reserved indicator, block scalar,
+  complex key, merge key or second document (``_UNSAFE``). A false alarm costs speed only.
+- rapidyaml keeps quoted scalars quoted in its JSON, and writes a plain scalar bare only when
+  it reads as a JSON number, ``true``, ``false`` or ``null``. Each bare number is checked
+  against the loader's own resolver (``1e3`` is text to it, for instance); every string, key
+  or value, must be one the loader would also read as text if it had been plain — a quoted
+  ``"8080"`` or ``"true"`` is indistinguishable here from a plain one, so it goes to PyYAML.
+- A duplicate key, a JSON constant (``NaN``), or any error of either C parser: ``SLOW``.
+
+rapidyaml writes its parse errors to file descriptor 2 before raising; the fast path silences
+that descriptor while it parses, so it runs only when this is the process's one thread (the
+CLI, the compile child) and PyYAML does the work anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+ryml: Any
+try:
+    import ryml  # type: ignore[import-untyped,no-redef,unused-ignore]
+except ImportError:  # an optional accelerator: without it every document goes to PyYAML
+    ryml = None
+
+SLOW: Any = object()  # "ask PyYAML": returned instead of a document
+
+_STR = "tag:yaml.org,2002:str"
+# PyYAML resolves a lone ``!``, ``&`` or ``*`` to this tag; ``plain()`` rules them out as plain
+# scalars, so such a string was quoted, and quoted scalars are text.
+_TEXT = {_STR, "tag:yaml.org,2002:yaml"}
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+
+_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")  # tabs and control characters
+_INDICATOR = re.compile(r"[&*!%@`|>?:\]},]")
+_BEFORE_INDICATOR = frozenset(" \n\r[]{},:")  # where an indicator may be syntax
+_BEFORE_CLOSER = frozenset(" \n\r:,")  # a ``]`` or ``}`` that closes no item
+_BEFORE_COMMA = frozenset(" \n\r:,[{")  # a ``,`` that ends no item
+_ENTRY = re.compile(r"-(?=[ \n\r]|$)", re.MULTILINE)
+_COMMENT = re.compile(r"(?:^|[ ])#", re.MULTILINE)
+_MARKER = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.MULTILINE)
+_LEADING_MARKER = re.compile(r"\A(?:[ ]*(?:#[^\n]*)?\n)*---[ ]*\n")
+_JSON_STRING = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"')
+# The first characters of every plain scalar the loader might read as other than text (numbers,
+# booleans, null, timestamps, ``<<``, ``=``, and the lone ``!``/``&``/``*``), or the empty one.
+_MAYBE_TYPED = frozenset("-+0123456789.~nNtTfF<=!&*")
+
+
+class _Unsure(Exception):
+    """Raised inside the JSON decoder's hooks: the result might differ from PyYAML's."""
+
+
+Resolver = Callable[[str], str]
+
+
+def plain(text: str) -> bool:
+    """``text`` uses nothing the two parsers might read differently (see the module doc)."""
+    if not text.isascii() or _CONTROL.search(text) or "\\" in text or "<<" in text:
+        return False
+    for m in _INDICATOR.finditer(text):
+        at = m.start()
+        before = text[at - 1] if at else "\n"
+        char = m.group()
+        if char in "]}":
+            if before in _BEFORE_CLOSER:
+                return False
+        elif char == ",":
+            if before in _BEFORE_COMMA:
+                return False
+        elif before in _BEFORE_INDICATOR:  # ``?`` and ``:`` open a key or value in flow
+            return False
+    for line in text.splitlines():  # a flow collection over several lines: PyYAML's rules
+        if line.count("[") + line.count("{") != line.count("]") + line.count("}"):
+            return False
+    for m in _ENTRY.finditer(text):  # ``- `` opens an entry only where the line begins
+        if text[text.rfind("\n", 0, m.start()) + 1 : m.start()].strip(" -"):
+            return False
+    for m in _COMMENT.finditer(text):  # a comment after a flow item or a quote: PyYAML's rules
+        line = text[text.rfind("\n", 0, m.start()) + 1 : m.start()]
+        if any(c in line for c in "[{,'\""):
+            return False
+    return _MARKER.search(text) is None
+
+
+def load(text: str, resolve: Resolver) -> Any:
+    """The document ``text`` means, or ``SLOW``. ``resolve(value)`` is the loader's tag for
+    ``value`` as a plain scalar."""
+    if ryml is None or threading.active_count() != 1:
+        return SLOW
+    lead = _LEADING_MARKER.match(text)
+    body = text[lead.end() :] if lead else text
+    if not plain(body):
+        return SLOW
+    emitted = _emit_json(body.encode())
+    if emitted is None:
+        return SLOW
+
+    def number(kind: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+        def hook(token: str) -> Any:
+            if resolve(token) != kind:
+                raise _Unsure(token)
+            return convert(token)
+
+        return hook
+
+    def constant(token: str) -> Any:
+        raise _Unsure(token)
+
+    try:
+        doc = json.loads(
+            emitted,
+            parse_int=number(_INT, int),
+            parse_float=number(_FLOAT, float),
+            parse_constant=constant,
+        )
+    except (_Unsure, ValueError, RecursionError):
+        return SLOW
+    # A key given twice survives in the emitted text and not in the decoded dicts. Every key
+    # is written ``"key": ``; a ``": `` inside a string is always ``\\": ``.
+    if _keys(emitted) != _keys(json.dumps(doc)):
+        return SLOW
+    for value in set(_JSON_STRING.findall(emitted)):
+        maybe_typed = not value or value[0] in _MAYBE_TYPED
+        if maybe_typed and resolve(value.replace('\\"', '"')) not in _TEXT:
+            return SLOW
+    return doc
+
+
+def _keys(json_text: str) -> int:
+    return json_text.count('": ') - json_text.count('\\": ')
+
+
+def _emit_json(data: bytes) -> str | None:
+    assert ryml is not None
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        try:
+            tree = ryml.parse_in_arena(data)
+        except Exception:  # noqa: BLE001 - any parse failure means "ask PyYAML"
+            return None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    node = tree.root_id()
+    if tree.is_stream(node):
+        if tree.num_children(node) != 1:
+            return None
+        node = tree.first_child(node)
+    if not tree.is_container(node):
+        return None  # an empty document or a lone scalar: rare, and PyYAML's to answer
+    out: str = ryml.emit_json_malloc(tree, node)
+    return out
