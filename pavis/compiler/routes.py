@@ -173,7 +173,7 @@ class RouteCodec(Values):
             host=(spec.rewrite.host or "") if spec.rewrite else "",
         )
         timeout = self.duration(spec.timeout, f"{path}.timeout")
-        retry: Retry | RetryOff = RetryOff()
+        retry: Retry | RetryOff = RetryOff(attempts=1, per_try_timeout_ms=timeout)
         if spec.retry is not None:
             retry = self.retry(f"{path}.retry", spec.retry, timeout)
         return Forward(
