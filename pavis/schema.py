@@ -12,7 +12,7 @@ change to these Structs must bump ``FORMAT_VERSION`` — a worker accepts only i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 
@@ -262,8 +262,13 @@ class DomainIndex(_S):
     default: int  # vhost index of "*", or -1 when there is none (→ 404)
 
 
-class Model(_S):
-    """The whole runtime model: what one generation of pavis does."""
+R = TypeVar("R")
+
+
+class ModelOf(_S, Generic[R]):
+    """The fields of the whole runtime model, routes of type ``R``: ``Model`` decodes them,
+    ``artifact.LazyModel`` leaves them encoded until used (fields are decoded by position,
+    so both must have these, in this order)."""
 
     format_version: int
     listeners: tuple[Listener, ...]
@@ -273,7 +278,11 @@ class Model(_S):
     clusters: tuple[Cluster, ...]
     virtual_hosts: tuple[VirtualHost, ...]
     domains: DomainIndex
-    routes: tuple[Route, ...]
+    routes: tuple[R, ...]
+
+
+class Model(ModelOf[Route]):
+    """The whole runtime model: what one generation of pavis does."""
 
 
 class Validated:
