@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from pavis.artifact import read
@@ -45,8 +44,6 @@ __all__ = ["Arbiter", "Options"]
 log = logging.getLogger("pavis.supervisor")
 
 STOP_MARGIN = 2.0  # seconds beyond the artifact's drain bound before SIGKILL
-
-Change = Callable[[bool, float], dict[str, Any]]  # (wait, timeout) → the answer
 
 
 class Arbiter:
@@ -182,19 +179,18 @@ class Arbiter:
             log.error("SIGHUP reload rejected: %s", exc)
 
     def handle_term(self) -> None:
-        log.info("SIGTERM: graceful stop")
-        self.stopping = True
-        self._stop_signal = signal.SIGTERM
+        self._halt("SIGTERM: graceful stop", signal.SIGTERM)
 
     def handle_int(self) -> None:
-        log.info("SIGINT: graceful stop")
-        self.stopping = True
-        self._stop_signal = signal.SIGTERM
+        self._halt("SIGINT: graceful stop", signal.SIGTERM)
 
     def handle_quit(self) -> None:
-        log.info("SIGQUIT: immediate stop")
+        self._halt("SIGQUIT: immediate stop", signal.SIGQUIT)
+
+    def _halt(self, why: str, sig: int) -> None:
+        log.info("%s", why)
         self.stopping = True
-        self._stop_signal = signal.SIGQUIT
+        self._stop_signal = sig
 
     def handle_usr1(self) -> None:
         # Default action would kill the supervisor and orphan the workers (an nginx habit of
@@ -373,24 +369,13 @@ class Arbiter:
         respond({"ok": True, "history": [e.to_json() for e in self.gens.store.history()]})
 
     def op_reload(self, req: dict[str, Any], respond: Respond) -> None:
-        path = req.get("path")
-        self._changed(
-            req, respond, lambda wait, timeout: self.gens.reload(path, wait, timeout, respond)
-        )
+        answer = self.gens.reload(req.get("path"), *_bounds(req), respond)
+        respond({"ok": True, **answer})  # ignored if already answered (``wait: false``)
 
     def op_rollback(self, req: dict[str, Any], respond: Respond) -> None:
         to = req.get("to")
-        target = None if to is None else str(to)
-        self._changed(
-            req, respond, lambda wait, timeout: self.gens.rollback(target, wait, timeout, respond)
-        )
-
-    def _changed(self, req: dict[str, Any], respond: Respond, change: Change) -> None:
-        """What every generation-changing op shares: its ``wait`` and ``timeout`` and the answer
-        (``wait: false`` was answered at activation; later answers are ignored)."""
-        wait = bool(req.get("wait", True))
-        timeout = float(req.get("timeout") or DEFAULT_WAIT)
-        respond({"ok": True, **change(wait, timeout)})
+        answer = self.gens.rollback(None if to is None else str(to), *_bounds(req), respond)
+        respond({"ok": True, **answer})
 
     def _check_control(self) -> None:
         """Listen again if the control socket file was deleted (or replaced)."""
@@ -409,3 +394,8 @@ class Arbiter:
 
     def status(self) -> dict[str, Any]:
         return snapshot(self)
+
+
+def _bounds(req: dict[str, Any]) -> tuple[bool, float]:
+    """(wait, timeout) of a generation-changing request."""
+    return bool(req.get("wait", True)), float(req.get("timeout") or DEFAULT_WAIT)

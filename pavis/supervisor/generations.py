@@ -1,34 +1,31 @@
 """Generation changes: reload, rollback and apply, the flip, retention and the history.
 
-Owns: the ``Publisher`` (the instance lock and every published segment), the current
-generation and those still in shm, ``lock`` — the lock every mutation of the Publisher takes
-— and the history entry of every change. A change is all-or-nothing: every live worker
-acknowledges the new generation, or every worker is flipped back to the old one.
-Must not: fork, reap or signal workers, or know where a request came from (the arbiter
-does); import gevent or the worker runtime.
+Owns: the ``Publisher`` (instance lock, published segments), the current generation and
+those still in shm, ``lock`` — taken by every mutation of the Publisher, the arbiter's
+opening and closing of slots included — and the history entry of every change. A change is
+all-or-nothing: every live worker acknowledges it, or every worker flips back.
+Must not: fork, reap or signal workers, or parse requests (the arbiter does).
 
-Entry points — each is one call, safe from any thread, and returns the answer (``outcome``,
+Entry points, each one call from any thread, returning the answer (``outcome``,
 ``generation``, ``checksum``, ``source``, ``workers``, ``elapsed_ms``, ``load_ms``,
-``source_digest``); a refused change raises ``ControlError`` (recorded in the history) and a
-flip that some worker did not acknowledge in time raises ``WaitTimeout`` (flipped back):
+``source_digest``) or raising ``ControlError`` (refused; recorded) or ``WaitTimeout`` (not
+acknowledged in time; flipped back):
 
-- ``reload(path, wait, timeout, respond)`` — a config or artifact file; ``None`` reads
-  ``reload_source``. A source whose bytes are the current generation's is not compiled.
-- ``rollback(to, wait, timeout, respond)`` — the previous accepted generation, or the one
-  ``to`` names (a generation number or a checksum prefix), from the store.
-- ``apply(data, source=..., origin=..., wait=..., timeout=...)`` — sealed artifact bytes
-  that came from elsewhere, e.g. the fleet agent: ``apply(sealed, source="etcd /pavis/x rev
-  42", origin="fleet")``. ``origin`` is the op the history records. Call it from a thread of
-  your own, never from the supervisor's loop: a flip waits up to ``timeout`` for the workers.
+- ``reload(path, wait, timeout, respond)``: a config or artifact file (``None``:
+  ``reload_source``); the bytes the current generation was built from are not recompiled.
+- ``rollback(to, wait, timeout, respond)``: the previous accepted generation, or the one
+  ``to`` names (a generation number or a checksum prefix), read from the store.
+- ``apply(data, source=..., origin="fleet", wait=True, timeout=DEFAULT_WAIT)``: sealed bytes
+  from elsewhere; the fleet agent calls ``apply(sealed, source="etcd revision 42")``.
+  ``origin`` is the op the history records. Call it from a thread of your own, not from the
+  supervisor's loop: a flip waits up to ``timeout`` for the workers.
 
-``wait=False`` answers through ``respond`` as soon as the generation is activated; ``respond``
-is also how a change learns that its client hung up while it waited for its turn (dropped).
+``respond`` (optional) gets the answer at activation when ``wait`` is False, and tells a
+change that its client hung up while it waited for its turn (it is dropped).
 
-Concurrency: every source is read, compiled (in a child process; compiles take turns on
-their own lock) and decoded before ``lock`` is taken, so neither the arbiter's upkeep nor
-another change waits for a compile. Under ``lock`` a prepared change is checked against the
-current generation once more (``_Change.holds``) and prepared again if a flip came in between
-and made it stale.
+Concurrency: sources are read, compiled (in a child process; compiles take turns) and
+decoded before ``lock`` is taken; under it a prepared change is checked against the current
+generation (``_Change.holds``) and prepared again if a flip in between made it stale.
 """
 
 from __future__ import annotations
@@ -48,7 +45,7 @@ from pavis.supervisor.control import Respond
 from pavis.supervisor.history import History
 from pavis.supervisor.notify import monotonic_usec, notify
 from pavis.supervisor.sockets import listeners_changed
-from pavis.supervisor.source import Source, build
+from pavis.supervisor.source import build
 from pavis.supervisor.source import read as read_file
 from shm import AckTimeout, Publisher, ShmError, WorkerRejected
 
@@ -143,8 +140,7 @@ class Generations:
         self.store.mark_good(self.current.checksum)
 
     def hold(self, timeout: float) -> bool:
-        """Take ``lock`` for good (the supervisor stops): a flip in progress finishes first.
-        False if it did not within ``timeout``."""
+        """Take ``lock`` for good (stop): a flip in progress finishes first, within ``timeout``."""
         return self.lock.acquire(timeout=timeout)
 
     def close(self) -> None:
@@ -241,8 +237,12 @@ class Generations:
         """The source read and, unless its bytes are the current generation's, built."""
         try:
             src = read_file(source)
-            if self._unchanged(src, self.current):
-                return _Change(src.path, digest=src.digest, holds=lambda c: self._unchanged(src, c))
+
+            def built_from_src(gen: Generation | None) -> bool:
+                return gen is not None and gen.source_digest == src.digest
+
+            if built_from_src(self.current):
+                return _Change(src.path, digest=src.digest, holds=built_from_src)
             with self._compiling:
                 data, reads_files = build(src)
             header, model = read(data)
@@ -250,10 +250,6 @@ class Generations:
             raise self.history.reject("reload", source, str(exc), code=exc.code) from None
         # Embedded files (TLS PEM) may change under an unchanged config.
         return _Change(source, data, header.checksum, model, "" if reads_files else src.digest)
-
-    @staticmethod
-    def _unchanged(src: Source, current: Generation | None) -> bool:
-        return current is not None and current.source_digest == src.digest
 
     def _prepare_rollback(self, to: str | None) -> _Change:
         cur = self.current
@@ -265,16 +261,11 @@ class Generations:
             _, model = read(data)
         except PavisError as exc:
             raise self.history.reject("rollback", source, str(exc)) from None
-        if to is not None:
-            return _Change(source, data, checksum, model)
         # "The previous one" is relative to the current generation: resolved again if it moved.
-        return _Change(
-            source,
-            data,
-            checksum,
-            model,
-            holds=lambda c: c is not None and c.checksum == cur.checksum,
+        holds = (
+            _always if to is not None else lambda c: c is not None and c.checksum == cur.checksum
         )
+        return _Change(source, data, checksum, model, holds=holds)
 
     def _retained_checksum(self, number: int) -> str | None:
         gen = self.retained.get(number)
@@ -295,26 +286,10 @@ class Generations:
         assert self.current is not None and self.publisher is not None
         load_ms = round((time.monotonic() - t0) * 1000, 1)  # compile or read + decode
         old = self.current
-        if change.data is None:
-            self.history.record(op, change.source, UNCHANGED, old.number, old.checksum, "")
-            log.info(
-                "%s unchanged: %s has the bytes of generation %d", op, change.source, old.number
-            )
-            return {
-                **self._answer(old, UNCHANGED, t0, load_ms),
-                "message": f"{change.source} is unchanged since generation {old.number} "
-                f"(source digest {change.digest}): not recompiled",
-            }
+        if change.data is None or change.checksum == old.checksum:
+            return self._same(op, change, t0, load_ms)
         assert change.model is not None
-        data, checksum, digest = change.data, change.checksum, change.digest
-        if checksum == old.checksum:
-            if digest:  # the next reload of these bytes is answered without compiling
-                self.current = self.retained[old.number] = replace(old, source_digest=digest)
-            self.history.record(op, change.source, UNCHANGED, old.number, checksum, "")
-            return {
-                **self._answer(self.current, UNCHANGED, t0, load_ms),
-                "message": f"compiled to the checksum generation {old.number} already serves",
-            }
+        data, checksum = change.data, change.checksum
         changed = listeners_changed(old.model, change.model)
         if changed:
             raise self.history.reject(op, change.source, changed, checksum)
@@ -353,6 +328,26 @@ class Generations:
             op, target.number, checksum, change.source,
         )  # fmt: skip
         return answer
+
+    def _same(self, op: str, change: _Change, t0: float, load_ms: float) -> dict[str, Any]:
+        """The answer to a change to what the current generation already serves."""
+        gen = self.current
+        assert gen is not None
+        number = gen.number
+        if change.data is None:
+            log.info("%s unchanged: %s has the bytes of generation %d", op, change.source, number)
+            message = (
+                f"{change.source} is unchanged since generation {number} "
+                f"(source digest {change.digest}): not recompiled"
+            )
+        else:
+            if change.digest:  # the next reload of these bytes is answered without compiling
+                gen = self.current = self.retained[number] = replace(
+                    gen, source_digest=change.digest
+                )
+            message = f"compiled to the checksum generation {number} already serves"
+        self.history.record(op, change.source, UNCHANGED, number, gen.checksum, "")
+        return {**self._answer(gen, UNCHANGED, t0, load_ms), "message": message}
 
     def _publish(self, op: str, change: _Change) -> Generation:
         """The generation to activate: one still in shm with the same bytes is flipped to,
