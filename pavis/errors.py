@@ -5,7 +5,9 @@ Must not: import anything but the stdlib. Callers map errors to behaviour throug
 attributes (``code``, ``exit_code``), never through isinstance ladders.
 
 Exit codes (docs/OPERATIONS.md): 0 ok · 1 rejected or invalid · 2 usage · 3 supervisor unreachable ·
-4 timed out waiting for workers.
+4 timed out waiting for workers. A worker process exits 70 when it cannot boot (cannot attach, no
+generation) and 71 when the artifact is unusable (docs/INTERFACES.md); the supervisor halts
+instead of restarting a slot that keeps exiting with either.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 4
+EXIT_BOOT_FAILED = 70  # a worker could not boot
+EXIT_ARTIFACT_UNUSABLE = 71  # a worker found the artifact unusable
 
 
 class PavisError(Exception):

@@ -5,18 +5,18 @@ Must not: carry defaults, parse anything, or import the compiler. A field that t
 forgot to materialise is a decode error, never a silent guess; a disabled feature is an
 explicit tagged variant, never ``None``. Durations are integer milliseconds.
 
-Every Struct is ``frozen=True, gc=False, array_like=True`` (measured: with the
-cyclic GC tracking them, decoding 100k routes takes seconds instead of ~0.4 s). Collections are tuples. Any change to these
-Structs must bump ``FORMAT_VERSION`` — a worker accepts only its own version.
+Every Struct is ``frozen=True, gc=False, array_like=True``: with the cyclic GC tracking
+them, decoding 100k routes takes seconds instead of ~0.4 s. Collections are tuples. Any
+change to these Structs must bump ``FORMAT_VERSION`` — a worker accepts only its own version.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -177,7 +177,11 @@ class Rewrite(_S):
 
 
 class RetryOff(msgspec.Struct, tag="off", **_OPTS):
-    """One attempt only."""
+    """One attempt only, bounded by the route's whole timeout. Both are materialised, so that
+    every forward's attempt count and per-attempt bound are read alike, whatever its policy."""
+
+    attempts: int  # 1
+    per_try_timeout_ms: int  # the route's timeout_ms
 
 
 class Retry(msgspec.Struct, tag="on", **_OPTS):
@@ -258,8 +262,13 @@ class DomainIndex(_S):
     default: int  # vhost index of "*", or -1 when there is none (→ 404)
 
 
-class Model(_S):
-    """The whole runtime model: what one generation of pavis does."""
+R = TypeVar("R")
+
+
+class ModelOf(_S, Generic[R]):
+    """The fields of the whole runtime model, routes of type ``R``: ``Model`` decodes them,
+    ``artifact.LazyModel`` leaves them encoded until used (fields are decoded by position,
+    so both must have these, in this order)."""
 
     format_version: int
     listeners: tuple[Listener, ...]
@@ -269,7 +278,11 @@ class Model(_S):
     clusters: tuple[Cluster, ...]
     virtual_hosts: tuple[VirtualHost, ...]
     domains: DomainIndex
-    routes: tuple[Route, ...]
+    routes: tuple[R, ...]
+
+
+class Model(ModelOf[Route]):
+    """The whole runtime model: what one generation of pavis does."""
 
 
 class Validated:

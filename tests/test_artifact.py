@@ -116,7 +116,7 @@ def hand_model() -> s.Model:
                 (1,),
                 s.Rewrite(False, "", 0, False, ""),
                 1000,
-                s.RetryOff(),
+                s.RetryOff(1, 1000),
                 (),
             ),
             no_ops,

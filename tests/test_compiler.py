@@ -182,7 +182,7 @@ def test_every_default_is_materialised() -> None:
     fwd, red, direct = (r.action for r in m.routes)
     assert isinstance(fwd, Forward)
     assert [(w.cluster, w.name, w.weight) for w in fwd.clusters] == [(0, "app", 1)]
-    assert fwd.cumulative_weights == (1,) and fwd.timeout_ms == 15_000 and fwd.retry == RetryOff()
+    assert fwd.cumulative_weights == (1,) and fwd.timeout_ms == 15_000 and fwd.retry == RetryOff(1, 15_000)
     assert fwd.upgrades == ()  # no Upgrade is honoured unless the route lists it
     assert not fwd.rewrite.replace_prefix and not fwd.rewrite.replace_host
     assert red == Redirect(status=302, location="/new")

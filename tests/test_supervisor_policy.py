@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from pavis.compiler import compile_text
-from pavis.supervisor import workers as wk
+from pavis.supervisor import slots as wk
 from pavis.supervisor.sockets import listeners_changed
 from tests.helpers_proc import direct_config
 

@@ -150,7 +150,7 @@ class RouteRT:
         retry = fwd.retry
         if isinstance(retry, Retry):
             self.retry = True
-            self.attempts = max(1, retry.attempts)
+            self.attempts = retry.attempts
             self.per_try = retry.per_try_timeout_ms / 1000.0
             self.backoff_base = retry.backoff_base_ms / 1000.0
             self.backoff_max = retry.backoff_max_ms / 1000.0
@@ -161,8 +161,8 @@ class RouteRT:
             self.replay_any = retry.non_idempotent
         else:
             self.retry = False
-            self.attempts = 1
-            self.per_try = self.timeout
+            self.attempts = retry.attempts
+            self.per_try = retry.per_try_timeout_ms / 1000.0
             self.backoff_base = self.backoff_max = 0.0
             self.retry_statuses = frozenset()
             self.retry_connect = self.retry_reset = self.retry_timeout = False

@@ -35,6 +35,13 @@ _ZERO7 = bytes(7)
 _ZERO24 = bytes(24)
 
 
+def is_artifact(data: bytes | memoryview) -> bool:
+    """Whether ``data`` is meant as an artifact (it starts with the magic) rather than a
+    configuration: how every command and the supervisor tell the two apart. Says nothing of
+    its integrity (``verify``)."""
+    return bytes(data[: len(MAGIC)]) == MAGIC
+
+
 @dataclass(frozen=True)
 class Header:
     format_version: int

@@ -1,8 +1,8 @@
 """Lazy reading of an artifact: the index eagerly, each route on first use.
 
-Owns: ``LazyModel`` — ``schema.Model`` field by field, except that the routes stay encoded
-(``msgspec.Raw``) — and ``LazyRoutes``, the ``Sequence[Route]`` that decodes one route when
-it is first asked for. Decoding the whole route table dominates flip latency on large tables
+Owns: ``LazyModel`` — ``schema.Model`` (both derive from ``schema.ModelOf``) except that the
+routes stay encoded (``msgspec.Raw``) — and ``LazyRoutes``, the ``Sequence[Route]`` that
+decodes one route when it is first asked for. Decoding the whole route table dominates flip latency on large tables
 (docs/bench/flip.md); a worker only needs the index to switch, and most routes are never used.
 Must not: skip verification — ``read_lazy`` checks size, header and checksum first, exactly
 as ``read`` does.
@@ -14,33 +14,11 @@ import msgspec
 
 from pavis.artifact.format import HEADER_SIZE, Header, verify
 from pavis.errors import ArtifactError
-from pavis.schema import (
-    AccessLog,
-    AccessLogOff,
-    Admin,
-    AdminOff,
-    Cluster,
-    DomainIndex,
-    Limits,
-    Listener,
-    Route,
-    VirtualHost,
-)
+from pavis.schema import ModelOf, Route
 
 
-class LazyModel(msgspec.Struct, frozen=True, gc=False, array_like=True, forbid_unknown_fields=True):
-    """``schema.Model`` by position (array_like decodes by position); routes left encoded.
-    A test keeps the fields in step with ``schema.Model``."""
-
-    format_version: int
-    listeners: tuple[Listener, ...]
-    admin: AdminOff | Admin
-    limits: Limits
-    access_log: AccessLogOff | AccessLog
-    clusters: tuple[Cluster, ...]
-    virtual_hosts: tuple[VirtualHost, ...]
-    domains: DomainIndex
-    routes: tuple[msgspec.Raw, ...]
+class LazyModel(ModelOf[msgspec.Raw]):
+    """``schema.Model`` with the routes left encoded (the same fields: both are a ``ModelOf``)."""
 
 
 _LAZY = msgspec.msgpack.Decoder(LazyModel)

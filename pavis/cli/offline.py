@@ -47,19 +47,15 @@ def _read_source(source: str) -> bytes:
 
 def _load(source: str) -> tuple[Model, artifact.Header, bytes]:
     """An artifact as it is, or a configuration compiled and sealed in memory."""
-    if source != "-":
-        with open(source, "rb") as f:
-            is_artifact = f.read(len(artifact.MAGIC)) == artifact.MAGIC
-        if not is_artifact:
-            data = artifact.seal(_compile(source))
-            header, model = artifact.read(data)
-            return model, header, data
     data = _read_source(source)
-    if source == "-" and not data.startswith(artifact.MAGIC):
-        from pavis.compiler import compile_text
+    if not artifact.is_artifact(data):
+        if source == "-":
+            from pavis.compiler import compile_text
 
-        # A config on stdin: YAML is a superset of JSON, so one parser reads both.
-        data = artifact.seal(compile_text(data, "yaml", "<stdin>"))
+            # A config on stdin: YAML is a superset of JSON, so one parser reads both.
+            data = artifact.seal(compile_text(data, "yaml", "<stdin>"))
+        else:
+            data = artifact.seal(_compile(source))
     header, model = artifact.read(data)
     return model, header, data
 

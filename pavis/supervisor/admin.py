@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from pavis.supervisor import events
+from pavis.supervisor.generations import Generations
 from pavis.supervisor.intake import Intake
 from pavis.supervisor.metrics import Collector, Sampler, render
 
-if TYPE_CHECKING:
-    from pavis.supervisor.arbiter import Arbiter
+
+class Supervisor(Protocol):
+    """What the pages are read from (``arbiter.Arbiter``)."""
+
+    gens: Generations
+
+    def ready(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
 
 HEAD_DEADLINE = 5.0  # seconds for a client to send its request head
 SEND_TIMEOUT = 5.0  # seconds for a client to take its answer
@@ -31,7 +40,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 
 class AdminServer:
-    def __init__(self, sock: socket.socket, arbiter: Arbiter) -> None:
+    def __init__(self, sock: socket.socket, arbiter: Supervisor) -> None:
         self.socket = sock
         self._arbiter = arbiter
         self.collector = Collector()
@@ -39,7 +48,7 @@ class AdminServer:
             sock, "admin", terminator=b"\r\n\r\n", max_head=MAX_HEAD, deadline=HEAD_DEADLINE,
             max_pending=MAX_PENDING, max_running=MAX_RUNNING, handle=self._handle, busy=_busy,
         )  # fmt: skip
-        self._sampler = Sampler(self.collector, lambda: arbiter.publisher)
+        self._sampler = Sampler(self.collector, lambda: arbiter.gens.publisher)
 
     def start(self) -> None:
         self._intake.start()
@@ -74,7 +83,7 @@ class AdminServer:
         if path == "/status":
             return 200, json.dumps(arbiter.status(), indent=2).encode() + b"\n", "application/json"
         if path == "/metrics":
-            pub = arbiter.publisher
+            pub = arbiter.gens.publisher
             view = self.collector.sample(pub) if pub is not None else None
             body = render(arbiter.status(), view, events.counts()).encode()
             return 200, body, "text/plain; version=0.0.4; charset=utf-8"

@@ -2,8 +2,8 @@
 else last-known-good, else the newest intact stored artifact) and binding the listeners
 while taking over from orphaned workers of a dead supervisor.
 
-Owns: those two choices and what they log. Must not: publish, fork or flip anything (the
-arbiter does, in its boot order).
+Owns: those two choices and what they log, and the ``Options`` a supervisor is started
+with. Must not: publish, fork or flip anything (the arbiter does, in its boot order).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import time
+from dataclasses import dataclass
 
 from pavis.errors import PavisError
 from pavis.schema import Model
@@ -21,6 +22,17 @@ from pavis.supervisor.sockets import BindError, bind_listeners
 from pavis.supervisor.source import load
 
 log = logging.getLogger("pavis.supervisor")
+
+
+@dataclass
+class Options:
+    """What a supervisor is told to run (``pavis serve``)."""
+
+    source: str | None  # config or artifact path; None = boot from last-known-good
+    workers: int
+    control: str
+    state_dir: str
+    name: str
 
 
 def initial_artifact(source: str | None, store: Store) -> tuple[bytes, str, str]:

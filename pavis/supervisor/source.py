@@ -1,7 +1,7 @@
 """What to serve: a config path (compiled and sealed in a child process) or an artifact path
 (verified).
 
-Owns: telling the two apart by the artifact magic, reading the file once — a regular file
+Owns: telling the two apart (``artifact.is_artifact``), reading the file once — a regular file
 only, at most ``MAX_SOURCE`` bytes, never blocking on a FIFO or a device — the digest that
 says whether a source is unchanged, and turning it into artifact bytes. Must not: publish or
 store anything, or compile in the supervisor's own process (``compile_child`` does).
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import xxhash
 
-from pavis.artifact import MAGIC, verify
+from pavis.artifact import is_artifact, verify
 from pavis.errors import PavisError
 
 MAX_SOURCE = 64 * 1024 * 1024  # a config or artifact larger than this is refused unread
@@ -83,7 +83,7 @@ def build(src: Source) -> tuple[bytes, bool]:
     An artifact is verified; a config is compiled and sealed in a child process under a
     memory and a time limit (``compile_child``).
     """
-    if src.data[: len(MAGIC)] == MAGIC:
+    if is_artifact(src.data):
         verify(src.data)
         return src.data, False
     from pavis.supervisor.compile_child import compile_config

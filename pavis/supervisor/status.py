@@ -8,22 +8,37 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pavis.supervisor.arbiter import Arbiter
+from pavis.supervisor.boot import Options
+from pavis.supervisor.generations import Generations
+from pavis.supervisor.slots import Slot
 
 
-def snapshot(arb: Arbiter) -> dict[str, Any]:
+class Supervisor(Protocol):
+    """What the document is read from (``arbiter.Arbiter``)."""
+
+    opts: Options
+    started: float
+    started_wall: float
+    stopping: bool
+    slots: list[Slot]
+    gens: Generations
+
+    def ready(self) -> bool: ...
+
+
+def snapshot(arb: Supervisor) -> dict[str, Any]:
     """The supervisor and every worker slot, as plain JSON-able data."""
-    cur = arb.current
-    infos = {i.slot: i for i in arb.publisher.slots()} if arb.publisher else {}
+    gens = arb.gens
+    cur = gens.current
+    infos = {i.slot: i for i in gens.publisher.slots()} if gens.publisher else {}
     now, wall = time.monotonic(), time.time()
     workers = []
     for slot in arb.slots:
         info = infos.get(slot.index)
         generation = info.generation if info else 0
-        gen = arb.generations.get(generation)
+        gen = gens.retained.get(generation)
         workers.append(
             {
                 "slot": slot.index,
@@ -50,7 +65,7 @@ def snapshot(arb: Arbiter) -> dict[str, Any]:
         "pid": os.getpid(),
         "uptime_s": round(now - arb.started, 1),
         "started": _iso(arb.started_wall),
-        "config": arb.reload_source or None,
+        "config": gens.reload_source or None,
         "state_dir": arb.opts.state_dir,
         "control": arb.opts.control,
         "generation": cur.number if cur else 0,
@@ -58,8 +73,8 @@ def snapshot(arb: Arbiter) -> dict[str, Any]:
         "source": cur.source if cur else None,
         "ready": arb.ready(),
         "stopping": arb.stopping,
-        "retained": sorted(arb.generations),
-        "reloads": dict(arb.reloads),
+        "retained": sorted(gens.retained),
+        "reloads": dict(gens.history.outcomes),
         "workers": workers,
     }
 

@@ -1,10 +1,10 @@
-"""Worker processes: fork one per slot, reap them, and decide when and whether to restart.
+"""Worker slots: fork a worker into each slot, reap it, and decide when and whether to restart.
 
 Owns: the fork (what the child keeps and drops before entering ``workers.main.run``), the
-per-slot record (pid, start time, failures) and the restart policy: exponential backoff for a
-worker that dies young, and a halt instead of a respawn loop when workers keep exiting with a
-boot-failure code. Must not: import gevent or the worker runtime in the supervisor — the
-runtime is imported only in the child, after fork.
+per-slot record (pid, start time, failures), when a worker counts as hung, and the restart
+policy: exponential backoff for a worker that dies young, and a halt instead of a respawn
+loop when workers keep exiting with a boot-failure code. Must not: import gevent or the
+worker runtime in the supervisor — the runtime is imported only in the child, after fork.
 """
 
 from __future__ import annotations
@@ -21,15 +21,18 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pavis.errors import EXIT_ARTIFACT_UNUSABLE, EXIT_BOOT_FAILED
+from shm import SlotInfo
+
 log = logging.getLogger("pavis.supervisor")
 
-EXIT_BOOT_FAILED = 70
-EXIT_ARTIFACT_UNUSABLE = 71
 BOOT_FAILURE_CODES = (EXIT_BOOT_FAILED, EXIT_ARTIFACT_UNUSABLE)
 MAX_BOOT_FAILURES = 3  # consecutive boot failures of one slot before the supervisor halts
 BACKOFF_BASE = 0.1
 BACKOFF_MAX = 5.0
 STABLE_AFTER = 10.0  # a worker that lived this long resets its slot's failure count
+HEARTBEAT_TIMEOUT = 10.0  # a worker whose heartbeat is older than this is hung
+BOOT_GRACE = 15.0  # a new worker gets this long before its heartbeat is judged
 
 _RESET_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD,
@@ -143,6 +146,22 @@ def note_exit(slot: Slot, status: int, now: float) -> None:
     slot.respawn_at = now + delay
     slot.pid = 0
     slot.needs_close = True
+
+
+def hung(slot: Slot, info: SlotInfo | None, now: float, wall: float) -> str:
+    """Why the worker in ``slot`` is hung, "" if it is not or has no process: it never
+    attached, or never beat, within ``BOOT_GRACE``, or its heartbeat stopped. ``info``: the
+    slot's shm record; ``now`` monotonic, ``wall`` ``time.time()``."""
+    if not slot.alive:
+        return ""
+    young = now - slot.started <= BOOT_GRACE
+    if info is None or info.pid != slot.pid:
+        return "" if young else f"never attached in {BOOT_GRACE:.0f} s"
+    if info.heartbeat < slot.started_wall:
+        return "" if young else f"no heartbeat in {BOOT_GRACE:.0f} s since start"
+    if wall - info.heartbeat > HEARTBEAT_TIMEOUT:
+        return f"no heartbeat for {wall - info.heartbeat:.1f} s"
+    return ""
 
 
 def kill(pid: int, sig: int) -> None:
