@@ -92,7 +92,7 @@ def build(variant: str, seg: Segment, generation: int, registry: Any) -> tuple[b
 
 
 def worker(name: str, slot: int, notify_fd: int, variant: str) -> None:
-    from gevent import select as gselect  # type: ignore[import-untyped]  # after fork
+    from gevent import select as gselect  # after fork
 
     registry = None
     if variant == "runtime":
