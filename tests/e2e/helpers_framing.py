@@ -1,10 +1,11 @@
-"""Client-side helpers of the request framing tests: a config with routes an attacker wants to
-get past, a raw client that reads whole responses, and the victim check.
+"""Client-side helpers of the request framing tests: a raw client that reads whole responses,
+and the victim check.
 
-Owns: the routing config the framing corpus and the property test share, reading the
-responses a raw request gets (framed by Content-Length, as the proxy and ``RawUpstream``
-write them), and ``victim``: a request on a fresh connection that must get its own answer.
-Must not: start workers or upstreams (``tests/helpers_worker.py``, ``tests/rawupstream.py``).
+Owns: reading the responses a raw request gets (framed by Content-Length, as the proxy and
+``RawUpstream`` write them), and ``victim``: a request on a fresh connection that must get its
+own answer. The routing config the framing corpus and the property test share (routes an
+attacker wants to get past) is ``tests.helpers.routing_config``.
+Must not: start workers or upstreams (``helpers_worker.py``, ``rawupstream.py``).
 """
 
 from __future__ import annotations
@@ -15,33 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from tests.rawupstream import RawConn, ok, path_of
-
-# Every route but the last is one a hostile request might want to skip or reach: /admin is
-# blocked by an exact match, X-Debug by a header matcher, /p/ is answered by the proxy itself.
-ROUTES = """      - name: admin
-        match: {exact: /admin}
-        direct: {status: 403, body: "admin blocked"}
-      - name: debug
-        match: {prefix: /, headers: [{name: x-debug, present: true}]}
-        direct: {status: 403, body: "debug blocked"}
-      - name: local
-        match: {prefix: /p/}
-        direct: {status: 200, body: "p"}
-      - name: all
-        match: {prefix: PREFIX}
-        forward: {cluster: c, timeout: 5s}
-"""
-
-
-def routing_config(port: int, up_address: str, extra: str = "", prefix: str = "/") -> str:
-    """``prefix``: what the forwarding route matches; nothing else reaches the upstream."""
-    return (
-        f'version: 1\nlisteners:\n  - {{name: public, address: "127.0.0.1:{port}"}}\n{extra}'
-        f'clusters:\n  - name: c\n    endpoints: ["{up_address}"]\n'
-        f'virtual_hosts:\n  - name: main\n    domains: ["*"]\n    routes:\n'
-        + ROUTES.replace("PREFIX", prefix)
-    )
+from tests.e2e.rawupstream import RawConn, ok, path_of
 
 
 def echo_once(conn: RawConn) -> None:

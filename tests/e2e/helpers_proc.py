@@ -13,16 +13,16 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import direct_config, free_port, kill_pid, remove_instance, unique_instance
 
 # End-to-end modules set ``pytestmark = needs_workers``: the worker runtime is its own package.
 needs_workers = pytest.mark.skipif(
@@ -30,62 +30,6 @@ needs_workers = pytest.mark.skipif(
 )
 
 CLI = [sys.executable, "-c", "from pavis.cli import main; main()"]
-
-
-def unique_name() -> str:
-    return f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def direct_config(port: int, body: str, admin_port: int | None = None, extra: str = "") -> str:
-    """A config whose every path answers ``body`` directly (no upstream needed)."""
-    admin = f'admin: {{address: "127.0.0.1:{admin_port}"}}\n' if admin_port else ""
-    return f"""version: 1
-listeners:
-  - {{name: public, address: "127.0.0.1:{port}"}}
-{admin}virtual_hosts:
-  - name: main
-    domains: ["*"]
-    routes:
-{extra}      - name: body
-        match: {{prefix: /}}
-        direct: {{status: 200, body: "{body}", content_type: text/plain}}
-"""
-
-
-def forward_config(port: int, upstream: str, admin_port: int | None = None) -> str:
-    """A config forwarding everything to the test upstream at ``upstream`` (host:port)."""
-    admin = f'admin: {{address: "127.0.0.1:{admin_port}"}}\n' if admin_port else ""
-    return f"""version: 1
-listeners:
-  - {{name: public, address: "127.0.0.1:{port}"}}
-{admin}clusters:
-  - name: up
-    endpoints: ["{upstream}"]
-virtual_hosts:
-  - name: main
-    domains: ["*"]
-    routes:
-      - name: all
-        match: {{prefix: /}}
-        forward: {{cluster: up, timeout: 30s}}
-"""
-
-
-def unlink_shm(name: str) -> None:
-    for entry in Path("/dev/shm").glob(f"pavis.{name}.*"):
-        with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
-
-
-def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
 
 
 def pid_alive(pid: int) -> bool:
@@ -137,7 +81,7 @@ class Serve:
 
     def __init__(self, tmp: Path, workers: int = 2, name: str | None = None) -> None:
         self.tmp = tmp
-        self.name = name or unique_name()
+        self.name = name or unique_instance()
         self.state_dir = tmp / "state"
         self.control = str(tmp / "control.sock")
         self.workers = workers
@@ -229,7 +173,7 @@ class Serve:
         if self.proc is not None and self.proc.poll() is None:
             self.worker_pids.update(children(self.proc.pid))
         self.stop(signal.SIGTERM)
-        unlink_shm(self.name)
+        remove_instance(self.name)
 
 
 @contextlib.contextmanager

@@ -1,13 +1,10 @@
-"""Helpers for the shm tests: forked children that never return into pytest, and removal
-of an instance's leftovers by its exact prefix."""
+"""Forked children for the shm tests: they never return into pytest, and are reaped by pid."""
 
 from __future__ import annotations
 
 import os
 import traceback
 from collections.abc import Callable
-
-SHM = "/dev/shm"
 
 
 def fork(body: Callable[[], None]) -> int:
@@ -25,9 +22,7 @@ def fork(body: Callable[[], None]) -> int:
     return pid
 
 
-def remove_instance(*instances: str) -> None:
-    """Unlink every /dev/shm entry of these instance names (exact ``pavis.<name>.`` prefix)."""
-    prefixes = tuple(f"pavis.{i}." for i in instances)
-    for entry in os.listdir(SHM):
-        if entry.startswith(prefixes):
-            os.unlink(f"{SHM}/{entry}")
+def exit_code(pid: int) -> int:
+    """Reap the child ``pid`` and return its exit code."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)

@@ -22,45 +22,12 @@ from typing import Any
 from pavis import artifact
 from pavis.compiler import compile_text
 from shm import Publisher
-from tests.conftest import unique_instance
-from tests.rawupstream import Handler, RawUpstream
+from tests.e2e.rawupstream import Handler, RawUpstream
+from tests.helpers import config, unique_instance
 
 
 def seal_yaml(text: str) -> bytes:
     return artifact.seal(compile_text(text, "yaml"))
-
-
-def config(port: int, body: str, limits: str = "", extra: str = "") -> str:
-    """A config with listener ``public`` on ``port``; ``body`` is YAML text placed after it
-    (clusters, virtual_hosts...)."""
-    lim = f"limits: {{{limits}}}\n" if limits else ""
-    return (
-        f'version: 1\nlisteners:\n  - {{name: public, address: "127.0.0.1:{port}"}}\n'
-        f"{lim}{extra}{body}"
-    )
-
-
-def one_cluster(
-    port: int,
-    up_address: str,
-    route_extra: str = "",
-    cluster_extra: str = "",
-    limits: str = "",
-    extra: str = "",
-) -> str:
-    """Everything on ``/`` forwards to one upstream."""
-    body = f"""clusters:
-  - name: c
-    endpoints: ["{up_address}"]
-{cluster_extra}virtual_hosts:
-  - name: main
-    domains: ["*"]
-    routes:
-      - name: all
-        match: {{prefix: /}}
-        forward: {{cluster: c, timeout: 5s}}
-{route_extra}"""
-    return config(port, body, limits, extra)
 
 
 RAW_ROUTES = """

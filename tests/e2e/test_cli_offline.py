@@ -426,7 +426,7 @@ def test_schema_prints_a_json_schema() -> None:
 
 # --------------------------------------------------------------------------- determinism
 
-DETERMINISM_CASES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+DETERMINISM_CASES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", DETERMINISM_CASES, ids=[p.name for p in DETERMINISM_CASES])

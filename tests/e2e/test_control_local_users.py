@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_proc import Serve, get, needs_workers
+from tests.e2e.helpers_proc import Serve, get, needs_workers
 
 NOBODY = 65534
 pytestmark = [
     needs_workers,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user"),
 ]
-
 
 
 @contextlib.contextmanager

@@ -11,10 +11,9 @@ import time
 
 import pytest
 
-from tests.helpers_proc import Serve, get, needs_workers
+from tests.e2e.helpers_proc import Serve, get, needs_workers
 
 pytestmark = needs_workers
-
 
 
 def metric(sv: Serve, name: str) -> float:

@@ -9,10 +9,9 @@ import signal
 
 import pytest
 
-from tests.helpers_proc import Serve, get, needs_workers, wait_for
+from tests.e2e.helpers_proc import Serve, get, needs_workers, wait_for
 
 pytestmark = needs_workers
-
 
 
 def answers(sv: Serve, body: bytes) -> bool:

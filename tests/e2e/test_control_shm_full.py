@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_proc import Serve, free_port, needs_workers, pid_alive, wait_for
+from tests.e2e.helpers_proc import Serve, needs_workers, pid_alive, wait_for
+from tests.helpers import free_port
 
 pytestmark = [
     needs_workers,

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_proc import CLI, Serve, get, needs_workers
+from tests.e2e.helpers_proc import CLI, Serve, get, needs_workers
 
 pytestmark = needs_workers
 FLOOD = 1100  # more than the supervisor's descriptor limit below
 NOFILE = ["prlimit", "--nofile=1024:1024", "--"]
-
 
 
 @contextlib.contextmanager

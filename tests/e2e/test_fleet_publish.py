@@ -34,8 +34,9 @@ from pavis.errors import FleetError
 from pavis.fleet import layout, publish
 from pavis.fleet.layout import HostReport, Rejection, WorkerState
 from pavis.fleet.store import Store, put_report
-from tests import fleet_etcd
-from tests.fleet_etcd import ETCD, Cluster, free_ports, start_cluster, stop_cluster
+from tests.e2e import fleet_etcd
+from tests.e2e.fleet_etcd import ETCD, Cluster, start_cluster, stop_cluster
+from tests.helpers import free_ports
 
 etcd_cluster = fleet_etcd.etcd_cluster  # the session's 3-member cluster (a fixture)
 

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import unique_instance
-from tests.helpers_framing import echo_once, read_responses, routing_config, victim
-from tests.helpers_worker import Workers, seal_yaml
-from tests.rawupstream import RawUpstream
+from tests.e2e.helpers_framing import echo_once, read_responses, victim
+from tests.e2e.helpers_worker import Workers, seal_yaml
+from tests.e2e.rawupstream import RawUpstream
+from tests.helpers import routing_config, unique_instance
 
 BASES = [
     b"GET /up/a?q=1 HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\nX-A: 1\r\n\r\n",

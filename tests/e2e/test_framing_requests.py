@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import unique_instance
-from tests.helpers_framing import echo_once, exchange, read_responses, routing_config, victim
-from tests.helpers_worker import Workers, config, seal_yaml
-from tests.rawupstream import RawUpstream
+from tests.e2e.helpers_framing import echo_once, exchange, read_responses, victim
+from tests.e2e.helpers_worker import Workers, seal_yaml
+from tests.e2e.rawupstream import RawUpstream
+from tests.helpers import config, routing_config, unique_instance
 
 CRLF = b"\r\n"
 
@@ -328,13 +328,3 @@ def test_explain_answers_as_the_worker_does(proxy: tuple[Workers, RawUpstream]) 
         assert [r.status for r in got] == [expected], (method, host, target, report)
         if expected == 200:
             assert got[0].body == report["upstream"]["target"].encode()
-
-
-def test_explain_text_names_the_rejection() -> None:
-    from pavis.compiler import compile_text
-    from pavis.explain import explain, format_text
-
-    model = compile_text(routing_config(1, "127.0.0.1:9"), "yaml").model
-    text = format_text(explain(model, "GET", "a", "/admin#x"))
-    assert "400 (invalid_target)" in text
-    assert "400 (invalid_host)" in format_text(explain(model, "GET", "a,b", "/x"))

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers_worker import Workers, behind_raw, raw
-from tests.rawupstream import RawConn, RawUpstream, ok, path_of
+from tests.e2e.helpers_worker import Workers, behind_raw, raw
+from tests.e2e.rawupstream import RawConn, RawUpstream, ok, path_of
 
 ROUTES = """
       - name: private

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers_worker import Workers, behind_raw, raw
-from tests.rawupstream import RawConn, RawUpstream, echo_path, ok, path_of
+from tests.e2e.helpers_worker import Workers, behind_raw, raw
+from tests.e2e.rawupstream import RawConn, RawUpstream, echo_path, ok, path_of
 
 
 @pytest.fixture()

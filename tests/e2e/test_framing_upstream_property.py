@@ -20,12 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers_worker import Workers, behind_raw
-from tests.rawupstream import RawConn, RawUpstream, ok, path_of
+from tests.e2e.helpers_worker import Workers, behind_raw
+from tests.e2e.rawupstream import RawConn, RawUpstream, ok, path_of
 
-BASE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhello"
-)
+BASE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 INSERTS = [b"\r", b"\n", b"\r\n", b"\x00", b":", b" ", b"\t", b"0", b"\r\n\r\n", ok(b"EVIL")]
 

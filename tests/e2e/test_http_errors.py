@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port, unique_instance
-from tests.helpers_worker import Workers, config, raw, request, seal_yaml
+from tests.e2e.helpers_worker import Workers, raw, request, seal_yaml
+from tests.helpers import config, free_port, unique_instance
 from tests.upstream import Upstream, launch
 
 LIMITS = (

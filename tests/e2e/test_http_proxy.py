@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 import websocket
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, config, echo, header_pairs, raw, request, seal_yaml
+from tests.e2e.helpers_worker import Workers, echo, header_pairs, raw, request, seal_yaml
+from tests.helpers import config, unique_instance
 from tests.upstream import Upstream, launch
 
 ROUTES = """clusters:

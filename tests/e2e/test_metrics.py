@@ -16,7 +16,8 @@ import socket
 import threading
 from pathlib import Path
 
-from tests.helpers_proc import Serve, free_port, get, kill_pid, needs_workers, wait_for
+from tests.e2e.helpers_proc import Serve, get, needs_workers, wait_for
+from tests.helpers import free_port, kill_pid
 from tests.upstream import Upstream
 
 pytestmark = needs_workers

@@ -15,11 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import click
 import pytest
 
-from pavis.cli import COMMANDS, cli, client
-from tests.helpers_proc import Serve, needs_workers
+from pavis.cli import COMMANDS
+from tests.e2e.helpers_proc import Serve, needs_workers
 
 HEAVY = ("yaml", "msgspec", "httptools", "gevent", "pavis.compiler", "pavis.artifact")
 
@@ -96,28 +95,6 @@ def test_a_command_line_the_thin_parser_does_not_know_gets_clicks_answer(tmp_pat
     assert "click" not in modules
 
 
-def test_the_thin_parser_knows_the_options_click_declares() -> None:
-    ctx = click.Context(cli)
-    for name, options in client.OPTIONS.items():
-        command = cli.get_command(ctx, name)
-        assert command is not None
-        declared: dict[str, tuple[str, object]] = {}
-        arguments = []
-        for param in command.params:
-            if isinstance(param, click.Argument):
-                arguments.append(param.name)
-                continue
-            for opt in [*param.opts, *param.secondary_opts]:
-                if opt.startswith("--") and opt != "--help":
-                    default = param.get_default(ctx)
-                    if not isinstance(default, str | int | float):  # click's "unset" marker
-                        default = None
-                    declared[opt] = (str(param.name), default)
-        thin = {opt: (p, default) for opt, (p, _, default) in options.items()}
-        assert thin == declared, name
-        assert arguments == ([client.ARGUMENTS[name]] if name in client.ARGUMENTS else [])
-
-
 def test_help_lists_every_command_without_importing_one(tmp_path: Path) -> None:
     r, modules = run_probe(tmp_path, "--help")
     assert r.returncode == 0, r.stderr
@@ -128,13 +105,3 @@ def test_help_lists_every_command_without_importing_one(tmp_path: Path) -> None:
     command_modules = {m for m, _ in COMMANDS.values()}
     assert not command_modules & modules
     assert heavy(modules) == []
-
-
-def test_the_table_short_help_is_the_commands_own() -> None:
-    ctx = click.Context(cli)
-    for name, (module, short) in COMMANDS.items():
-        if importlib.util.find_spec(module) is None:
-            continue
-        command = cli.get_command(ctx, name)
-        assert command is not None, name
-        assert command.get_short_help_str(limit=1000) == short, name

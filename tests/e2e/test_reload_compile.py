@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pavis.control_client import exchange
-from tests.helpers_proc import CLI, Serve, children, get, kill_pid, needs_workers, wait_for
+from tests.e2e.helpers_proc import CLI, Serve, children, get, needs_workers, wait_for
+from tests.helpers import kill_pid
 
 pytestmark = needs_workers
 

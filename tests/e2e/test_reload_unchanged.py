@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_proc import Serve, get, needs_workers
-from tests.test_control_certs import peer_cn, self_signed, tls_config
+from tests.e2e.helpers_proc import Serve, get, needs_workers
+from tests.e2e.helpers_tls import peer_cn, self_signed, tls_config
 
 pytestmark = needs_workers
 

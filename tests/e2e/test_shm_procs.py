@@ -21,14 +21,10 @@ import pytest
 import xxhash
 
 from shm import Publisher, ShmError, Subscriber, WorkerRejected
-from tests.helpers_shm import SHM, fork
+from tests.e2e.helpers_shm import fork
+from tests.helpers import shm_entries
 
 ACK_TIMEOUT = 20.0
-
-
-def entries(instance: str) -> set[str]:
-    head = f"pavis.{instance}."
-    return {e[len(head) :] for e in os.listdir(SHM) if e.startswith(head)}
 
 
 def payload(generation_seed: int, size: int = 4096) -> bytes:
@@ -124,11 +120,11 @@ def test_eight_subscribers_follow_1000_flips_forwards_and_backwards(name: str, p
                 rss_early = {pid: vm_rss_kb(pid) for pid in pids}
         assert rollbacks == 250
         assert [s.pid for s in pub.slots()] == pids
-        assert entries(name) == {"ctl", str(pub.current), str(pub.previous)}
+        assert shm_entries(name) == {"ctl", str(pub.current), str(pub.previous)}
         assert sorted(pub.retained()) == sorted([pub.current, pub.previous])
         growth = {pid: vm_rss_kb(pid) - rss_early[pid] for pid in pids}
         assert max(growth.values()) < 2048, growth
-    assert entries(name) == set()
+    assert shm_entries(name) == set()
 
 
 @pytest.mark.parametrize("damage", ["garbage_data", "wrong_checksum", "torn_header", "truncated"])
@@ -221,19 +217,19 @@ def test_sigkilled_supervisor_leaves_workers_serving_and_is_reclaimed(
 
     os.kill(sup, signal.SIGKILL)
     os.waitpid(sup, 0)
-    assert entries(name) == {"ctl", str(first)}  # a dead supervisor leaves it all
+    assert shm_entries(name) == {"ctl", str(first)}  # a dead supervisor leaves it all
     served = f"{first} {digest(data1).hex()}"
     assert [ask(0), ask(1)] == [served, served]
 
     with Publisher(name, slots=2) as pub:  # the dead one's lock is free: no InstanceBusy
-        assert entries(name) == {"ctl"}  # leftovers reclaimed
+        assert shm_entries(name) == {"ctl"}  # leftovers reclaimed
         assert [ask(0), ask(1)] == [served, served]  # unlinked, still mapped, still readable
         generation = pub.publish(payload(2))
         assert generation > first  # names are never reused, even across supervisors
         pub.activate(generation)
         start_subscribers(pub, name, 1, procs)
         pub.wait_acked(generation, ACK_TIMEOUT)
-        assert entries(name) == {"ctl", str(generation)}
+        assert shm_entries(name) == {"ctl", str(generation)}
     for cmd, resp in pipes:
         for fd in (*cmd, *resp):
             os.close(fd)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_proc import CLI, get, needs_workers, pid_alive, unique_name, unlink_shm, wait_for
+from tests.e2e.helpers_proc import CLI, get, needs_workers, pid_alive, wait_for
+from tests.helpers import remove_instance, unique_instance
 
 pytestmark = needs_workers
 
@@ -32,7 +33,7 @@ def _busy(port: int) -> bool:
 def test_demo_serves_and_stops(tmp_path: Path) -> None:
     if any(_busy(p) for p in PORTS):
         pytest.skip("a demo port (8080, 8081, 9901) is in use on this machine")
-    name = unique_name()
+    name = unique_instance()
     log = tmp_path / "demo.log"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     with open(log, "wb") as out:
@@ -72,4 +73,4 @@ def test_demo_serves_and_stops(tmp_path: Path) -> None:
         for pid in workers:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        unlink_shm(name)
+        remove_instance(name)

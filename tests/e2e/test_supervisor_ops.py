@@ -13,7 +13,7 @@ import pytest
 from pavis.artifact import seal
 from pavis.compiler import compile_path
 from pavis.errors import EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE
-from tests.helpers_proc import Serve, get, needs_workers, serving, wait_for
+from tests.e2e.helpers_proc import Serve, get, needs_workers, serving, wait_for
 
 pytestmark = needs_workers
 

@@ -12,16 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers_proc import (
-    Serve,
-    forward_config,
-    get,
-    kill_pid,
-    needs_workers,
-    pid_alive,
-    serving,
-    wait_for,
-)
+from tests.e2e.helpers_proc import Serve, get, needs_workers, pid_alive, serving, wait_for
+from tests.helpers import forward_config, kill_pid
 from tests.upstream import Upstream
 
 pytestmark = needs_workers

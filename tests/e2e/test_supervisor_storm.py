@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pavis.control_client import request
-from tests.helpers_proc import Serve, needs_workers
+from tests.e2e.helpers_proc import Serve, needs_workers
 
 pytestmark = needs_workers
 

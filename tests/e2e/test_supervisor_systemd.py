@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_proc import Serve, needs_workers
+from tests.e2e.helpers_proc import Serve, needs_workers
 
-UNIT = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "pavis.service"
+UNIT = Path(__file__).resolve().parents[2] / "contrib" / "systemd" / "pavis.service"
 
 
 def _messages(sock: socket.socket, until: str, timeout: float = 30.0) -> list[str]:
@@ -65,29 +65,6 @@ def test_notify_ready_reloading_stopping(tmp_path: Path) -> None:
             assert "STOPPING=1" in _messages(sock, "STOPPING=1")[-1]
         finally:
             sv.cleanup()
-
-
-def test_unit_file_keeps_ipc_and_reloads_synchronously() -> None:
-    text = UNIT.read_text()
-    lines = {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")}
-    assert "Type=notify" in lines
-    assert "RemoveIPC=no" in lines
-    assert not any(ln.startswith("DynamicUser") for ln in lines)
-    assert any(ln.startswith("ExecReload=") and "pavctl reload --wait" in ln for ln in lines)
-    assert "KillSignal=SIGTERM" in lines
-    assert any(ln.startswith("StateDirectory=") for ln in lines)
-
-
-DOCS = UNIT.parent.parent.parent / "docs" / "OPERATIONS.md"
-
-
-def test_unit_file_runs_what_the_docs_install() -> None:
-    text = UNIT.read_text()
-    install = DOCS.read_text().split("## systemd", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    venv = install.split("python3 -m venv ", 1)[1].split()[0]  # where the docs install pavis
-    for key, exe in (("ExecStart=", "pavis"), ("ExecReload=", "pavctl")):
-        line = next(ln for ln in text.splitlines() if ln.startswith(key))
-        assert line.split("=", 1)[1].split()[0] == f"{venv}/bin/{exe}", line
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")

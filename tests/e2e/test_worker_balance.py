@@ -14,8 +14,8 @@ import time
 import uuid
 from collections import Counter
 
-from tests.conftest import free_port, unique_instance
-from tests.helpers_worker import Workers, config, echo, request, seal_yaml
+from tests.e2e.helpers_worker import Workers, echo, request, seal_yaml
+from tests.helpers import config, free_port, unique_instance
 from tests.upstream import Upstream
 
 

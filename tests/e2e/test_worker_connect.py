@@ -11,7 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers_proc import Serve, forward_config, get, needs_workers
+from tests.e2e.helpers_proc import Serve, get, needs_workers
+from tests.helpers import forward_config
 from tests.upstream import Upstream
 
 pytestmark = needs_workers

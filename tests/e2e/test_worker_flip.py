@@ -16,8 +16,8 @@ import pytest
 import websocket
 
 from shm import WorkerRejected
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, config, echo, header_pairs, request, seal_yaml
+from tests.e2e.helpers_worker import Workers, echo, header_pairs, request, seal_yaml
+from tests.helpers import config, unique_instance
 from tests.upstream import Upstream
 
 

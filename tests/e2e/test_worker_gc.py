@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import textwrap
 
-from tests.helpers_worker import run_gevent_script
+from tests.e2e.helpers_worker import run_gevent_script
 
 SCRIPT = textwrap.dedent(
     """

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from shm import Publisher, WorkerRejected
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, echo, one_cluster, request, seal_yaml
+from tests.e2e.helpers_worker import Workers, echo, request, seal_yaml
+from tests.helpers import one_cluster, unique_instance
 from tests.upstream import Upstream, launch
 
 

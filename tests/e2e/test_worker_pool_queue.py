@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, one_cluster, request, seal_yaml
+from tests.e2e.helpers_worker import Workers, request, seal_yaml
+from tests.helpers import one_cluster, unique_instance
 from tests.upstream import launch
 
 

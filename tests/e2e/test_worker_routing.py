@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, config, request, seal_yaml
+from tests.e2e.helpers_worker import Workers, request, seal_yaml
+from tests.helpers import config, unique_instance
 
 ROUTES = """virtual_hosts:
   - name: api

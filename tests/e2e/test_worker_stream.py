@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, one_cluster, seal_yaml
+from tests.e2e.helpers_worker import Workers, seal_yaml
+from tests.helpers import one_cluster, unique_instance
 from tests.upstream import Upstream, launch
 
 SIZE = 256 * 1024 * 1024

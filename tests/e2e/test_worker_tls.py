@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 from shm import control
-from tests.conftest import unique_instance
-from tests.helpers_worker import Workers, echo, header_pairs, seal_yaml
+from tests.e2e.helpers_worker import Workers, echo, header_pairs, seal_yaml
+from tests.helpers import unique_instance
 from tests.upstream import Upstream
 
-CERTS = Path(__file__).resolve().parent.parent / "examples" / "certs"
+CERTS = Path(__file__).resolve().parents[2] / "examples" / "certs"
 
 
 def test_tls_listener_terminates_and_forwards(upstream: Upstream) -> None:

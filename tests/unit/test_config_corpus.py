@@ -15,8 +15,8 @@ from pavis.artifact import read, seal
 from pavis.compiler import compile_path
 from pavis.errors import ConfigError, IngestError
 
-HERE = Path(__file__).parent
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parents[2]
+HERE = ROOT / "tests"
 INVALID = sorted(
     p for p in (HERE / "configs" / "invalid").iterdir() if p.is_file() and p.suffix != ".expect"
 )

@@ -13,7 +13,7 @@ from pavis.cli import cli
 from pavis.compiler.intent import LimitsSpec
 from pavis.store import MIN_PREFIX
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_TEXTS = [ROOT / "docs" / "OPERATIONS.md", ROOT / "contrib" / "systemd" / "pavis.service"]
 
 

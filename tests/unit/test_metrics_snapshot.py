@@ -7,7 +7,6 @@ plain stand-ins with the attributes ``workers.balance`` objects have.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -18,13 +17,13 @@ from pavis import stats
 from pavis.supervisor.metrics import Collector, render
 from shm import Publisher, Subscriber
 from shm.control import STATS_MAX
+from tests.helpers import unique_instance
 from workers.metrics import Metrics
 
 
 @pytest.fixture
 def pub() -> Iterator[Publisher]:
-    name = f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
-    with Publisher(name, slots=3) as p:
+    with Publisher(unique_instance(), slots=3) as p:
         yield p
 
 

@@ -6,16 +6,12 @@ Real segments under /dev/shm with a unique instance name per test, all unlinked 
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import select
-import shutil
 import struct
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import posix_ipc
 import pytest
@@ -31,19 +27,9 @@ from shm import (
     Subscriber,
     WorkerRejected,
 )
-from tests.helpers_shm import SHM, fork
+from tests.helpers import SHM, shm_entries
 
 NOBODY = 65534
-
-
-def exit_code(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
-def entries(instance: str) -> set[str]:
-    head = f"pavis.{instance}."
-    return {e[len(head) :] for e in os.listdir(SHM) if e.startswith(head)}
 
 
 def mode_of(instance: str, entry: str) -> tuple[int, int]:
@@ -51,22 +37,16 @@ def mode_of(instance: str, entry: str) -> tuple[int, int]:
     return st.st_mode & 0o777, st.st_gid
 
 
-@pytest.fixture
-def pub(name: str) -> Iterator[Publisher]:
-    with Publisher(name, slots=4) as p:
-        yield p
-
-
 # ---------------------------------------------------------------------------- the basic flip
 
 
 def test_publish_activate_open_ack_round_trip(name: str, pub: Publisher):
-    assert pub.current == 0 and entries(name) == {"ctl"}
+    assert pub.current == 0 and shm_entries(name) == {"ctl"}
     fd = pub.open_slot(0)
     sub = Subscriber(name, 0, fd)
     assert sub.current() == 0
     generation = pub.publish(b"artifact bytes")
-    assert generation == 1 and entries(name) == {"ctl", "1"}
+    assert generation == 1 and shm_entries(name) == {"ctl", "1"}
     assert sub.current() == 0  # published is not current
     pub.activate(generation)
     assert pub.current == sub.current() == 1 and sub.generations() == (1, 0)
@@ -216,52 +196,16 @@ def test_modes_are_explicit_whatever_the_umask(name: str, umask: int):
     try:
         with Publisher(name) as p:
             p.publish(b"x")
-            assert {e: mode_of(name, e)[0] for e in entries(name)} == {
+            assert {e: mode_of(name, e)[0] for e in shm_entries(name)} == {
                 "ctl": 0o600,
                 "1": 0o600,
             }
         for mode in (0o600, 0o640):
             with Publisher(name, mode=mode, gid=NOBODY) as p:
                 p.publish(b"x")
-                assert {mode_of(name, e) for e in entries(name)} == {(0o640, NOBODY)}
+                assert {mode_of(name, e) for e in shm_entries(name)} == {(0o640, NOBODY)}
     finally:
         os.umask(old)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
-@pytest.mark.parametrize("group", [None, NOBODY])
-def test_another_user_cannot_open_segments_or_control_block(
-    name: str, procs: list[int], group: int | None
-):
-    mode = 0o600 if group is None else 0o640
-    with Publisher(name, slots=1, mode=mode, gid=group) as p:
-        p.activate(p.publish(b"secret"))
-        fd = p.open_slot(0)
-
-        def stranger() -> None:
-            os.setgroups([])
-            os.setgid(NOBODY if group is not None else NOBODY - 1)
-            os.setuid(NOBODY)
-            if group is None:
-                for path in (f"/pavis.{name}.1", f"/pavis.{name}.ctl"):
-                    with pytest.raises(posix_ipc.PermissionsError):
-                        posix_ipc.SharedMemory(path, read_only=True)
-                with pytest.raises(ShmError) as err:
-                    Subscriber(name, 0, fd)
-                assert err.value.reason == "permission"
-                with pytest.raises(PermissionError):
-                    open(f"{SHM}/pavis.{name}.1", "rb")  # noqa: SIM115
-            else:
-                # The configured group may read a generation, never write the control block.
-                mem = posix_ipc.SharedMemory(f"/pavis.{name}.1", read_only=True)
-                mem.close_fd()
-                with pytest.raises(posix_ipc.PermissionsError):
-                    posix_ipc.SharedMemory(f"/pavis.{name}.ctl")
-
-        pid = fork(stranger)
-        procs.append(pid)
-        assert exit_code(pid) == 0
-        procs.remove(pid)
 
 
 # ---------------------------------------------------------------------------- liveness lock
@@ -271,7 +215,7 @@ def test_a_second_supervisor_is_refused_while_the_first_lives(name: str, pub: Pu
     with pytest.raises(InstanceBusy) as err:
         Publisher(name)
     assert err.value.pid == os.getpid()
-    assert entries(name) == {"ctl"}  # the refused one touched nothing
+    assert shm_entries(name) == {"ctl"}  # the refused one touched nothing
 
 
 def test_a_second_supervisor_with_another_lock_dir_is_refused_too(
@@ -281,7 +225,7 @@ def test_a_second_supervisor_with_another_lock_dir_is_refused_too(
     with pytest.raises(InstanceBusy) as err:
         Publisher(name, lock_dir=str(tmp_path / "elsewhere"))
     assert err.value.pid == os.getpid()
-    assert entries(name) == {"ctl"}
+    assert shm_entries(name) == {"ctl"}
 
 
 def test_a_lock_dir_others_can_write_is_refused(name: str, tmp_path):
@@ -291,7 +235,7 @@ def test_a_lock_dir_others_can_write_is_refused(name: str, tmp_path):
     with pytest.raises(ShmError) as err:
         Publisher(name, lock_dir=str(shared))
     assert err.value.reason == "unsafe_lock_dir" and "writable by it alone" in str(err.value)
-    assert entries(name) == set()
+    assert shm_entries(name) == set()
 
 
 def test_leftovers_are_reclaimed_and_numbering_continues(name: str):
@@ -299,15 +243,15 @@ def test_leftovers_are_reclaimed_and_numbering_continues(name: str):
     for _ in range(3):
         p.activate(p.publish(b"x"))
     p.close(unlink=False)
-    assert entries(name) == {"ctl", "1", "2", "3"}
+    assert shm_entries(name) == {"ctl", "1", "2", "3"}
     # A stray segment from an even older run counts too.
     with open(f"{SHM}/pavis.{name}.17", "wb"):
         pass
     with Publisher(name) as q:
-        assert entries(name) == {"ctl"}
+        assert shm_entries(name) == {"ctl"}
         assert q.current == 0
         assert q.publish(b"y") == 18
-    assert entries(name) == set()
+    assert shm_entries(name) == set()
 
 
 def test_numbering_continues_after_a_control_block_of_the_previous_layout(name: str):
@@ -332,8 +276,8 @@ def test_reclaim_matches_the_instance_name_exactly(name: str):
         neighbour.publish(b"n")
         with Publisher(name) as p:
             p.publish(b"p")
-            assert entries(name + "b") == {"ctl", "1"}
-            assert entries(name) == {"ctl", "1"}
+            assert shm_entries(name + "b") == {"ctl", "1"}
+            assert shm_entries(name) == {"ctl", "1"}
 
 
 @pytest.mark.parametrize("bad", ["", "a.b", "a/b", "x" * 201, "ä"])
@@ -341,21 +285,6 @@ def test_instance_names_are_checked(bad: str):
     with pytest.raises(ShmError) as err:
         Publisher(bad)
     assert err.value.reason == "bad_name"
-
-
-def test_a_forked_copy_of_the_publisher_is_inert(name: str, pub: Publisher, procs: list[int]):
-    pub.activate(pub.publish(b"x"))
-
-    def child() -> None:
-        with pytest.raises(ShmError):
-            pub.publish(b"y")
-        pub.close()  # must not unlink the parent's objects
-
-    pid = fork(child)
-    procs.append(pid)
-    assert exit_code(pid) == 0
-    procs.remove(pid)
-    assert entries(name) == {"ctl", "1"}
 
 
 # ---------------------------------------------------------------------------- retention
@@ -427,55 +356,6 @@ def test_wait_acked_raises_at_once_on_a_rejection(name: str, pub: Publisher):
     sub.close()
 
 
-def test_a_worker_that_died_mid_flip_is_not_waited_for(name: str, pub: Publisher, procs: list[int]):
-    fds = [pub.open_slot(slot) for slot in range(2)]
-    g = pub.publish(b"x")
-    pub.activate(g)
-
-    def attach_then_die(slot: int) -> Callable[[], None]:
-        return lambda: Subscriber(name, slot, fds[slot]).heartbeat(0)
-
-    zombie = fork(attach_then_die(0))
-    procs.append(zombie)
-    reaped = fork(attach_then_die(1))
-    assert exit_code(reaped) == 0
-    deadline = time.monotonic() + 30
-    while pub.slots()[0].pid != zombie:  # attached, then exited; left unreaped on purpose
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    pub.wait_acked(g, timeout=5)
-
-
-def _dead_pid(procs: list[int]) -> int:
-    pid = fork(lambda: None)
-    assert exit_code(pid) == 0
-    return pid
-
-
-def test_a_writer_killed_mid_update_does_not_hang_readers(
-    name: str, pub: Publisher, procs: list[int]
-):
-    dead = _dead_pid(procs)
-    sub = Subscriber(name, 0, pub.open_slot(0))
-    mem = posix_ipc.SharedMemory(f"/pavis.{name}.ctl")
-    with mmap.mmap(mem.fd, mem.size) as m:
-        # Slot 0 left mid-update by a worker that died: its pid, an odd sequence.
-        struct.pack_into("<q", m, 64 + 16, dead)
-        struct.pack_into("<Q", m, 64, 7)
-        info = pub.slots()[0]
-        assert not info.consistent
-        sub.ack(3, bytes(16))  # a new writer of the slot just carries on
-        assert pub.slots()[0].consistent and pub.slots()[0].generation == 3
-        # The header left mid-update by a supervisor that died.
-        struct.pack_into("<q", m, 48, dead)
-        struct.pack_into("<Q", m, 16, 9)
-        with pytest.raises(ShmError) as err:
-            sub.current()
-        assert err.value.reason == "torn"
-    mem.close_fd()
-    sub.close()
-
-
 def test_a_live_writer_paused_mid_update_is_waited_for(name: str, pub: Publisher):
     """On a loaded box the supervisor can be descheduled between its two sequence bumps for
     longer than a dead writer is given: as long as it lives, readers wait instead of failing."""
@@ -512,106 +392,6 @@ def test_notification_survives_a_full_pipe(name: str, pub: Publisher):
 
 
 # ---------------------------------------------------------------------------- sequence locks
-
-
-def test_readers_never_see_a_torn_generation_pair(name: str, pub: Publisher, procs: list[int]):
-    gens = [pub.publish(bytes([i])) for i in range(3)]
-    for g in gens:
-        pub.activate(g)
-    valid = {(gens[i], gens[i - 1]) for i in range(3)}
-    results = []
-    for slot in range(3):
-        fd = pub.open_slot(slot)
-        r, w = os.pipe()
-
-        def reader(slot: int = slot, fd: int = fd, w: int = w) -> None:
-            sub = Subscriber(name, slot, fd)
-            reads = torn = 0
-            stop = time.monotonic() + 1.0
-            while time.monotonic() < stop:
-                for _ in range(1000):
-                    reads += 1
-                    torn += sub.generations() not in valid
-            os.write(w, f"{reads} {torn}".encode())
-
-        procs.append(fork(reader))
-        os.close(w)
-        results.append(r)
-    flips = 0
-    while select.select(results, [], [], 0)[0] == []:
-        pub.activate(gens[flips % 3])
-        flips += 1
-    for r in results:
-        select.select([r], [], [], 10)
-        report = os.read(r, 100)
-        assert report, "a reader process failed: its traceback is in the captured stderr"
-        reads, torn = (int(x) for x in report.split())
-        os.close(r)
-        assert reads > 1000 and torn == 0
-    assert flips > 100
-
-
-def test_the_supervisor_never_sees_a_torn_slot(name: str, pub: Publisher, procs: list[int]):
-    fd = pub.open_slot(0)
-    go_r, go_w = os.pipe()
-
-    def acker() -> None:
-        sub = Subscriber(name, 0, fd)
-        os.close(go_w)
-        g = 0
-        while not select.select([go_r], [], [], 0)[0]:
-            for _ in range(200):
-                g += 1
-                sub.ack(g, xxhash.xxh3_128_digest(str(g).encode()))
-
-    pid = fork(acker)
-    procs.append(pid)
-    os.close(go_r)
-    seen = set()
-    stop = time.monotonic() + 10.0  # normally a fraction of a second; more on a loaded box
-    while len(seen) < 1000 and time.monotonic() < stop:
-        info = pub.slots()[0]
-        if info.generation:
-            assert info.digest == xxhash.xxh3_128_digest(str(info.generation).encode())
-            seen.add(info.generation)
-    os.close(go_w)
-    assert exit_code(pid) == 0
-    procs.remove(pid)
-    assert len(seen) >= 1000
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
-def test_another_users_leftovers_are_left_alone_unopened(name: str, procs: list[int]):
-    with Publisher(name):
-        pass
-    with open(f"{SHM}/pavis.{name}.lock", "wb"), open(f"{SHM}/pavis.{name}.7", "wb") as f:
-        f.write(b"root's")  # root's leftovers: another user may neither use nor remove them
-    lock_dir = f"{tempfile.gettempdir()}/pavis-{NOBODY}"
-    made = not os.path.exists(lock_dir)
-
-    def stranger() -> None:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-        with Publisher(name) as p:
-            assert sorted(p.hostile) == [(f"pavis.{name}.7", 0), (f"pavis.{name}.lock", 0)]
-            assert p.publish(b"x") == 8  # 7 is taken, and never reused
-            assert p.retained() == [8]
-
-    try:
-        pid = fork(stranger)
-        procs.append(pid)
-        assert exit_code(pid) == 0
-        procs.remove(pid)
-        assert entries(name) == {"lock", "7"}  # the stranger removed its own objects only
-        with open(f"{SHM}/pavis.{name}.7", "rb") as f:
-            assert f.read() == b"root's"
-    finally:
-        for entry in ("lock", "7"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{SHM}/pavis.{name}.{entry}")
-        if made:
-            shutil.rmtree(lock_dir, ignore_errors=True)
 
 
 def test_wake_fds_close_with_the_publisher(name: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from pavis.compiler import compile_text
 from pavis.supervisor import workers as wk
 from pavis.supervisor.sockets import listeners_changed
-from tests.helpers_proc import direct_config
+from tests.helpers import direct_config
 
 
 def _exit(code: int) -> int:
