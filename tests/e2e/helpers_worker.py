@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pavis import artifact
@@ -24,6 +25,8 @@ from pavis.compiler import compile_text
 from shm import Publisher
 from tests.e2e.rawupstream import Handler, RawUpstream
 from tests.helpers import config, unique_instance
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def seal_yaml(text: str) -> bytes:
@@ -189,12 +192,13 @@ def header_pairs(echo_body: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def run_gevent_script(script: str) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter (gevent never runs inside the pytest process) and
-    require that it exits 0 after printing exactly ``ok``; returns the run for more checks."""
+def run_program(name: str) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/e2e/programs/<name>.py`` with ``python -m`` in a fresh interpreter (gevent
+    never runs inside the pytest process) and require that it exits 0 after printing exactly
+    ``ok``; returns the run for more checks."""
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script],
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-W", "ignore", "-m", f"tests.e2e.programs.{name}"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
     )  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
     return out
