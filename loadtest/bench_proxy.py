@@ -1,4 +1,4 @@
-"""Proxy throughput benchmark (issue 4): the upstream directly vs nginx vs pavis, in one run.
+"""Proxy throughput benchmark: the upstream directly vs nginx vs pavis, in one run.
 
 Owns: the benchmark configurations (pavis YAML, nginx conf), the run order (every scenario of a
 round runs against every target back to back, so ratios compare like with like), and the

@@ -1,4 +1,4 @@
-"""Reload disruption benchmark (issue 5): keep-alive load while reloading every 100 ms.
+"""Reload disruption benchmark: keep-alive load while reloading every 100 ms.
 
 Owns: the reload storm for nginx (rewrite an included file, SIGHUP the master) and for pavis
 (``pavctl reload CONFIG --wait``, alternating two configurations), run back to back in one
