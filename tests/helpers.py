@@ -43,6 +43,14 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def listener(backlog: int = 64) -> tuple[socket.socket, int]:
+    """A listening TCP socket on a free 127.0.0.1 port, and that port (kept bound: no race)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(backlog)
+    return s, int(s.getsockname()[1])
+
+
 def unique_instance(prefix: str = "t") -> str:
     """A shm instance name no other run uses: ``<prefix><pid>x<random>``. Tests keep the
     default ``t``, which the leak check of ``tests/conftest.py`` looks for."""

@@ -5,17 +5,13 @@ interpreter (gevent never runs inside the pytest process); it prints ``ok`` and 
 fails with the assertion that broke.
 """
 
-import socket as stdsocket
-
 import gevent
 from gevent import socket
 
+from tests.helpers import listener
 from workers import accept
 
-lst = stdsocket.socket()
-lst.bind(("127.0.0.1", 0))
-lst.listen(64)
-port = lst.getsockname()[1]
+lst, port = listener()
 accept.FILL = 2  # to see the balance rule at small counts
 words = memoryview(bytearray(8 * 6)).cast("Q")
 load = accept.Load(words, 0, [2, 4])  # slot 0: no worker comes before it

@@ -6,18 +6,15 @@ interpreter (gevent never runs inside the pytest process); it prints ``ok`` and 
 fails with the assertion that broke.
 """
 
-import socket as stdsocket
 from _socket import socket as RawSocket
 
 import gevent
 from gevent import getcurrent, socket
 
+from tests.helpers import listener
 from workers import accept
 
-lst = stdsocket.socket()
-lst.bind(("127.0.0.1", 0))
-lst.listen(64)
-port = lst.getsockname()[1]
+lst, port = listener()
 seen = []
 
 

@@ -12,12 +12,10 @@ import sys
 
 import gevent
 
+from tests.helpers import listener
 from workers import accept
 
-lst = stdsocket.socket()
-lst.bind(("127.0.0.1", 0))
-lst.listen(64)
-port = lst.getsockname()[1]
+lst, port = listener()
 clients = [stdsocket.create_connection(("127.0.0.1", port)) for _ in range(4)]
 acc = accept.Acceptor(lst, lambda sock, addr: sock.close(), accept.Load())
 # No descriptor left for an accepted connection: every accept fails with EMFILE.

@@ -6,19 +6,16 @@ interpreter (gevent never runs inside the pytest process); it prints ``ok`` and 
 fails with the assertion that broke.
 """
 
-import socket as stdsocket
 import time
 
 import gevent
 from gevent import socket
 
+from tests.helpers import listener
 from workers import accept
 
 accept.STANDBY_S = 0.2  # wide margins for a loaded machine
-lst = stdsocket.socket()
-lst.bind(("127.0.0.1", 0))
-lst.listen(64)
-port = lst.getsockname()[1]
+lst, port = listener()
 # Word 0 and 1: the worker in slot 0 (count, accepted total); 2 and 3: this one, slot 1.
 words = memoryview(bytearray(8 * 4)).cast("Q")
 load = accept.Load(words, 2, [0])

@@ -6,19 +6,16 @@ fails with the assertion that broke.
 """
 
 import os
-import socket as stdsocket
 import time
 
 import gevent
 from gevent import socket
 
+from tests.helpers import listener
 from workers import accept
 
 accept.STANDBY_S = 30.0  # only a wake-up can end this stand-by within the test
-lst = stdsocket.socket()
-lst.bind(("127.0.0.1", 0))
-lst.listen(64)
-port = lst.getsockname()[1]
+lst, port = listener()
 words = memoryview(bytearray(8 * 4)).cast("Q")
 wake = {0: os.eventfd(0, os.EFD_NONBLOCK), 2: os.eventfd(0, os.EFD_NONBLOCK)}
 first = accept.Load(words, 0, [2], wake[0], [wake[2]])  # slot 0: counted by hand below
