@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import nginx, procstat, servers, wrk
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def test_procstat_sees_a_child_and_its_cpu() -> None:
 @needs_tools
 def test_private_nginx_starts_answers_and_stops_by_pid() -> None:
     ng = nginx.Nginx("smoke")
-    port = servers.free_port()
+    port = free_port()
     try:
         ng.start(nginx.static_conf(ng.prefix, port, workers=1), (port,))
         pids = procstat.tree(ng.pid)
