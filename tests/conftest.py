@@ -1,7 +1,8 @@
 """What every test gets: its set (unit or e2e) from its folder, unique shm names, a leak check.
 
 Owns: marking each test ``unit`` or ``e2e`` by the folder it is in (``pytest -m unit`` is the
-in-process floor, ``pytest -m e2e`` the tests with real processes and sockets), refusing a
+in-process floor, ``pytest -m e2e`` the tests with real processes and sockets; either alone
+skips importing the other folder), refusing a
 test outside both folders or marked against its folder, naming shm instances uniquely per
 test (and a Publisher on that name), and failing a test that leaves shm objects of this run
 behind.
@@ -22,6 +23,14 @@ from tests.helpers import SHM, remove_instance, unique_instance
 
 HERE = Path(__file__).resolve().parent
 SETS = ("unit", "e2e")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m unit`` (or ``-m e2e``) alone does not even import the other set's modules."""
+    markexpr = config.getoption("markexpr", "")
+    if markexpr in SETS and collection_path == HERE / SETS[1 - SETS.index(markexpr)]:
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
