@@ -2,10 +2,9 @@
 
 Owns: marking each test ``unit`` or ``e2e`` by the folder it is in (``pytest -m unit`` is the
 in-process floor, ``pytest -m e2e`` the tests with real processes and sockets; either alone
-skips importing the other folder), refusing a
-test outside both folders or marked against its folder, naming shm instances uniquely per
-test (and a Publisher on that name), and failing a test that leaves shm objects of this run
-behind.
+skips importing the other folder), refusing a test outside both folders or marked against
+its folder, naming shm instances uniquely per test (and a Publisher on that name), and
+failing a test that leaves shm objects of this run behind.
 Process fixtures live in ``tests/e2e/conftest.py``; the in-process guard of the unit set in
 ``tests/unit/conftest.py``; helpers shared with the benchmarks in ``tests/helpers.py``.
 """
