@@ -20,6 +20,7 @@ import sys
 import time
 
 from loadtest import servers
+from tests.helpers import free_port
 
 CONFIG = """version: 1
 listeners:
@@ -57,7 +58,7 @@ def _row(name: str, samples: list[float]) -> dict[str, object]:
 
 def run(runs: int) -> list[dict[str, object]]:
     work = servers.workdir("cli")
-    port = servers.free_port()
+    port = free_port()
     a, b = work / "a.yaml", work / "b.yaml"
     a.write_text(CONFIG.format(port=port, body="A"))
     b.write_text(CONFIG.format(port=port, body="B"))

@@ -20,7 +20,8 @@ import textwrap
 import time
 
 from loadtest import nginx
-from loadtest.servers import Pavis, free_port, http_get, wait_port, workdir
+from loadtest.servers import Pavis, http_get, wait_port, workdir
+from tests.helpers import free_port
 
 _UPSTREAM = textwrap.dedent(
     r"""

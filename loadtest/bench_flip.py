@@ -42,10 +42,11 @@ import traceback
 import uuid
 from typing import Any
 
-from loadtest import bench_compile, procstat, servers
+from loadtest import bench_compile, procstat
 from pavis import artifact
 from pavis.compiler import compile_text
 from shm import Publisher, Segment, ShmError, Subscriber
+from tests.helpers import kill_and_reap
 
 VARIANTS = ("shm", "eager", "eager-late", "lazy", "lazy-copy", "runtime")
 DEFAULT_VARIANTS = ("shm", "eager", "lazy", "runtime")
@@ -92,7 +93,7 @@ def build(variant: str, seg: Segment, generation: int, registry: Any) -> tuple[b
 
 
 def worker(name: str, slot: int, notify_fd: int, variant: str) -> None:
-    from gevent import select as gselect  # type: ignore[import-untyped]  # after fork
+    from gevent import select as gselect  # after fork
 
     registry = None
     if variant == "runtime":
@@ -217,7 +218,7 @@ def run(
             "loadavg": os.getloadavg()[0],
         }
     finally:
-        servers.kill_and_reap(pids)
+        kill_and_reap(pids)
         pub.close()
 
 

@@ -1,4 +1,4 @@
-"""Proxy throughput benchmark (issue 4): the upstream directly vs nginx vs pavis, in one run.
+"""Proxy throughput benchmark: the upstream directly vs nginx vs pavis, in one run.
 
 Owns: the benchmark configurations (pavis YAML, nginx conf), the run order (every scenario of a
 round runs against every target back to back, so ratios compare like with like), and the
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import nginx, procstat, servers, wrk
+from tests.helpers import free_port
 
 Progress = Callable[[str], None]
 
@@ -120,7 +121,7 @@ class Upstream:
 
 
 def start_upstream(kind: str, work: Path) -> Upstream:
-    port = servers.free_port()
+    port = free_port()
     if kind == "nginx":
         up = nginx.Nginx("upstream", work / "upstream")
         (work / "upstream").mkdir(parents=True, exist_ok=True)
@@ -135,7 +136,7 @@ def start_upstream(kind: str, work: Path) -> Upstream:
 
 
 def start_nginx_proxy(work: Path, upstream: Upstream, workers: int = 2) -> Target:
-    port = servers.free_port()
+    port = free_port()
     ng = nginx.Nginx("proxy", work / "nginx")
     (work / "nginx").mkdir(parents=True, exist_ok=True)
     inc = ng.write("which.conf", nginx.which_location("A"))
@@ -151,7 +152,7 @@ def start_pavis(
     env: dict[str, str] | None = None,
 ) -> Target:
     """``pavis serve`` on the benchmark config; ``env`` replaces its environment (A/B runs)."""
-    port = servers.free_port()
+    port = free_port()
     (work / name).mkdir(parents=True, exist_ok=True)
     config = work / name / "bench.yaml"
     config.write_text(pavis_config(port, upstream.port))

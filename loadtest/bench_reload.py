@@ -1,4 +1,4 @@
-"""Reload disruption benchmark (issue 5): keep-alive load while reloading every 100 ms.
+"""Reload disruption benchmark: keep-alive load while reloading every 100 ms.
 
 Owns: the reload storm for nginx (rewrite an included file, SIGHUP the master) and for pavis
 (``pavctl reload CONFIG --wait``, alternating two configurations), run back to back in one
@@ -34,6 +34,7 @@ from typing import Any
 from loadtest import nginx, procstat, servers, wrk
 from loadtest.bench_proxy import Progress, Upstream, pavis_config, start_upstream, stderr_progress
 from pavis.errors import PavisError
+from tests.helpers import free_port
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -216,7 +217,7 @@ def storm(
 def nginx_storm(
     work: Path, up: Upstream, *, duration: float, interval: float, progress: Progress
 ) -> StormResult:
-    port = servers.free_port()
+    port = free_port()
     (work / "nginx").mkdir(parents=True, exist_ok=True)
     ng = nginx.Nginx("reload", work / "nginx")
     inc = ng.write("which.conf", nginx.which_location("A"))
@@ -248,7 +249,7 @@ def pavis_storm(
     progress: Progress,
     pavctl_every: int = 10,
 ) -> StormResult:
-    port = servers.free_port()
+    port = free_port()
     (work / "pavis").mkdir(parents=True, exist_ok=True)
     configs = {}
     for answer in ("A", "B"):
@@ -346,7 +347,7 @@ def scale(
     notes: list[str] = []
     for n in sizes:
         row: dict[str, Any] = {"routes": n}
-        port = servers.free_port()
+        port = free_port()
         d = work / f"scale-nginx-{n}"
         d.mkdir(parents=True, exist_ok=True)
         ng = nginx.Nginx("scale", d)
@@ -369,7 +370,7 @@ def scale(
             row["nginx_worker_private_mib"] = _worker_private_mib(ng.workers())
         finally:
             ng.stop()
-        port = servers.free_port()
+        port = free_port()
         d = work / f"scale-pavis-{n}"
         d.mkdir(parents=True, exist_ok=True)
         configs = []

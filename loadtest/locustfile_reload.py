@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import gevent  # type: ignore[import-untyped]
+import gevent
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner

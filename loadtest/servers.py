@@ -1,8 +1,9 @@
 """The processes a benchmark runs against: loopback ports, the upstream, a pavis supervisor.
 
-Owns: picking free 127.0.0.1 ports, waiting for a listener, one-shot HTTP GETs on fresh
+Owns: waiting for a listener, one-shot HTTP GETs on fresh
 connections, and starting/stopping the test upstream and ``pavis serve`` — each stopped by
-pid (SIGTERM, then SIGKILL for anything of its tree still alive).
+pid (SIGTERM, then SIGKILL for anything of its tree still alive). Free ports, instance
+names and reaping children come from ``tests/helpers.py``, shared with the tests.
 Must not: judge results, or reach anything but 127.0.0.1.
 """
 
@@ -17,20 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import IO, Any
 
 from loadtest import procstat
+from tests.helpers import unique_instance
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (bind port 0, then release it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
@@ -85,16 +79,6 @@ def kill_remaining(pids: list[int]) -> None:
         if procstat.tree(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def kill_and_reap(pids: list[int]) -> None:
-    """SIGKILL every one of ``pids`` (this process's forked children) and reap them."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
 
 
 class Proc:
@@ -190,7 +174,7 @@ class Pavis:
     def __init__(self, workdir: Path, workers: int = 2) -> None:
         self.workdir = workdir
         self.workers = workers
-        self.name = f"b{os.getpid()}x{uuid.uuid4().hex[:8]}"
+        self.name = unique_instance("b")
         self.state_dir = workdir / "state"
         self.control = workdir / "control.sock"
         self.proc: Proc | None = None

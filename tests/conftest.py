@@ -1,74 +1,60 @@
-"""Fixtures every end-to-end test needs: free ports, unique shm names, test upstreams.
+"""What every test gets: its set (unit or e2e) from its folder, unique shm names, a leak check.
 
-Owns: starting and stopping the test upstream (``tests/upstream.py``) by pid and naming shm
-instances uniquely per test. Topic-specific helpers live in ``tests/helpers_*.py``.
+Owns: marking each test ``unit`` or ``e2e`` by the folder it is in (``pytest -m unit`` is the
+in-process floor, ``pytest -m e2e`` the tests with real processes and sockets; either alone
+skips importing the other folder), refusing a test outside both folders or marked against
+its folder, naming shm instances uniquely per test (and a Publisher on that name), and
+failing a test that leaves shm objects of this run behind.
+Process fixtures live in ``tests/e2e/conftest.py``; the in-process guard of the unit set in
+``tests/unit/conftest.py``; helpers shared with the benchmarks in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from loadtest.servers import kill_and_reap
-from tests.helpers_proc import Serve
-from tests.upstream import Upstream, launch
+from shm import Publisher
+from tests.helpers import SHM, remove_instance, unique_instance
+
+HERE = Path(__file__).resolve().parent
+SETS = ("unit", "e2e")
 
 
-def unique_instance() -> str:
-    """A shm instance name no other test run uses (segments are /pavis.<name>.<gen>)."""
-    return f"t{os.getpid()}x{uuid.uuid4().hex[:8]}"
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m unit`` (or ``-m e2e``) alone does not even import the other set's modules."""
+    markexpr = config.getoption("markexpr", "")
+    if markexpr in SETS and collection_path == HERE / SETS[1 - SETS.index(markexpr)]:
+        return True
+    return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def instance_name() -> str:
-    return unique_instance()
-
-
-@pytest.fixture
-def upstreams() -> Iterator[Callable[..., Upstream]]:
-    """Factory: ``upstreams("a")`` starts a test upstream named ``a``; all stop at teardown."""
-    started: list[Upstream] = []
-
-    def start(name: str = "up", workers: int = 1) -> Upstream:
-        up = launch(name, workers=workers)
-        started.append(up)
-        return up
-
-    yield start
-    for up in started:
-        up.stop()
-
-
-@pytest.fixture
-def upstream(upstreams: Callable[..., Upstream]) -> Upstream:
-    """One test upstream named ``up``."""
-    return upstreams("up")
-
-
-@pytest.fixture(scope="module")
-def ups() -> Iterator[tuple[Upstream, Upstream]]:
-    """Two test upstreams, ``a`` and ``b``, shared by a module's tests."""
-    a, b = launch("a"), launch("b")
-    yield a, b
-    a.stop()
-    b.stop()
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    misplaced = []
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(HERE).parts[0]
+        except ValueError:
+            continue  # not a test of this tree (e.g. a path given on the command line)
+        if folder not in SETS:
+            misplaced.append(f"{item.nodeid}: tests live in tests/unit/ or tests/e2e/")
+            continue
+        other = SETS[1 - SETS.index(folder)]
+        if item.get_closest_marker(other) is not None:
+            misplaced.append(f"{item.nodeid}: marked {other} but in tests/{folder}/")
+            continue
+        item.add_marker(getattr(pytest.mark, folder))
+    if misplaced:
+        raise pytest.UsageError("misplaced tests:\n  " + "\n  ".join(misplaced))
 
 
 def _own_segments() -> set[str]:
     prefix = f"pavis.t{os.getpid()}x"
     try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+        return {n for n in os.listdir(SHM) if n.startswith(prefix)}
     except FileNotFoundError:
         return set()
 
@@ -80,32 +66,26 @@ def no_leaked_segments() -> Iterator[None]:
     yield
     leaked = _own_segments() - before
     for n in leaked:
-        os.unlink(os.path.join("/dev/shm", n))
+        os.unlink(os.path.join(SHM, n))
     assert not leaked, f"test left shared-memory objects behind: {sorted(leaked)}"
+
+
+@pytest.fixture
+def instance_name() -> str:
+    return unique_instance()
 
 
 @pytest.fixture
 def name() -> Iterator[str]:
     """A unique shm instance name; its leftovers (and its "<name>b" neighbour's, for the
     prefix test) are unlinked at teardown."""
-    from tests.helpers_shm import remove_instance
-
     instance = unique_instance()
     yield instance
     remove_instance(instance, f"{instance}b")
 
 
 @pytest.fixture
-def procs() -> Iterator[list[int]]:
-    """Pids to SIGKILL and reap at the end of the test (children, or orphans adopted)."""
-    pids: list[int] = []
-    yield pids
-    kill_and_reap(pids)
-
-
-@pytest.fixture
-def sv(tmp_path: Path) -> Iterator[Serve]:
-    """A supervisor of one worker that the test starts; stopped and cleaned up afterwards."""
-    s = Serve(tmp_path, workers=1)
-    yield s
-    s.cleanup()
+def pub(name: str) -> Iterator[Publisher]:
+    """A shm Publisher of four slots on the test's unique instance name."""
+    with Publisher(name, slots=4) as p:
+        yield p

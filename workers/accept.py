@@ -51,7 +51,7 @@ from _socket import socket as RawSocket  # the C type: gevent's monkey patch lea
 from collections.abc import Callable
 from typing import Any
 
-from gevent import get_hub, getcurrent, spawn_raw  # type: ignore[import-untyped,unused-ignore]
+from gevent import get_hub, getcurrent, spawn_raw
 
 from shm.control import NO_WORKER
 from workers.metrics import METRICS

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-import gevent  # type: ignore[import-untyped,unused-ignore]
+import gevent
 
 from pavis.schema import HealthCheck, HealthCheckOff, Outlier, OutlierOff, TlsOff, UpstreamTls
 from workers.upstream import UpstreamError, connect, literal_family

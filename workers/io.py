@@ -20,9 +20,9 @@ from _socket import socket as RawSocket  # noqa: I001 - the C type, untouched by
 from socket import SHUT_RDWR
 from typing import Any
 
-import gevent  # type: ignore[import-untyped,unused-ignore]
-from gevent import get_hub, getcurrent  # type: ignore[import-untyped,unused-ignore]
-from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
+import gevent
+from gevent import get_hub, getcurrent
+from gevent import socket as gsocket
 
 RECV = 65536
 TICK = 0.05

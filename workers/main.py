@@ -72,7 +72,7 @@ def _main(worker: Worker) -> int:
 
     # A worker must not die of a warning filter inherited from its parent (pytest -W error).
     warnings.simplefilter("ignore")
-    from gevent import monkey  # type: ignore[import-untyped,unused-ignore]
+    from gevent import monkey
 
     monkey.patch_all(thread=False, subprocess=False, signal=False)
     return worker.main()
@@ -99,8 +99,8 @@ class Worker:
         self.registry: Registry
 
     def main(self) -> int:
-        import gevent  # type: ignore[import-untyped,unused-ignore]
-        from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
+        import gevent
+        from gevent.event import Event
 
         from pavis.errors import ArtifactError
         from shm import ShmError, Subscriber
@@ -156,8 +156,8 @@ class Worker:
     # ------------------------------------------------------------------ serving
 
     def _serve(self, state: State) -> list[Any]:
-        from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
-        from gevent.server import StreamServer  # type: ignore[import-untyped,unused-ignore]
+        from gevent import socket as gsocket
+        from gevent.server import StreamServer
 
         from pavis.schema import ServerTls
         from workers.accept import Acceptor
@@ -217,8 +217,8 @@ class Worker:
     # ------------------------------------------------------------------ generations
 
     def _follow(self) -> None:
-        import gevent  # type: ignore[import-untyped,unused-ignore]
-        from gevent.socket import wait_read  # type: ignore[import-untyped,unused-ignore]
+        import gevent
+        from gevent.socket import wait_read
 
         from shm import ShmError
 
@@ -279,7 +279,7 @@ class Worker:
         self.registry.keep_only(self.runtime.state)
 
     def _heartbeat(self) -> None:
-        import gevent  # type: ignore[import-untyped,unused-ignore]
+        import gevent
 
         while not self.stopped.is_set():
             self.sub.heartbeat(self.runtime.requests)
@@ -303,7 +303,7 @@ class Worker:
     def _drain(self) -> int:
         import time
 
-        import gevent  # type: ignore[import-untyped,unused-ignore]
+        import gevent
 
         runtime = self.runtime
         runtime.draining = True
@@ -331,7 +331,7 @@ def _server_context(tls: Any) -> Any:
     """A gevent TLS server context from the PEM text embedded in the artifact."""
     import tempfile
 
-    from gevent import ssl as gssl  # type: ignore[import-untyped,unused-ignore]
+    from gevent import ssl as gssl
 
     ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
     # load_cert_chain reads files only: hand it private, short-lived copies.

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any
 
-from gevent.event import Event  # type: ignore[import-untyped,unused-ignore]
+from gevent.event import Event
 
 from pavis.schema import Pool as PoolConfig
 from pavis.schema import TlsOff, UpstreamTls

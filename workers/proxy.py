@@ -23,7 +23,7 @@ import time
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-import gevent  # type: ignore[import-untyped,unused-ignore]
+import gevent
 
 from workers.balance import ClusterRT, EndpointRT
 from workers.http import ClientGone, HttpError, Request, reason

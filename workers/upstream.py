@@ -15,8 +15,8 @@ import time
 from typing import Any, ClassVar
 
 import httptools
-from gevent import socket as gsocket  # type: ignore[import-untyped,unused-ignore]
-from gevent import ssl as gssl  # type: ignore[import-untyped,unused-ignore]
+from gevent import socket as gsocket
+from gevent import ssl as gssl
 
 from pavis.schema import TlsOff, UpstreamTls
 from workers.io import Stream, take_chunks

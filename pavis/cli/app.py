@@ -17,7 +17,7 @@ import click
 from pavis.errors import EXIT_REJECTED
 
 # name → (module that defines it, its short help). The short help is what `pavctl --help`
-# lists without importing every module; tests/test_reload_cli.py checks it against the
+# lists without importing every module; tests/unit/test_cli_table.py checks it against the
 # commands themselves.
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("pavis.cli.offline", "Compile and validate CONFIG; write nothing (like `nginx -t`)."),
