@@ -14,8 +14,8 @@ import socket
 import threading
 import time
 
-from tests.helpers_worker import behind_raw, raw
-from tests.rawupstream import RawConn, ok, path_of
+from tests.e2e.helpers_worker import behind_raw, raw
+from tests.e2e.rawupstream import RawConn, ok, path_of
 
 STREAM_S = 6.0  # how long the hostile stream flows
 TINY = b"1\r\nx\r\n" * 50_000  # 300 kB of one-byte chunks per write
