@@ -14,9 +14,9 @@ import json
 import socket
 from typing import TYPE_CHECKING
 
-from pavis.supervisor import events
+from pavis.supervisor import metrics
 from pavis.supervisor.intake import Intake
-from pavis.supervisor.metrics import Collector, Sampler, render
+from pavis.supervisor.metrics import Collector, Sampler
 
 if TYPE_CHECKING:
     from pavis.supervisor.arbiter import Arbiter
@@ -40,6 +40,7 @@ class AdminServer:
             max_pending=MAX_PENDING, max_running=MAX_RUNNING, handle=self._handle, busy=_busy,
         )  # fmt: skip
         self._sampler = Sampler(self.collector, lambda: arbiter.publisher)
+        self._registry = metrics.registry(arbiter, self.collector)
 
     def start(self) -> None:
         self._intake.start()
@@ -74,10 +75,7 @@ class AdminServer:
         if path == "/status":
             return 200, json.dumps(arbiter.status(), indent=2).encode() + b"\n", "application/json"
         if path == "/metrics":
-            pub = arbiter.publisher
-            view = self.collector.sample(pub) if pub is not None else None
-            body = render(arbiter.status(), view, events.counts()).encode()
-            return 200, body, "text/plain; version=0.0.4; charset=utf-8"
+            return 200, metrics.page(self._registry), metrics.CONTENT_TYPE
         return 404, b"not found: try /ready, /status or /metrics\n", "text/plain"
 
 

@@ -79,6 +79,8 @@ class Arbiter:
         self.current: Generation | None = None
         self.generations: dict[int, Generation] = {}  # retained in shm
         self.reloads: dict[str, int] = {}  # outcome → count (metrics)
+        self.last_reload_ok = True  # the last boot, reload or rollback was accepted or unchanged
+        self.last_reload_success = 0.0  # unix time of the last that was (metrics)
         self.ready_announced = False
         self.stopping = False
         self.halt_reason = ""
@@ -685,6 +687,9 @@ class Arbiter:
         if op != "boot":
             self.reloads[outcome] = self.reloads.get(outcome, 0) + 1
         entry = Entry(time.time(), op, source, outcome, number, checksum, reason, self.boot_id)
+        self.last_reload_ok = outcome in (ACCEPTED, UNCHANGED)
+        if self.last_reload_ok:
+            self.last_reload_success = entry.time
         self.store.record(entry, flush)
 
     def _check_client(self, op: str, respond: Respond | None) -> None:
