@@ -86,8 +86,8 @@ class Health:
                 self.failures = 0
                 self.ejected_until = time.monotonic() + outlier.eject_ms / 1000.0
                 self.ejections += 1
-                _log(f"endpoint {self.host}:{self.port} ejected for {outlier.eject_ms}ms after "
-                     f"{outlier.consecutive_failures} consecutive failures")  # fmt: skip
+                _log(f"endpoint {self.host}:{self.port} ejected for {outlier.eject_ms / 1000:g}s "
+                     f"after {outlier.consecutive_failures} consecutive failures")  # fmt: skip
 
     # ------------------------------------------------------------------ active
 
