@@ -136,10 +136,12 @@ def test_every_metric_queried_is_exported_and_the_page_passes_promtool(
         for _ in range(3):
             assert get(sv.port, "/echo")[0] == 200
         text = wait_for(
-            lambda: (t := get(sv.admin_port, "/metrics")[1].decode())
-            and "pavis_endpoint_healthy{" in t
-            and 'pavis_requests_total{code="2xx"} 3.0' in t
-            and t,
+            lambda: (
+                (t := get(sv.admin_port, "/metrics")[1].decode())
+                and "pavis_endpoint_healthy{" in t
+                and 'pavis_requests_total{code="2xx"} 3.0' in t
+                and t
+            ),
             10,
             "a snapshot with the traffic",
         )

@@ -120,6 +120,9 @@ def test_exposition_after_traffic_a_rejected_reload_and_an_ejection(
             start = m("pavis_worker_process_start_time_seconds", slot=slot)
             assert booted - 5 <= start <= time.time() + 1
         assert m("process_resident_memory_bytes") > 1 << 20 and m("process_open_fds") > 0
+        docs = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
+        undocumented = [n for n in _series_names(m) if f"`{n}`" not in docs]
+        assert undocumented == [], "families missing from docs/OPERATIONS.md#metrics"
 
         # Real traffic: exact counts once the workers' snapshots (1 s) catch up.
         for path, expect, n in (("/direct", 200, 5), ("/nothing", 404, 3), ("/up/echo", 200, 4)):
@@ -196,6 +199,11 @@ def test_exposition_after_traffic_a_rejected_reload_and_an_ejection(
                  **probed) == 4, 10, "the probes to fail too")  # fmt: skip
     finally:
         sv.cleanup()
+
+
+def _series_names(m: Page) -> set[str]:
+    """Family names as a query writes them: counters with _total, histograms bare."""
+    return {n + ("_total" if m.types[n] == "counter" else "") for n in m.types}
 
 
 def _py() -> dict[str, str]:
