@@ -15,6 +15,7 @@ compile; compiles take turns on ``self._compiling``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -225,9 +226,16 @@ class Arbiter:
         self._stop_signal = signal.SIGQUIT
 
     def handle_usr1(self) -> None:
-        # Default action would kill the supervisor and orphan the workers (an nginx habit of
-        # "reopen logs" must not do that); there is nothing to reopen: logs go to stderr.
-        log.info("SIGUSR1 ignored (logs go to stderr)")
+        # Reopen logs (logrotate's postrotate): the workers hold the access-log files; the
+        # supervisor's own log is stderr. Only workers that acknowledged a generation have
+        # their handler installed (the default action would kill the rest).
+        live = {s.pid for s in self.slots if s.alive}
+        infos = self.publisher.slots() if self.publisher else []
+        pids = [i.pid for i in infos if i.pid in live and i.generation]
+        log.info("SIGUSR1: %d workers reopen their access logs", len(pids))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # gone: its replacement opens anew
+                os.kill(pid, signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
         log.info("SIGUSR2 ignored")
