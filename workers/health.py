@@ -120,8 +120,8 @@ class Health:
         else:
             self.downs += 1
         verdict = "healthy again" if ok else "unhealthy"
-        what = "passing" if ok else "failed"
-        _log(f"endpoint {self.host}:{self.port} {verdict} after {need} {what} probes of {path}")
+        what = ("passing" if ok else "failed") + (" probe" if need == 1 else " probes")
+        _log(f"endpoint {self.host}:{self.port} {verdict} after {need} {what} of {path}")
 
     def probe(self, check: HealthCheck) -> bool:
         timeout = check.timeout_ms / 1000.0

@@ -150,8 +150,8 @@ def test_exposition_after_traffic_a_rejected_reload_and_an_ejection(
                      to="healthy", **probed) == 2 and p, 10, "both workers to see it up")  # fmt: skip
         assert m("pavis_endpoint_healthy", **probed) == 1
         logs = sv.logs()
-        assert logs.count(f"endpoint {upstream.address} unhealthy after 1 failed probes") == 2
-        assert logs.count(f"endpoint {upstream.address} healthy again after 1 passing") == 2
+        assert logs.count(f"endpoint {upstream.address} unhealthy after 1 failed probe of") == 2
+        assert logs.count(f"endpoint {upstream.address} healthy again after 1 passing probe of") == 2
 
         # A rejected reload: the signal drops to 0, the success time stays, nothing flips.
         bad = tmp_path / "bad.yaml"
