@@ -43,6 +43,8 @@ class EndpointStats(msgspec.Struct, **_OPTS):
     endpoint: str  # "host:port"
     healthy: bool  # neither failing active checks nor ejected, as this worker sees it
     ejections: int  # outlier ejections since the endpoint object was created in this worker
+    downs: int = 0  # active-probe verdicts turned unhealthy, counted like ejections
+    ups: int = 0  # and turned healthy again
 
 
 class WorkerStats(msgspec.Struct, **_OPTS):

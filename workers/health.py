@@ -3,11 +3,15 @@
 Owns: the probe greenlet of one endpoint (``HealthCheck``: interval, timeout, thresholds,
 expected statuses) and the consecutive-failure ejection of ``Outlier``, which always expires
 after ``eject_ms`` — nothing is learned beyond the condition that caused it: reaction, never learning.
+Every change of verdict (probes) and every ejection is counted (``downs``, ``ups``,
+``ejections``: the worker's metrics snapshot carries them) and logged on stderr, one line each.
 Must not: pick endpoints or touch pools; the balancer asks ``healthy()``.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import gevent
@@ -30,6 +34,8 @@ class Health:
         "streak",
         "greenlet",
         "ejections",
+        "downs",
+        "ups",
     )
 
     def __init__(
@@ -52,6 +58,8 @@ class Health:
         self.streak = 0  # consecutive probe results against the current verdict
         self.greenlet: gevent.Greenlet | None = None
         self.ejections = 0
+        self.downs = 0  # verdicts turned unhealthy by active probes
+        self.ups = 0  # verdicts turned healthy again
 
     def healthy(self) -> bool:
         if not self.probe_ok:
@@ -78,6 +86,8 @@ class Health:
                 self.failures = 0
                 self.ejected_until = time.monotonic() + outlier.eject_ms / 1000.0
                 self.ejections += 1
+                _log(f"endpoint {self.host}:{self.port} ejected for {outlier.eject_ms / 1000:g}s "
+                     f"after {outlier.consecutive_failures} consecutive failures")  # fmt: skip
 
     # ------------------------------------------------------------------ active
 
@@ -101,7 +111,17 @@ class Health:
                 if self.streak >= need:
                     self.probe_ok = ok
                     self.streak = 0
+                    self._turned(ok, need, check.path)
             gevent.sleep(check.interval_ms / 1000.0)
+
+    def _turned(self, ok: bool, need: int, path: str) -> None:
+        if ok:
+            self.ups += 1
+        else:
+            self.downs += 1
+        verdict = "healthy again" if ok else "unhealthy"
+        what = ("passing" if ok else "failed") + (" probe" if need == 1 else " probes")
+        _log(f"endpoint {self.host}:{self.port} {verdict} after {need} {what} of {path}")
 
     def probe(self, check: HealthCheck) -> bool:
         timeout = check.timeout_ms / 1000.0
@@ -131,3 +151,7 @@ class Health:
             return False
         finally:
             sock.close()
+
+
+def _log(message: str) -> None:
+    print(f"pavis worker (pid {os.getpid()}): {message}", file=sys.stderr)

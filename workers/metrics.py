@@ -79,11 +79,13 @@ class Metrics:
         compiled build would otherwise reject the tests' stand-ins, and this runs once a
         second). What the stats area cannot hold is dropped:
         endpoints first (and counted), then — only past some 400 cluster names — clusters."""
-        eps = [
-            EndpointStats(c.name, ep.label, ep.health.healthy(), ep.health.ejections)
-            for c in clusters
-            for ep in c.endpoints
-        ]
+        eps = []
+        for c in clusters:
+            for ep in c.endpoints:
+                h = ep.health
+                eps.append(
+                    EndpointStats(c.name, ep.label, h.healthy(), h.ejections, h.downs, h.ups)
+                )
         snap = WorkerStats(
             stats.VERSION,
             os.getpid(),

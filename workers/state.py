@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any
 
 from pavis import artifact
@@ -187,6 +188,17 @@ class AccessLogFile:
         with contextlib.suppress(OSError):  # a full disk must not fail requests
             os.write(self.fd, line)
 
+    def reopen(self) -> None:
+        """Write to a file at ``path`` again (after logrotate moved the old one): dup2 swaps
+        the descriptor in one step, so no line is written to a closed one. OSError: the old
+        file stays in use."""
+        if self.fd > 2:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            try:
+                os.dup2(fd, self.fd, inheritable=False)
+            finally:
+                os.close(fd)
+
     def close(self) -> None:
         if self.fd > 2:
             os.close(self.fd)
@@ -211,6 +223,15 @@ class Registry:
             health = Health(e.host, e.port, c.health_check, c.outlier, c.tls)
             ep = self.endpoints[key] = EndpointRT(e.host, e.port, pool, health)
         return key, ep
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: every access-log file reopened at its path; one that cannot be is named."""
+        for f in self.logs.values():
+            try:
+                f.reopen()
+            except OSError as exc:
+                print(f"pavis worker: access log {f.path}: cannot reopen ({exc.strerror}); "
+                      "still writing to the file it had", file=sys.stderr)  # fmt: skip
 
     def log(self, path: str) -> AccessLogFile:
         f = self.logs.get(path)

@@ -14,16 +14,25 @@ import json
 import socket
 from typing import Any, Protocol
 
-from pavis.supervisor import events
+from pavis.supervisor import metrics
 from pavis.supervisor.generations import Generations
 from pavis.supervisor.intake import Intake
-from pavis.supervisor.metrics import Collector, Sampler, render
+from pavis.supervisor.metrics import Collector, Sampler
 
 
 class Supervisor(Protocol):
     """What the pages are read from (``arbiter.Arbiter``)."""
 
     gens: Generations
+
+    @property
+    def publisher(self) -> Any: ...
+
+    @property
+    def last_reload_ok(self) -> bool: ...
+
+    @property
+    def last_reload_success(self) -> float: ...
 
     def ready(self) -> bool: ...
 
@@ -49,6 +58,7 @@ class AdminServer:
             max_pending=MAX_PENDING, max_running=MAX_RUNNING, handle=self._handle, busy=_busy,
         )  # fmt: skip
         self._sampler = Sampler(self.collector, lambda: arbiter.gens.publisher)
+        self._registry = metrics.registry(arbiter, self.collector)
 
     def start(self) -> None:
         self._intake.start()
@@ -83,10 +93,7 @@ class AdminServer:
         if path == "/status":
             return 200, json.dumps(arbiter.status(), indent=2).encode() + b"\n", "application/json"
         if path == "/metrics":
-            pub = arbiter.gens.publisher
-            view = self.collector.sample(pub) if pub is not None else None
-            body = render(arbiter.status(), view, events.counts()).encode()
-            return 200, body, "text/plain; version=0.0.4; charset=utf-8"
+            return 200, metrics.page(self._registry), metrics.CONTENT_TYPE
         return 404, b"not found: try /ready, /status or /metrics\n", "text/plain"
 
 

@@ -15,6 +15,7 @@ blocks on it: it tops up workers only when it is free, and no compile happens un
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -193,9 +194,17 @@ class Arbiter:
         self._stop_signal = sig
 
     def handle_usr1(self) -> None:
-        # Default action would kill the supervisor and orphan the workers (an nginx habit of
-        # "reopen logs" must not do that); there is nothing to reopen: logs go to stderr.
-        log.info("SIGUSR1 ignored (logs go to stderr)")
+        # Reopen logs (logrotate's postrotate): the workers hold the access-log files; the
+        # supervisor's own log is stderr. Only workers that acknowledged a generation have
+        # their handler installed (the default action would kill the rest).
+        live = {s.pid for s in self.slots if s.alive}
+        pub = self.gens.publisher
+        infos = pub.slots() if pub else []
+        pids = [i.pid for i in infos if i.pid in live and i.generation]
+        log.info("SIGUSR1: %d workers reopen their access logs", len(pids))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # gone: its replacement opens anew
+                os.kill(pid, signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
         log.info("SIGUSR2 ignored")
@@ -391,6 +400,19 @@ class Arbiter:
         log.warning("the control socket %s was deleted; listening on a new one", self.opts.control)
 
     # ================================================================== status
+
+    # What /metrics reads (``metrics.Supervisor``).
+    @property
+    def publisher(self) -> Any:
+        return self.gens.publisher
+
+    @property
+    def last_reload_ok(self) -> bool:
+        return self.gens.history.last_ok
+
+    @property
+    def last_reload_success(self) -> float:
+        return self.gens.history.last_success
 
     def status(self) -> dict[str, Any]:
         return snapshot(self)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from pavis.errors import ControlError, PavisError
-from pavis.store import ACCEPTED, REJECTED, Entry, Store
+from pavis.store import ACCEPTED, REJECTED, UNCHANGED, Entry, Store
 
 log = logging.getLogger("pavis.supervisor")
 
@@ -25,6 +25,8 @@ class History:
         self.store = store
         self.boot_id = boot_id
         self.outcomes: dict[str, int] = {}  # outcome → count of changes (boots aside)
+        self.last_ok = True  # the last boot, reload or rollback was accepted or unchanged
+        self.last_success = 0.0  # unix time of the last that was
 
     def record(
         self,
@@ -39,6 +41,9 @@ class History:
         if op != "boot":
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         entry = Entry(time.time(), op, source, outcome, number, checksum, reason, self.boot_id)
+        self.last_ok = outcome in (ACCEPTED, UNCHANGED)
+        if self.last_ok:
+            self.last_success = entry.time
         self.store.record(entry, flush)
 
     def reject(

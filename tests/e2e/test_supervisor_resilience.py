@@ -151,8 +151,8 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
         sv.start(sv.config("A"))
         pids = [w["pid"] for w in sv.status()["workers"]]
         assert sv.proc is not None
-        sv.proc.send_signal(signal.SIGUSR1)  # must not kill the supervisor
-        wait_for(lambda: "SIGUSR1 ignored" in sv.logs(), 5, "SIGUSR1 to be handled")
+        sv.proc.send_signal(signal.SIGUSR1)  # must not kill the supervisor (nor the workers)
+        wait_for(lambda: "SIGUSR1: 2 workers reopen" in sv.logs(), 5, "SIGUSR1 to be handled")
         assert sv.proc.poll() is None and sv.status()["ready"]
         assert sv.stop(signal.SIGTERM) == 0
         assert not any(pid_alive(p) for p in pids)

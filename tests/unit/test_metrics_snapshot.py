@@ -28,7 +28,7 @@ def pub() -> Iterator[Publisher]:
 
 
 def cluster(name: str, n: int, healthy: bool = True) -> Any:
-    health = SimpleNamespace(ejections=1, healthy=lambda: healthy)
+    health = SimpleNamespace(ejections=1, downs=0, ups=0, healthy=lambda: healthy)
     eps = [
         SimpleNamespace(label=f"10.0.{i // 250}.{i % 250}:8080", health=health) for i in range(n)
     ]
