@@ -22,14 +22,14 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pavis.artifact import read
 from pavis.errors import ControlError, PavisError, WaitTimeout
 from pavis.schema import Admin, Model
 from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Entry, Store
-from pavis.supervisor import boot, events
+from pavis.supervisor import boot, events, fleet_host
 from pavis.supervisor import workers as wk
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.control import ControlServer, Respond, refusal
@@ -55,6 +55,8 @@ class Options:
     control: str
     state_dir: str
     name: str
+    fleet: fleet_host.FleetOptions | None = None  # follow a fleet through etcd
+    binds: dict[str, str] = field(default_factory=dict)  # listener name → address on this host
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Arbiter:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.admin: AdminServer | None = None
+        self.fleet: fleet_host.FleetHost | None = None
         self.reload_source = opts.source or ""  # what a reload without a path reads
 
     # ================================================================== boot
@@ -127,7 +130,9 @@ class Arbiter:
             signal.signal(sig, lambda s, f: None)
 
     def _boot(self) -> None:
-        data, source, self.reload_source = boot.initial_artifact(self.opts.source, self.store)
+        data, source, self.reload_source = fleet_host.initial_artifact(
+            self.opts.source, self.store, self.opts.fleet, self._wake_r
+        )
         header, model = read(data)
         checksum = self.store.put(data)
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
@@ -139,7 +144,9 @@ class Arbiter:
         )
         for entry, uid in self.publisher.hostile:
             log.warning("/dev/shm/%s belongs to uid %d: left alone, never opened", entry, uid)
-        self.listeners = boot.bind_taking_over(self.opts.name, model)
+        self.listeners = boot.bind_taking_over(
+            self.opts.name, fleet_host.with_binds(model, self.opts.binds)
+        )
         number = self.publisher.publish(data)
         self.publisher.activate(number)
         gen = Generation(number, checksum, source, model)
@@ -152,6 +159,9 @@ class Arbiter:
         self.control.start()
         if self.admin:
             self.admin.start()
+        if self.opts.fleet is not None:
+            self.fleet = fleet_host.FleetHost(self, self.opts.fleet, self.opts.binds)
+            self.fleet.start()
         self._record("boot", source, ACCEPTED, number, checksum, "")
         log.info(
             "serving generation %d (%s) from %s with %d workers; control %s",
@@ -197,6 +207,9 @@ class Arbiter:
             return []
 
     def handle_hup(self) -> None:
+        if self.fleet is not None:
+            log.error("SIGHUP ignored: %s", self.fleet.refusal("reload"))
+            return
         log.info("SIGHUP: reloading from %s", self.reload_source or "(no config path)")
         threading.Thread(target=self._reload_quietly, name="sighup-reload", daemon=True).start()
 
@@ -385,6 +398,8 @@ class Arbiter:
         return 0
 
     def _cleanup(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop()  # revokes its lease: the host leaves the fleet's reports at once
         signal.set_wakeup_fd(-1)
         if self.control is not None:
             self.control.close()
@@ -405,6 +420,8 @@ class Arbiter:
             respond({"ok": True, "status": self.status()})
         elif op == "history":
             respond({"ok": True, "history": [e.to_json() for e in self.store.history()]})
+        elif op in ("reload", "rollback") and self.fleet is not None:
+            respond(refusal("fleet_host", self.fleet.refusal(op)))
         elif op in ("reload", "rollback"):
             wait = bool(req.get("wait", True))
             timeout = float(req.get("timeout") or DEFAULT_WAIT)

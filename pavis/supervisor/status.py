@@ -61,6 +61,8 @@ def snapshot(arb: Arbiter) -> dict[str, Any]:
         "retained": sorted(arb.generations),
         "reloads": dict(arb.reloads),
         "workers": workers,
+        "binds": dict(arb.opts.binds),
+        "fleet": arb.fleet.status() if arb.fleet is not None else None,
     }
 
 
