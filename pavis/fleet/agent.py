@@ -70,7 +70,8 @@ class _State:
     rejection: Rejection | None = None
     following: str = "desired"
     error: str = ""
-    retry: dict[str, tuple[float, float]] = field(default_factory=dict)  # checksum → (at, delay)
+    # The last rejected target: (checksum, revision of its key, retry at, delay).
+    retry: tuple[str, int, float, float] = ("", 0, 0.0, RETRY_MIN / 2)
 
 
 class Agent:
@@ -175,18 +176,21 @@ class Agent:
         desired = self._decode(mine.get(self.keys.desired))
         target = self._decode(mine.get(self.keys.target(self.host_id)))
         want, following = (target, "canary") if target is not None else (desired, "desired")
+        key = self.keys.target(self.host_id) if target is not None else self.keys.desired
         if want is None:
             return revision, WATCH_IDLE
         serving = self.host.serving()
         if serving.checksum == want.checksum:
             self._note(want.generation, following, None, applied=False)
             return revision, WATCH_IDLE
+        # A rejected target is tried again after a backoff, or at once when its key was
+        # rewritten (a publish that repaired damaged bytes rewrites desired unchanged).
         with self._lock:
-            at, _ = self._state.retry.get(want.checksum, (0.0, 0.0))
+            rejected, rejected_rev, at, _ = self._state.retry
         now = time.monotonic()
-        if now < at:
+        if rejected == want.checksum and rejected_rev == mine[key].mod_revision and now < at:
             return revision, min(WATCH_IDLE, at - now)
-        self._apply(want, following)
+        self._apply(want, following, mine[key].mod_revision)
         return revision, WATCH_IDLE
 
     def _decode(self, entry: Entry | None) -> Desired | None:
@@ -202,7 +206,7 @@ class Agent:
             return None
         return value
 
-    def _apply(self, want: Desired, following: str) -> None:
+    def _apply(self, want: Desired, following: str, key_revision: int) -> None:
         label = f"fleet {self.keys.fleet} generation {want.generation}"
         if following == "canary":
             label += " (canary)"
@@ -217,14 +221,14 @@ class Agent:
             log.error("%s: %s rejected: %s", label, want.checksum, reason)
             rejection = Rejection(checksum=want.checksum, reason=reason, time=time.time())
             with self._lock:
-                _, delay = self._state.retry.get(want.checksum, (0.0, RETRY_MIN / 2))
-                delay = min(delay * 2, RETRY_MAX)
-                self._state.retry = {want.checksum: (time.monotonic() + delay, delay)}
+                last, _, _, delay = self._state.retry
+                delay = min(delay * 2, RETRY_MAX) if last == want.checksum else RETRY_MIN
+                self._state.retry = (want.checksum, key_revision, time.monotonic() + delay, delay)
             self._note(self._state.generation, self._state.following, rejection, applied=False)
             return
         log.info("%s: serving %s (%.0f ms)", label, want.checksum, (time.monotonic() - t0) * 1000)
         with self._lock:
-            self._state.retry = {}
+            self._state.retry = ("", 0, 0.0, RETRY_MIN / 2)
         self._note(want.generation, following, None, applied=True)
 
     def _note(
