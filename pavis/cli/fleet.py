@@ -257,6 +257,10 @@ def _print_status(fleet: str, desired: Desired | None, views: list[HostView]) ->
     for v in views:
         r = v.report
         rej = "-" if r.rejection is None else f"{r.rejection.checksum[:12]}: {r.rejection.reason}"
+        notes = [n for n, on in (("not ready", not r.ready), ("canary", r.following == "canary"))
+                 if on]  # fmt: skip
+        if notes or r.error:
+            rej += f"  [{', '.join(notes + ([r.error] if r.error else []))}]"
         click.echo(
             f"{r.host_id:20}  {r.pid:>7}  {r.generation:>5}  {r.checksum:32}  {v.state:8}  "
             f"{_age(v.age):>7}  {rej}"
