@@ -168,11 +168,18 @@ def _put_back(store: Store, canaries: list[str], old: str, timeout: float) -> st
             reports = _reports(store)
         except FleetError:
             reports = {}
+        gone = [h for h in canaries if h not in reports]
         lag = [h for h in canaries if h in reports and not reports[h].on(old)]
-        if not lag:
-            return f"canaries {', '.join(canaries)} are back on {old}"
-        if time.monotonic() >= deadline:
-            return f"canaries {', '.join(lag)} are not back on {old} yet"
+        if not lag or time.monotonic() >= deadline:
+            back = [h for h in canaries if h not in gone and h not in lag]
+            parts = [f"{', '.join(back)} back on {old}"] if back else []
+            if lag:
+                parts.append(f"{', '.join(lag)} not back on {old} yet")
+            if gone:
+                parts.append(
+                    f"{', '.join(gone)} gone from the fleet (it follows desired if it returns)"
+                )
+            return "canaries: " + "; ".join(parts)
         time.sleep(POLL_S)
 
 

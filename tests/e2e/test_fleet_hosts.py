@@ -154,6 +154,7 @@ def test_canary_aborted_by_a_rejecting_host_puts_it_back(fleet: Fleet) -> None:
     assert out.returncode == 1, out.stdout + out.stderr
     assert "canary aborted" in out.stderr and "canary h1 rejected it" in out.stderr, out.stderr
     assert "listeners cannot change" in out.stderr
+    assert f"canaries: h1 back on {before}" in out.stderr, out.stderr
     assert _serving(fleet) == before  # desired never moved
     reports = fleet.reports()
     moved_sum = checksum_of(moved.read_bytes())
@@ -173,6 +174,37 @@ def test_canary_aborted_by_a_rejecting_host_puts_it_back(fleet: Fleet) -> None:
     assert {fleet.body(h, "/route1") for h in fleet.hosts} == {"canaried-1"}
     with fleet.store() as store:
         assert store.get(store.keys.target("h1")) is None
+
+
+def test_a_canary_that_goes_silent_during_the_soak_aborts_and_comes_back(fleet: Fleet) -> None:
+    """h1 takes the canary, then its supervisor stops answering (SIGSTOP) until its lease
+    expires: the soak sees it leave, the publish aborts, and once h1 runs again it follows
+    desired, which never moved, back to the old artifact."""
+    before = _serving(fleet)
+    path = fleet.write("silent", routes=2)
+    cs = checksum_of(path.read_bytes())
+    h1 = fleet.hosts["h1"]
+    assert h1.proc is not None
+    proc = subprocess.Popen(
+        [*CLI, "publish", str(path), "--etcd", fleet.cluster.endpoints, "--fleet", fleet.name,
+         "--canary", "1", "--soak", "25s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        fleet.wait_serving(cs, ["h1"])
+        h1.proc.send_signal(signal.SIGSTOP)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        h1.proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out + err
+    assert "canary h1 left the fleet" in err, err
+    assert "h1 gone from the fleet" in err, err
+    assert _serving(fleet) == before
+    fleet.wait_serving(before, timeout=40)  # h1 back on desired
+    assert fleet.body("h1") == old_body(fleet, before).decode()
 
 
 def test_a_disconnected_host_converges_to_the_latest_through_compaction(fleet: Fleet) -> None:
