@@ -144,6 +144,7 @@ def publish(
     soak_s = _duration(soak, "--soak")
     data = _sealed(source)
     store = _store(etcd, fleet)
+    started, before = time.time(), store.get(store.keys.desired)
     if canary is not None:
         from pavis.fleet.canary import canary_publish
 
@@ -155,16 +156,25 @@ def publish(
     note = "" if moved else " (already desired: nothing changed)"
     click.echo(f"fleet {fleet} generation {desired.generation} checksum {desired.checksum}{note}")
     if wait:
-        _wait(store, desired, timeout)
+        # Desired did not move but was rewritten: the publish repaired damaged bytes in etcd.
+        # Rejections from before it answered the damaged copy; hosts fetch again: wait for them.
+        after = store.get(store.keys.desired)
+        repaired = (
+            not moved
+            and before is not None
+            and after is not None
+            and (after.mod_revision != before.mod_revision)
+        )
+        _wait(store, desired, timeout, started if repaired else 0.0)
 
 
-def _wait(store: Store, desired: Desired, timeout: float) -> None:
+def _wait(store: Store, desired: Desired, timeout: float, since: float = 0.0) -> None:
+    """``since``: rejections older than this do not count (they answered an earlier copy)."""
     deadline = time.monotonic() + timeout
-    started = time.time() - 1.0  # a rejection older than this publish is not an answer to it
     while True:
         views = [
             HostView(v.report, "lagging", v.age)
-            if v.state == "rejected" and v.report.rejection and v.report.rejection.time < started
+            if v.state == "rejected" and v.report.rejection and v.report.rejection.time < since
             else v
             for v in assess(store.hosts(), desired.checksum, time.time())
         ]
