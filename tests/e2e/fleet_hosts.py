@@ -27,13 +27,19 @@ CLI = [sys.executable, "-c", "from pavis.cli import main; main()"]
 NOMINAL_PORT = free_port()  # the artifact's own listener address: no host binds it
 
 
-def fleet_config(body: str, port: int = NOMINAL_PORT, routes: int = 1) -> str:
-    """Every path answers ``body``; ``/route<i>`` (i < routes) answers ``body-<i>``."""
+def fleet_config(body: str, port: int = NOMINAL_PORT, routes: int = 1, pad: int = 0) -> str:
+    """Every path answers ``body``; ``/route<i>`` (i < routes) answers ``body-<i>``; ``pad``
+    bytes of random hex (under ``/pad<n>``) make an artifact of several etcd chunks."""
     extra = "".join(
         f"      - name: r{i}\n        match: {{exact: /route{i}}}\n"
         f'        direct: {{status: 200, body: "{body}-{i}", content_type: text/plain}}\n'
         for i in range(routes)
     )
+    for n in range(0, pad, 60_000):  # a direct body is at most 64 KiB
+        extra += (
+            f"      - name: pad{n}\n        match: {{exact: /pad{n}}}\n"
+            f'        direct: {{status: 200, body: "{os.urandom(30_000).hex()}"}}\n'
+        )
     return f"""version: 1
 listeners:
   - {{name: public, address: "127.0.0.1:{port}"}}

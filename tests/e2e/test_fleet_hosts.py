@@ -269,14 +269,22 @@ def test_a_watch_from_a_compacted_revision_is_cancelled_and_reported(cluster: Cl
 
 
 def test_leader_killed_mid_publish(fleet: Fleet) -> None:
-    path = fleet.write("after-leader", routes=2)
+    """An artifact of several chunks: the leader is killed as soon as its first chunk is in
+    etcd, before desired moves; the publish and every host carry on through the election."""
+    path = fleet.write("after-leader", routes=2, pad=4_000_000)
+    data = path.read_bytes()
+    chunks = len(layout.split(checksum_of(data), data)[1])
+    assert chunks >= 2, chunks
     leader = fleet.cluster.leader()
+    store = fleet.store()
     proc = subprocess.Popen(
         [*CLI, "publish", str(path), "--etcd", fleet.cluster.endpoints, "--fleet", fleet.name,
          "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        sleep(0.3)
+        first_chunk = store.keys.chunk(checksum_of(data), 0)
+        wait_until(lambda: store.get(first_chunk) is not None, 60, "the first chunk in etcd")
+        assert store.get(store.keys.manifest(checksum_of(data))) is None  # desired not moved yet
         leader.stop(signal.SIGKILL)
         out, err = proc.communicate(timeout=90)
     finally:
@@ -284,6 +292,7 @@ def test_leader_killed_mid_publish(fleet: Fleet) -> None:
             proc.kill()
             proc.wait()
         leader.restart()
+        store.close()
     assert proc.returncode == 0, out + err + fleet.logs()
     fleet.wait_serving(checksum_of(path.read_bytes()), timeout=40)
     assert {fleet.body(h, "/route1") for h in fleet.hosts} == {"after-leader-1"}
