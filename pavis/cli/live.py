@@ -54,7 +54,11 @@ def _state_dir(name: str) -> str:
 @click.option("--etcd", metavar="URL[,URL...]",
               help="Follow a fleet: etcd client URLs (with --fleet; see docs/FLEET.md).")  # fmt: skip
 @click.option("--fleet", metavar="NAME", help="The fleet to follow (with --etcd).")
-@click.option("--host-id", metavar="ID", help="This host's id in the fleet [hostname-NAME].")
+@click.option(
+    "--host-id",
+    metavar="ID",
+    help="This host's id in the fleet [short hostname; -NAME added with --name NAME].",
+)
 @click.option("--bind", "binds", multiple=True, metavar="LISTENER=HOST:PORT",
               help="Bind the named listener at this address on this host only (repeatable).")  # fmt: skip
 def serve(
