@@ -40,7 +40,7 @@ log = logging.getLogger("pavis.fleet")
 LEASE_TTL = 10  # seconds: a host that stops renewing vanishes from the fleet this long after
 WATCH_IDLE = 15.0  # an idle watch is re-opened after this long (a silent partition ends it)
 REPORT_TICK = 1.0  # how often the report is compared with what the host serves
-BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0  # etcd unreachable: retry delays
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0  # etcd unreachable: retry delays
 RETRY_MIN, RETRY_MAX = 10.0, 300.0  # a rejected target is fetched again after this long
 
 

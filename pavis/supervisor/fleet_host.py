@@ -132,7 +132,7 @@ def initial_artifact(
                 return boot.initial_artifact(None, store)
             log.warning("%s; no last-known-good in %s: waiting for etcd", problem, store.root)
             _pause(wake_fd, delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, 10.0)
 
 
 def _pause(wake_fd: int, seconds: float) -> None:
