@@ -159,6 +159,14 @@ def _print_status(st: dict[str, Any]) -> None:
         f"generation {st['generation']}  checksum {st['checksum']}\n"
         f"source {st['source']}"
     )
+    fleet = st.get("fleet")
+    if fleet:
+        rej = fleet["rejection"]
+        _echo(f"fleet {fleet['fleet']} as {fleet['host_id']}  following {fleet['following']} "
+              f"generation {fleet['generation']}  etcd {'connected' if fleet['connected'] else 'unreachable'}"
+              + (f"  last rejection {rej['checksum'][:12]}: {rej['reason']}" if rej else ""))  # fmt: skip
+    if st.get("binds"):
+        _echo("binds " + "  ".join(f"{k}={v}" for k, v in sorted(st["binds"].items())))
     _echo(f"{'slot':>4}  {'pid':>7}  {'gen':>5}  {'checksum':32}  {'uptime':>8}  "
                f"{'requests':>9}  last rejection")  # fmt: skip
     for w in st["workers"]:

@@ -63,6 +63,22 @@ def _sealed(source: str) -> bytes:
     return artifact.seal(compile_path(source))
 
 
+def _duration(text: str, what: str) -> float:
+    """``30s``, ``500ms``, ``2m`` or plain seconds."""
+    value = text.strip().lower()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("", 1.0)):
+        if value.endswith(suffix):
+            number = value[: len(value) - len(suffix)] if suffix else value
+            try:
+                seconds = float(number) * scale
+            except ValueError:
+                break
+            if seconds >= 0:
+                return seconds
+            break
+    raise UsageError(f"{what} {text!r}: expected a duration such as 30s, 500ms or 2m")
+
+
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
@@ -98,7 +114,13 @@ def _describe(views: list[HostView]) -> str:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Return only when every live host serves the new artifact.")  # fmt: skip
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait.")
-def publish(source: str, etcd: str, fleet: str, wait: bool, timeout: float) -> None:
+@click.option("--canary", type=click.IntRange(min=1), metavar="N",
+              help="Try it on N live hosts first (the first N host ids), then on the rest.")  # fmt: skip
+@click.option("--soak", default="30s", show_default=True, metavar="DURATION",
+              help="With --canary: how long the canaries must stay ready on it (30s, 500ms, 2m).")  # fmt: skip
+def publish(
+    source: str, etcd: str, fleet: str, wait: bool, timeout: float, canary: int | None, soak: str
+) -> None:
     """Compile (if a config), seal, store in etcd and move the fleet's desired pointer.
 
     The artifact is stored by checksum, then desired, its history entry and the manifest are
@@ -110,26 +132,52 @@ def publish(source: str, etcd: str, fleet: str, wait: bool, timeout: float) -> N
     serves the new checksum: exit 4 after --timeout listing the hosts that lag, exit 1 when
     the remaining hosts rejected it. With no host registered it returns at once.
 
+    With --canary N the N first live hosts (by host id) get it first, told through etcd; once
+    they serve it and stayed ready for --soak, desired moves. A canary that rejects it, fails
+    /ready or leaves aborts the publish (exit 1): every canary goes back, desired never moved.
+
     \b
     Example:
       $ pavctl publish site.yaml --etcd http://10.0.0.1:2379,http://10.0.0.2:2379 --fleet edge
       fleet edge generation 7 checksum 5b0e...
     """
+    soak_s = _duration(soak, "--soak")
     data = _sealed(source)
     store = _store(etcd, fleet)
-    from pavis.fleet.publish import publish as publish_bytes
+    started, before = time.time(), store.get(store.keys.desired)
+    if canary is not None:
+        from pavis.fleet.canary import canary_publish
 
-    desired, moved = publish_bytes(store, data, source)
+        desired, moved = canary_publish(store, data, source, canary, soak_s, timeout, click.echo)
+    else:
+        from pavis.fleet.publish import publish as publish_bytes
+
+        desired, moved = publish_bytes(store, data, source)
     note = "" if moved else " (already desired: nothing changed)"
     click.echo(f"fleet {fleet} generation {desired.generation} checksum {desired.checksum}{note}")
     if wait:
-        _wait(store, desired, timeout)
+        # Desired did not move but was rewritten: the publish repaired damaged bytes in etcd.
+        # Rejections from before it answered the damaged copy; hosts fetch again: wait for them.
+        after = store.get(store.keys.desired)
+        repaired = (
+            not moved
+            and before is not None
+            and after is not None
+            and (after.mod_revision != before.mod_revision)
+        )
+        _wait(store, desired, timeout, started if repaired else 0.0)
 
 
-def _wait(store: Store, desired: Desired, timeout: float) -> None:
+def _wait(store: Store, desired: Desired, timeout: float, since: float = 0.0) -> None:
+    """``since``: rejections older than this do not count (they answered an earlier copy)."""
     deadline = time.monotonic() + timeout
     while True:
-        views = assess(store.hosts(), desired.checksum, time.time())
+        views = [
+            HostView(v.report, "lagging", v.age)
+            if v.state == "rejected" and v.report.rejection and v.report.rejection.time < since
+            else v
+            for v in assess(store.hosts(), desired.checksum, time.time())
+        ]
         if not views:
             click.echo(f"no host reports in fleet {store.keys.fleet}: nothing to wait for")
             return
@@ -219,6 +267,10 @@ def _print_status(fleet: str, desired: Desired | None, views: list[HostView]) ->
     for v in views:
         r = v.report
         rej = "-" if r.rejection is None else f"{r.rejection.checksum[:12]}: {r.rejection.reason}"
+        notes = [n for n, on in (("not ready", not r.ready), ("canary", r.following == "canary"))
+                 if on]  # fmt: skip
+        if notes or r.error:
+            rej += f"  [{', '.join(notes + ([r.error] if r.error else []))}]"
         click.echo(
             f"{r.host_id:20}  {r.pid:>7}  {r.generation:>5}  {r.checksum:32}  {v.state:8}  "
             f"{_age(v.age):>7}  {rej}"

@@ -51,6 +51,16 @@ def _state_dir(name: str) -> str:
 @click.option("--state-dir", metavar="DIR", help="[$STATE_DIRECTORY or /var/lib/pavis/NAME]")
 @click.option("--name", default="default", show_default=True, help="Instance name (shm, socket).")
 @click.option("--demo", is_flag=True, help="Run the bundled demo config and demo upstream.")
+@click.option("--etcd", metavar="URL[,URL...]",
+              help="Follow a fleet: etcd client URLs (with --fleet; see docs/FLEET.md).")  # fmt: skip
+@click.option("--fleet", metavar="NAME", help="The fleet to follow (with --etcd).")
+@click.option(
+    "--host-id",
+    metavar="ID",
+    help="This host's id in the fleet [short hostname; -NAME added with --name NAME].",
+)
+@click.option("--bind", "binds", multiple=True, metavar="LISTENER=HOST:PORT",
+              help="Bind the named listener at this address on this host only (repeatable).")  # fmt: skip
 def serve(
     source: str | None,
     workers: int | None,
@@ -58,14 +68,20 @@ def serve(
     state_dir: str | None,
     name: str,
     demo: bool,
+    etcd: str | None,
+    fleet: str | None,
+    host_id: str | None,
+    binds: tuple[str, ...],
 ) -> None:
     """Run the supervisor in the foreground (systemd Type=notify friendly).
 
     Boots CONFIG or ARTIFACT, or with neither the last-known-good artifact of the state dir.
     SIGHUP reloads from CONFIG; SIGTERM/SIGINT drain and stop; SIGQUIT stops at once.
+    With --etcd and --fleet it follows the fleet's desired artifact (local reloads are refused).
     """
     import logging
 
+    from pavis.supervisor import fleet_host
     from pavis.supervisor.arbiter import Arbiter, Options
 
     logging.basicConfig(
@@ -80,12 +96,26 @@ def serve(
             raise UsageError("--demo brings its own config; drop the CONFIG argument")
         code = demo_mod.run(workers or 2, control, state_dir, "demo" if name == "default" else name)
         raise click.exceptions.Exit(code)
+    if bool(etcd) != bool(fleet) or (host_id and not fleet):
+        raise UsageError("--etcd and --fleet go together (and --host-id needs them)")
+    follow = None
+    if etcd and fleet:
+        from pavis.fleet.layout import check_name
+        from pavis.fleet.store import parse_endpoints
+
+        parse_endpoints(etcd)
+        follow = fleet_host.FleetOptions(
+            etcd, check_name("fleet name", fleet),
+            check_name("host id", host_id or fleet_host.default_host_id(name)),
+        )  # fmt: skip
     opts = Options(
         source=os.path.abspath(source) if source else None,
         workers=workers or os.cpu_count() or 1,
         control=os.path.abspath(control or default_control_path(name)),
         state_dir=os.path.abspath(state_dir or _state_dir(name)),
         name=name,
+        fleet=follow,
+        binds=fleet_host.parse_binds(binds),
     )
     raise click.exceptions.Exit(Arbiter(opts).run())
 

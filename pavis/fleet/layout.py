@@ -11,6 +11,7 @@ Layout (docs/FLEET.md)::
     /pavis/<fleet>/artifacts/<checksum>/manifest   JSON Manifest
     /pavis/<fleet>/artifacts/<checksum>/<n>        raw bytes of chunk n (0-based)
     /pavis/<fleet>/desired                         JSON Desired
+    /pavis/<fleet>/desired/<host-id>               JSON Desired: a canary's own target (leased)
     /pavis/<fleet>/hosts/<host-id>                 JSON HostReport, bound to the host's lease
     /pavis/<fleet>/history/<generation:012d>       JSON HistoryEntry, the last HISTORY_LIMIT
 """
@@ -75,6 +76,15 @@ class Keys:
     def chunk(self, checksum: str, n: int) -> str:
         return f"{self.artifacts}{check_checksum(checksum)}/{n}"
 
+    def target(self, host_id: str) -> str:
+        """One host's own target during a canary; it overrides desired for that host."""
+        return f"{self.desired}/{check_name('host id', host_id)}"
+
+    @property
+    def follow_end(self) -> str:
+        """End of the range a host watches: desired and every ``desired/<host-id>``."""
+        return f"{self.desired}0"  # '0' follows '/': the range is desired, desired/...
+
     def host(self, host_id: str) -> str:
         return f"{self.hosts}{check_name('host id', host_id)}"
 
@@ -138,6 +148,12 @@ class HostReport(msgspec.Struct, frozen=True, kw_only=True):
     applied_at: float
     rejection: Rejection | None
     binds: dict[str, str]
+    # Every worker slot has a live worker on the current generation (the admin /ready).
+    ready: bool = True
+    # What the host follows: "desired", or "canary" while a per-host target overrides it.
+    following: str = "desired"
+    # The host's last problem with etcd's contents (a malformed desired...), "" if none.
+    error: str = ""
 
     def serving(self) -> set[str]:
         """Every checksum this host serves: the supervisor's and each worker's."""

@@ -63,10 +63,20 @@ def publish(
     if current is not None and current[0].checksum == checksum:
         if store_artifact(store, data, checksum):  # the stored copy was damaged: repaired
             store.put(store.keys.manifest(checksum), layout.encode(layout.split(checksum, data)[0]))
+            _touch(store, current)
         return current[0], False
     write_manifest = store_artifact(store, data, checksum)
     manifest = layout.split(checksum, data)[0] if write_manifest else None
     return _commit(store, current, checksum, source, publisher, "publish", manifest), True
+
+
+def _touch(store: Store, current: tuple[Desired, Entry]) -> None:
+    """Rewrite desired unchanged (unless it moved meanwhile): hosts that rejected the damaged
+    copy see a new revision of desired and fetch the repaired one at once."""
+    keys = store.keys
+    guard = {"key": b64(keys.desired), "target": "MOD", "result": "EQUAL",
+             "mod_revision": current[1].mod_revision}  # fmt: skip
+    store.txn({"compare": [guard], "success": [_put(keys.desired, current[1].value)]})
 
 
 def rollback(store: Store, to: str | None = None, publisher: str | None = None) -> Desired:
@@ -123,7 +133,9 @@ def _commit(
     publisher: str | None,
     action: Literal["publish", "rollback"],
     manifest: layout.Manifest | None,
+    extra: list[dict[str, Any]] | None = None,
 ) -> Desired:
+    """``extra``: more operations for the same transaction (a canary's target deletions)."""
     keys = store.keys
     generation = current[0].generation + 1 if current else 1
     new = Desired(
@@ -164,6 +176,7 @@ def _commit(
             }
         )
     ops.append(_put(keys.desired, layout.encode(new)))
+    ops.extend(extra or [])
     ops.append(_put(keys.history_entry(generation), layout.encode(entry)))
     oldest_kept = generation - HISTORY_LIMIT + 1
     if oldest_kept > 1:

@@ -45,6 +45,9 @@ class HostView:
                 "time": r.rejection.time,
             },
             "binds": dict(r.binds),
+            "ready": r.ready,
+            "following": r.following,
+            "error": r.error or None,
         }
 
 

@@ -143,6 +143,40 @@ class Store:
 
         return [_entry(kv) for kv in self.call(op).get("kvs", [])]
 
+    def range_at(self, key: str, range_end: str) -> tuple[list[Entry], int]:
+        """Every key in ``[key, range_end)`` and the store revision the read saw."""
+        body: dict[str, Any] = {"key": b64(key), "range_end": b64(range_end)}
+
+        def op(c: Etcd3Client) -> Any:
+            return c.post(c.get_url("/kv/range"), json=body)
+
+        result = self.call(op)
+        revision = int(result.get("header", {}).get("revision", 0))
+        return [_entry(kv) for kv in result.get("kvs", [])], revision
+
+    def keepalive(self, lease: int) -> int:
+        """Renew ``lease``; its remaining TTL, 0 when etcd no longer knows it (expired)."""
+
+        def op(c: Etcd3Client) -> Any:
+            return c.post(c.get_url("/lease/keepalive"), json={"ID": lease})
+
+        result = self.call(op)
+        return int(result.get("result", {}).get("TTL", 0) or 0)
+
+    def delete(self, key: str) -> None:
+        def op(c: Etcd3Client) -> Any:
+            return c.post(c.get_url("/kv/deleterange"), json={"key": b64(key)})
+
+        self.call(op)
+
+    def client(self) -> tuple[Etcd3Client, str]:
+        """The endpoint that answered last (for a stream such as a watch), and its URL."""
+        return self._clients[self._current], self.urls[self._current]
+
+    def next_endpoint(self) -> None:
+        """Start the next request with the next endpoint (the current one failed a stream)."""
+        self._current = (self._current + 1) % len(self._clients)
+
     def get(self, key: str) -> Entry | None:
         found = self.range(key)
         return found[0] if found else None

@@ -29,7 +29,7 @@ from pavis.artifact import read
 from pavis.errors import EXIT_USAGE, PavisError
 from pavis.schema import Admin
 from pavis.store import Store
-from pavis.supervisor import boot, events
+from pavis.supervisor import boot, events, fleet_host
 from pavis.supervisor import slots as sl
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.boot import Options
@@ -71,6 +71,7 @@ class Arbiter:
         self.listeners: dict[str, Any] = {}
         self.control: ControlServer | None = None
         self.admin: AdminServer | None = None
+        self.fleet: fleet_host.FleetHost | None = None
 
     # ================================================================== boot
 
@@ -106,7 +107,9 @@ class Arbiter:
 
     def _boot(self) -> None:
         gens = self.gens
-        data, source, gens.reload_source = boot.initial_artifact(self.opts.source, gens.store)
+        data, source, gens.reload_source = fleet_host.initial_artifact(
+            self.opts.source, gens.store, self.opts.fleet, self._wake_r
+        )
         header, model = read(data)
         checksum = gens.store.put(data)
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
@@ -114,7 +117,9 @@ class Arbiter:
         # slot's on each accepting wake-up, and the acknowledgement polling reads them all.
         # The lock in the state directory (private to the service user), not in /dev/shm.
         gens.open(self.opts.name, self.opts.state_dir)
-        self.listeners = boot.bind_taking_over(self.opts.name, model)
+        self.listeners = boot.bind_taking_over(
+            self.opts.name, fleet_host.with_binds(model, self.opts.binds)
+        )
         number = gens.boot(data, source, model, checksum).number
         self.control = ControlServer(self.opts.control, self.handle_request)
         if isinstance(model.admin, Admin):
@@ -124,6 +129,9 @@ class Arbiter:
         self.control.start()
         if self.admin:
             self.admin.start()
+        if self.opts.fleet is not None:
+            self.fleet = fleet_host.FleetHost(self, self.opts.fleet, self.opts.binds)
+            self.fleet.start()
         gens.record_boot()
         log.info(
             "serving generation %d (%s) from %s with %d workers; control %s",
@@ -169,6 +177,9 @@ class Arbiter:
             return []
 
     def handle_hup(self) -> None:
+        if self.fleet is not None:
+            log.error("SIGHUP ignored: %s", self.fleet.refusal("reload"))
+            return
         log.info("SIGHUP: reloading from %s", self.gens.reload_source or "(no config path)")
         threading.Thread(target=self._reload_quietly, name="sighup-reload", daemon=True).start()
 
@@ -350,6 +361,8 @@ class Arbiter:
         return 0
 
     def _cleanup(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop()  # revokes its lease: the host leaves the fleet's reports at once
         signal.set_wakeup_fd(-1)
         if self.control is not None:
             self.control.close()
@@ -378,10 +391,16 @@ class Arbiter:
         respond({"ok": True, "history": [e.to_json() for e in self.gens.store.history()]})
 
     def op_reload(self, req: dict[str, Any], respond: Respond) -> None:
+        if self.fleet is not None:
+            respond(refusal("fleet_host", self.fleet.refusal("reload")))
+            return
         answer = self.gens.reload(req.get("path"), *_bounds(req), respond)
         respond({"ok": True, **answer})  # ignored if already answered (``wait: false``)
 
     def op_rollback(self, req: dict[str, Any], respond: Respond) -> None:
+        if self.fleet is not None:
+            respond(refusal("fleet_host", self.fleet.refusal("rollback")))
+            return
         to = req.get("to")
         answer = self.gens.rollback(None if to is None else str(to), *_bounds(req), respond)
         respond({"ok": True, **answer})

@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pavis.errors import PavisError
 from pavis.schema import Model
@@ -24,6 +24,15 @@ from pavis.supervisor.source import load
 log = logging.getLogger("pavis.supervisor")
 
 
+@dataclass(frozen=True)
+class FleetOptions:
+    """``--etcd``, ``--fleet`` and ``--host-id`` (``supervisor.fleet_host``)."""
+
+    etcd: str
+    fleet: str
+    host_id: str
+
+
 @dataclass
 class Options:
     """What a supervisor is told to run (``pavis serve``)."""
@@ -33,6 +42,8 @@ class Options:
     control: str
     state_dir: str
     name: str
+    fleet: FleetOptions | None = None  # follow a fleet through etcd
+    binds: dict[str, str] = field(default_factory=dict)  # listener name → address on this host
 
 
 def initial_artifact(source: str | None, store: Store) -> tuple[bytes, str, str]:

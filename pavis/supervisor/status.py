@@ -25,7 +25,16 @@ class Supervisor(Protocol):
     slots: list[Slot]
     gens: Generations
 
+    @property
+    def fleet(self) -> FleetStatus | None: ...
+
     def ready(self) -> bool: ...
+
+
+class FleetStatus(Protocol):
+    """A fleet host's agent (``fleet_host.FleetHost``)."""
+
+    def status(self) -> dict[str, Any]: ...
 
 
 def snapshot(arb: Supervisor) -> dict[str, Any]:
@@ -76,6 +85,8 @@ def snapshot(arb: Supervisor) -> dict[str, Any]:
         "retained": sorted(gens.retained),
         "reloads": dict(gens.history.outcomes),
         "workers": workers,
+        "binds": dict(arb.opts.binds),
+        "fleet": arb.fleet.status() if arb.fleet is not None else None,
     }
 
 

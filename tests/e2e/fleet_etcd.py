@@ -37,6 +37,7 @@ class Member:
     client_url: str
     proc: subprocess.Popen[bytes]
     log: IO[bytes]
+    argv: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -55,6 +56,12 @@ class Member:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+
+    def restart(self) -> None:
+        """Start the stopped member again on its data dir (it rejoins the cluster)."""
+        assert not self.alive()
+        self.log = open(self.log.name, "ab")  # noqa: SIM115 - closed by stop()
+        self.proc = _spawn(self.argv, self.log)
 
 
 @dataclass
@@ -110,6 +117,22 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_healthy(cluster: Cluster, timeout: float = 30.0) -> None:
+    """Until every running member answers /health (after restarts)."""
+    deadline = time.monotonic() + timeout
+    while not all(_healthy(m.client_url) for m in cluster.members if m.alive()):
+        if time.monotonic() > deadline:
+            raise AssertionError("etcd did not become healthy again")
+        time.sleep(0.1)
+
+
 def start_cluster(root: Path, size: int = 3, timeout: float = 30.0) -> Cluster:
     ports = free_ports(2 * size)
     names = [f"m{i + 1}" for i in range(size)]
@@ -127,11 +150,7 @@ def start_cluster(root: Path, size: int = 3, timeout: float = 30.0) -> Cluster:
             "--initial-cluster", initial, "--initial-cluster-state", "new",
             "--initial-cluster-token", token, "--log-level", "warn",
         ]  # fmt: skip
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        cluster.members.append(Member(n, client, proc, log))
+        cluster.members.append(Member(n, client, _spawn(argv, log), log, argv))
     deadline = time.monotonic() + timeout
     while not all(_healthy(u) for u in cluster.urls):
         dead = [m.name for m in cluster.members if not m.alive()]

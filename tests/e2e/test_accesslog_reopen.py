@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-from tests.helpers_proc import Serve, direct_config, get, needs_workers, wait_for
+from tests.e2e.helpers_proc import Serve, direct_config, get, needs_workers, wait_for
 
 pytestmark = needs_workers
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 import pavis
-from tests.helpers_proc import Serve, get, needs_workers, wait_for
+from tests.e2e.helpers_proc import Serve, get, needs_workers, wait_for
 from tests.upstream import Upstream
 
 pytestmark = needs_workers
