@@ -1,7 +1,9 @@
 """Reload disruption benchmark: keep-alive load while reloading every 100 ms.
 
-Owns: the reload storm for nginx (rewrite an included file, SIGHUP the master) and for pavis
-(``pavctl reload CONFIG --wait``, alternating two configurations), run back to back in one
+Owns: the reload storm for nginx (rewrite an included file, SIGHUP the master), HAProxy
+(rewrite the config, SIGUSR2 the master-worker master) and pavis (``pavctl reload CONFIG
+--wait``, the real command, alternating two configurations), each after a steady-state run of
+the same load without reloads, run back to back in one
 invocation against the same upstream and the same wrk load; and the figures: requests, failed
 requests (non-2xx/3xx + socket errors), reload latency, time until a change is visible,
 process count and memory during the storm.
@@ -9,10 +11,12 @@ Must not: judge the figures.
 
 Both proxies alternate two configurations that differ only in what ``/which`` answers ("A" or
 "B"), so a fresh request shows which generation served it. Reloads start on a fixed tick; one
-that takes longer than the interval delays the next (never overlaps it), and the achieved rate
-is reported.
+that takes longer than the interval delays the next (never overlaps it) — except pavis's real
+``pavctl`` commands, which start on their tick like a pipeline firing commands — and the
+achieved rate is reported.
 
-Run alone: ``python -m loadtest.bench_reload [--quick] [--duration S] [--interval S]``.
+Run alone: ``python -m loadtest.bench_reload [--quick] [--duration S] [--interval S]
+[--proxies nginx,haproxy,pavis] [--pavctl-every 1]``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest import nginx, procstat, servers, wrk
+from loadtest import haproxy, nginx, procstat, servers, wrk
 from loadtest.bench_proxy import Progress, Upstream, pavis_config, start_upstream, stderr_progress
 from pavis.errors import PavisError
 from tests.helpers import free_port
@@ -140,8 +144,15 @@ def storm(
     interval: float,
     path: str,
     progress: Progress,
+    overlap: bool = False,
 ) -> StormResult:
     """Run wrk (50 keep-alive connections) for ``duration`` s while reloading every ``interval``.
+
+    First the same load without reloads for ``min(10, duration)`` s: the steady state the
+    storm's requests/s are compared with (``storm_over_steady``). With ``overlap`` a reload
+    starts on every tick even while earlier ones run (a thread each, at most 16 in flight),
+    as when a pipeline fires reload commands faster than one completes; the stale check after
+    a return is then meaningless (a later reload may already have flipped) and is skipped.
 
     ``reload_to(answer)`` switches to the configuration whose ``/which`` answers ``answer``
     and returns (succeeded, waited, counted) — ``waited`` means the change is complete on
@@ -150,6 +161,13 @@ def storm(
     """
     res = StormResult(name, duration, interval)
     box: dict[str, Any] = {}
+    try:
+        steady = wrk.run(f"http://127.0.0.1:{port}{path}", connections=50,
+                         duration=min(10.0, duration)).as_dict()  # fmt: skip
+        res.extra["steady_rps"] = steady.get("rps")
+        res.extra["steady_failed"] = steady.get("failed")
+    except (RuntimeError, OSError) as exc:
+        res.notes.append(f"wrk (steady): {exc}")
 
     def load() -> None:
         try:
@@ -169,7 +187,35 @@ def storm(
     answers = (b"B", b"A")
     i = 0
     next_tick = t0
-    while time.monotonic() < end:
+    lock = threading.Lock()
+    in_flight: list[threading.Thread] = []
+
+    def one(want: bytes, i: int) -> None:
+        start = time.monotonic()
+        ok, waited, counted = reload_to(want)
+        after = time.monotonic()
+        with lock:
+            res.reloads += 1
+            if not ok:
+                res.reload_failures += 1
+            elif counted:
+                res.reload_ms.append((after - start) * 1000)
+                res.visible_ms.append(res.reload_ms[-1])
+
+    while overlap and time.monotonic() < end:
+        in_flight = [t for t in in_flight if t.is_alive()]
+        if len(in_flight) < 16:
+            t = threading.Thread(target=one, args=(answers[i % 2], i), daemon=True)
+            t.start()
+            in_flight.append(t)
+            i += 1
+        next_tick += interval
+        pause = next_tick - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    for t in in_flight:
+        t.join(60)
+    while not overlap and time.monotonic() < end:
         want = answers[i % 2]
         i += 1
         start = time.monotonic()
@@ -198,6 +244,7 @@ def storm(
             time.sleep(pause)
         else:
             next_tick = time.monotonic()  # overran: start the next one now, never overlap
+    res.extra["reloads_started"] = i
     res.duration_s = time.monotonic() - t0
     loader.join(duration + 60)
     sampler.stop_event.set()
@@ -205,6 +252,8 @@ def storm(
     if "error" in box:
         res.notes.append(f"wrk: {box['error']}")
     res.load = box.get("r", {})
+    if res.extra.get("steady_rps") and res.load.get("rps"):
+        res.extra["storm_over_steady"] = res.load["rps"] / res.extra["steady_rps"]
     d = res.as_dict()
     progress(
         f"reload {name}: {res.reloads} reloads ({d['reloads_per_s']:.1f}/s), "
@@ -240,6 +289,34 @@ def nginx_storm(
         ng.stop()
 
 
+def haproxy_storm(
+    work: Path, up: Upstream, *, duration: float, interval: float, progress: Progress
+) -> StormResult:
+    if haproxy.available() is None:
+        raise RuntimeError("haproxy is not installed")
+    port = free_port()
+    (work / "haproxy").mkdir(parents=True, exist_ok=True)
+    hp = haproxy.HAProxy(work / "haproxy")
+    hp.write(port, up.port, "A")
+    hp.start(port)
+    try:
+        wrk.run(f"http://127.0.0.1:{port}{up.path}", connections=50, duration=1)  # warm up
+
+        def reload_to(answer: bytes) -> tuple[bool, bool, bool]:
+            hp.write(port, up.port, answer.decode())
+            hp.reload()
+            return True, False, True
+
+        res = storm(
+            "haproxy", port, hp.pid, reload_to,
+            duration=duration, interval=interval, path=up.path, progress=progress,
+        )  # fmt: skip
+        res.notes.append("reload = rewrite the config atomically, SIGUSR2 the master (-W)")
+        return res
+    finally:
+        hp.stop()
+
+
 def pavis_storm(
     work: Path,
     up: Upstream,
@@ -247,7 +324,7 @@ def pavis_storm(
     duration: float,
     interval: float,
     progress: Progress,
-    pavctl_every: int = 10,
+    pavctl_every: int = 1,
 ) -> StormResult:
     port = free_port()
     (work / "pavis").mkdir(parents=True, exist_ok=True)
@@ -297,8 +374,8 @@ def pavis_storm(
             return bool(a.get("ok")), True, True
 
         res = storm(
-            "pavis", port, pv.pid, reload_to,
-            duration=duration, interval=interval, path=up.path, progress=progress,
+            "pavis", port, pv.pid, reload_to, duration=duration, interval=interval,
+            path=up.path, progress=progress, overlap=pavctl_every == 1,
         )  # fmt: skip
         res.extra["pavctl_ms"] = [round(x, 2) for x in pavctl_ms]
         res.extra["pavctl_ms_median"] = _median(pavctl_ms)
@@ -454,10 +531,10 @@ def run(
     duration: float,
     interval: float = 0.1,
     upstream_kind: str = "nginx",
-    proxies: tuple[str, ...] = ("nginx", "pavis"),
+    proxies: tuple[str, ...] = ("nginx", "haproxy", "pavis"),
     scale_sizes: tuple[int, ...] = (),
     progress: Progress = stderr_progress,
-    pavctl_every: int = 10,
+    pavctl_every: int = 1,
 ) -> dict[str, Any]:
     work = servers.workdir("reload")
     out: dict[str, Any] = {
@@ -469,7 +546,7 @@ def run(
     up = start_upstream(upstream_kind, work)
     try:
         for proxy in proxies:
-            fn = nginx_storm if proxy == "nginx" else pavis_storm
+            fn = {"nginx": nginx_storm, "haproxy": haproxy_storm}.get(proxy, pavis_storm)
             progress(
                 f"reload {proxy}: storm of {duration:g} s, one reload every {interval * 1000:g} ms"
             )
@@ -492,7 +569,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"{'proxy':6} {'reloads':>7} {'/s':>5} {'requests':>9} {'failed':>7} "
         f"{'reload med':>10} {'p99':>7} {'visible med':>11} {'p99':>7} {'procs max':>9} "
-        f"{'MiB max':>8}"
+        f"{'MiB max':>8} {'steady rps':>10} {'storm/steady':>12}"
     ]
     for name, r in results.items():
 
@@ -504,7 +581,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             f"{r['failed'] if r['failed'] is not None else '-':>7} {f(r['reload_ms_median']):>10} "
             f"{f(r['reload_ms_p99']):>7} {f(r['visible_ms_median']):>11} "
             f"{f(r['visible_ms_p99']):>7} {r['processes_max']:9d} "
-            f"{r['private_bytes_max'] / 2**20:8.1f}"
+            f"{r['private_bytes_max'] / 2**20:8.1f} {f(r.get('steady_rps')):>10} "
+            f"{f(r.get('storm_over_steady')):>12}"
         )
     return "\n".join(lines)
 
@@ -529,15 +607,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="storm length in seconds")
     ap.add_argument("--interval", type=float, default=0.1, help="seconds between reloads")
     ap.add_argument("--upstream", choices=("nginx", "python"), default="nginx")
-    ap.add_argument("--proxies", default="nginx,pavis")
+    ap.add_argument("--proxies", default="nginx,haproxy,pavis")
     ap.add_argument("--scale", default="", help="route counts for reload/memory by size")
     ap.add_argument("--json", type=Path, help="write the full result here")
     ap.add_argument(
         "--pavctl-every",
         type=int,
-        default=10,
-        help="every Nth pavis reload runs the real pavctl command (0: never; its Python "
-        "start-up, ~0.2-0.4 s under load, holds the achieved rate below 10/s)",
+        default=1,
+        help="every Nth pavis reload runs the real pavctl command (1, the default: every one, "
+        "on its tick even while earlier ones run; 0: none, the harness sends the request)",
     )
     a = ap.parse_args(argv)
     out = run(
