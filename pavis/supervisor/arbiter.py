@@ -26,16 +26,17 @@ import uuid
 from typing import Any
 
 from pavis.artifact import read
-from pavis.errors import EXIT_USAGE, PavisError
+from pavis.errors import PavisError
 from pavis.schema import Admin
 from pavis.store import Store
 from pavis.supervisor import boot, events, fleet_host
 from pavis.supervisor import slots as sl
 from pavis.supervisor.admin import AdminServer
 from pavis.supervisor.boot import Options
-from pavis.supervisor.control import ControlServer, Respond, refusal
+from pavis.supervisor.control import ControlServer, Respond
 from pavis.supervisor.generations import DEFAULT_WAIT, Generations
 from pavis.supervisor.notify import notify, watchdog_interval
+from pavis.supervisor.ops import Ops
 from pavis.supervisor.sockets import bind
 from pavis.supervisor.status import snapshot
 from shm import ShmError
@@ -72,6 +73,7 @@ class Arbiter:
         self.control: ControlServer | None = None
         self.admin: AdminServer | None = None
         self.fleet: fleet_host.FleetHost | None = None
+        self._ops = Ops(self)
 
     # ================================================================== boot
 
@@ -377,33 +379,7 @@ class Arbiter:
     # ================================================================== control requests
 
     def handle_request(self, req: dict[str, Any], respond: Respond) -> None:
-        """Dispatch a control request to ``op_<op>``, as the loop dispatches signals."""
-        handler = getattr(self, f"op_{req['op']}", None)
-        if handler is None:
-            respond(refusal("usage", f"unknown op {req['op']!r}", EXIT_USAGE))
-            return
-        handler(req, respond)
-
-    def op_status(self, req: dict[str, Any], respond: Respond) -> None:
-        respond({"ok": True, "status": self.status()})
-
-    def op_history(self, req: dict[str, Any], respond: Respond) -> None:
-        respond({"ok": True, "history": [e.to_json() for e in self.gens.store.history()]})
-
-    def op_reload(self, req: dict[str, Any], respond: Respond) -> None:
-        if self.fleet is not None:
-            respond(refusal("fleet_host", self.fleet.refusal("reload")))
-            return
-        answer = self.gens.reload(req.get("path"), *_bounds(req), respond)
-        respond({"ok": True, **answer})  # ignored if already answered (``wait: false``)
-
-    def op_rollback(self, req: dict[str, Any], respond: Respond) -> None:
-        if self.fleet is not None:
-            respond(refusal("fleet_host", self.fleet.refusal("rollback")))
-            return
-        to = req.get("to")
-        answer = self.gens.rollback(None if to is None else str(to), *_bounds(req), respond)
-        respond({"ok": True, **answer})
+        self._ops.handle(req, respond)
 
     def _check_control(self) -> None:
         """Listen again if the control socket file was deleted (or replaced)."""
@@ -420,23 +396,5 @@ class Arbiter:
 
     # ================================================================== status
 
-    # What /metrics reads (``metrics.Supervisor``).
-    @property
-    def publisher(self) -> Any:
-        return self.gens.publisher
-
-    @property
-    def last_reload_ok(self) -> bool:
-        return self.gens.history.last_ok
-
-    @property
-    def last_reload_success(self) -> float:
-        return self.gens.history.last_success
-
     def status(self) -> dict[str, Any]:
         return snapshot(self)
-
-
-def _bounds(req: dict[str, Any]) -> tuple[bool, float]:
-    """(wait, timeout) of a generation-changing request."""
-    return bool(req.get("wait", True)), float(req.get("timeout") or DEFAULT_WAIT)

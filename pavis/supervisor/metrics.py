@@ -26,6 +26,7 @@ from prometheus_client.process_collector import ProcessCollector
 import pavis
 from pavis.stats import BUCKETS, CODE_CLASSES, RESULTS
 from pavis.supervisor import events
+from pavis.supervisor.generations import Generations
 from pavis.supervisor.totals import Collector, Sampler, Totals, View
 
 __all__ = ["Collector", "Exposition", "Sampler", "page", "registry", "render"]
@@ -40,14 +41,7 @@ LastReload = tuple[bool, float]
 class Supervisor(Protocol):
     """What the exposition reads of the supervisor: ``Arbiter`` has it."""
 
-    @property
-    def publisher(self) -> Any: ...  # a StatsSource once booted, else None
-
-    @property
-    def last_reload_ok(self) -> bool: ...
-
-    @property
-    def last_reload_success(self) -> float: ...
+    gens: Generations
 
     def status(self) -> dict[str, Any]: ...
 
@@ -61,9 +55,9 @@ class Exposition:
 
     def collect(self) -> Iterator[Metric]:
         sup = self._sup
-        pub = sup.publisher
+        pub = sup.gens.publisher
         view = self._collector.sample(pub) if pub is not None else None
-        last = (sup.last_reload_ok, sup.last_reload_success)
+        last = (sup.gens.history.last_ok, sup.gens.history.last_success)
         return families(sup.status(), view, events.counts(), last)
 
 
