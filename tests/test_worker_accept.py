@@ -97,6 +97,7 @@ BATCH_SCRIPT = textwrap.dedent(
     import socket as stdsocket
     import gevent
     from gevent import socket
+    from shm.board import LoadBoard
     from workers import accept
 
     lst = stdsocket.socket()
@@ -105,7 +106,8 @@ BATCH_SCRIPT = textwrap.dedent(
     port = lst.getsockname()[1]
     accept.FILL = 2  # to see the balance rule at small counts
     words = memoryview(bytearray(8 * 6)).cast("Q")
-    load = accept.Load(words, 0, [2, 4])  # slot 0: no worker comes before it
+    # Slot i: its count at word 2i, its accepted total at 2i + 1.
+    load = accept.Load(LoadBoard(words[::2], words[1::2], 0, [1, 2]))  # slot 0: first in line
     words[2] = accept.NO_WORKER  # a slot without a worker never counts
 
     served = []
@@ -161,6 +163,7 @@ STANDBY_SCRIPT = textwrap.dedent(
     import time
     import gevent
     from gevent import socket
+    from shm.board import LoadBoard
     from workers import accept
 
     accept.STANDBY_S = 0.2  # wide margins for a loaded machine
@@ -170,7 +173,7 @@ STANDBY_SCRIPT = textwrap.dedent(
     port = lst.getsockname()[1]
     # Word 0 and 1: the worker in slot 0 (count, accepted total); 2 and 3: this one, slot 1.
     words = memoryview(bytearray(8 * 4)).cast("Q")
-    load = accept.Load(words, 2, [0])
+    load = accept.Load(LoadBoard(words[::2], words[1::2], 1, [0]))
     assert load.before == [0]
 
     def handler(sock, addr):
@@ -224,7 +227,7 @@ STANDBY_SCRIPT = textwrap.dedent(
     assert load.n == 7, load.n
 
     load.retire()  # draining: the workers after this one stop waiting for it
-    assert words[2] == accept.NO_WORKER and load.words is None
+    assert words[2] == accept.NO_WORKER and load.counts is None
     for c in clients + more + last:
         c.close()
     gevent.sleep(0.1)
@@ -246,6 +249,7 @@ WAKE_SCRIPT = textwrap.dedent(
     import time
     import gevent
     from gevent import socket
+    from shm.board import LoadBoard
     from workers import accept
 
     accept.STANDBY_S = 30.0  # only a wake-up can end this stand-by within the test
@@ -255,8 +259,9 @@ WAKE_SCRIPT = textwrap.dedent(
     port = lst.getsockname()[1]
     words = memoryview(bytearray(8 * 4)).cast("Q")
     wake = {0: os.eventfd(0, os.EFD_NONBLOCK), 2: os.eventfd(0, os.EFD_NONBLOCK)}
-    first = accept.Load(words, 0, [2], wake[0], [wake[2]])  # slot 0: counted by hand below
-    second = accept.Load(words, 2, [0], wake[2])  # slot 1: the acceptor under test
+    # slot 0: counted by hand below; slot 1: the acceptor under test
+    first = accept.Load(LoadBoard(words[::2], words[1::2], 0, [1]), wake[0], [wake[2]])
+    second = accept.Load(LoadBoard(words[::2], words[1::2], 1, [0]), wake[2])
     assert first.after == [wake[2]] and second.after == []
 
     def handler(sock, addr):

@@ -140,7 +140,7 @@ class Worker:
         # Reloads reach workers through shm, never through signals: a SIGHUP sent to the
         # whole process group must not kill them.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        load = Load(*sub.connections())
+        load = Load(sub.load_board())
         if len(self.wake_fds) == sub.nslots:  # one per slot, as the supervisor made them
             load.wake_fd = self.wake_fds[self.slot]
             load.after = list(self.wake_fds[self.slot + 1 :])
