@@ -16,9 +16,9 @@ import contextlib
 import os
 from typing import Any
 
-from pavis import artifact
-from pavis.artifact import Header, LazyModel, LazyRoutes
-from pavis.lookup import candidates, find_vhost, route_holds
+from pavis.artifact.format import Header
+from pavis.artifact.lazy import LazyModel, LazyRoutes, read_lazy
+from pavis.lookup import find_vhost, match_route
 from pavis.schema import (
     AccessLog,
     Cluster,
@@ -41,7 +41,7 @@ EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verific
 
 def load(data: bytes) -> tuple[Header, LazyModel]:
     """Verify (size, header, checksum) then decode the index eagerly and routes lazily."""
-    return artifact.read_lazy(data)
+    return read_lazy(data)
 
 
 # ------------------------------------------------------------------------ per-route runtime
@@ -278,28 +278,19 @@ class State:
         return vh
 
     def find(self, vh: int, method: bytes, path: bytes, headers: Any) -> int:
-        """``pavis.lookup`` route matching, memoised when the answer cannot depend on headers.
-
-        The loop is ``lookup.find_route``'s, over the same ``candidates`` and ``route_holds``;
-        an answer is cached only if no route examined on the way had header matchers.
-        """
+        """``pavis.lookup`` route matching, memoised when the answer cannot depend on headers."""
         key = (vh, method, path)
         hit = self.route_cache.get(key)
         if hit is not None:
             return hit
-        m = method.decode("latin-1")
-        p = path.decode("latin-1")
-        routes = self.routes
-        found = -1
-        pure = True
-        for i in candidates(self.vhosts[vh].index, p):
-            r = routes[i]
-            if r.match.headers:
-                pure = False
-            if route_holds(r, m, p, headers):
-                found = i
-                break
-        if pure:
+        found, by_headers = match_route(
+            self.routes,
+            self.vhosts[vh].index,
+            method.decode("latin-1"),
+            path.decode("latin-1"),
+            headers,
+        )
+        if not by_headers:
             if len(self.route_cache) >= 8192:
                 self.route_cache.clear()  # bounded: paths are client-controlled
             self.route_cache[key] = found
