@@ -1,9 +1,10 @@
 """Accepting client connections on a plain-TCP listener.
 
-Owns: the read watcher of one listening socket, which worker takes a connection and how many
-per wake-up, and the
-raw greenlets that run the connection handler on the bare ``_socket.socket`` (reused from
-one connection to the next). gevent's StreamServer does the same with more machinery per connection —
+Owns: the read watcher of one listening socket, the accept policy (which worker takes a
+connection and how many per wake-up: described here and nowhere else; the docs link here),
+and the raw greenlets that run the connection handler on the bare ``_socket.socket``
+(reused from one connection to the next). gevent's StreamServer does the same with more
+machinery per connection —
 a gevent socket object with its own two io watchers (``workers.io.Stream`` keeps its own),
 a ``Greenlet`` with link bookkeeping, and a wrapper that closes the socket again — which on a
 Connection: close benchmark was a visible share of the per-connection cost. TLS listeners
@@ -33,7 +34,11 @@ then a worker under ``Connection: close`` traffic runs one whole event-loop iter
 connection (measured: one ``epoll_wait`` per request against one per 15 with keep-alive).
 So the first connection of a wake-up is always taken, and more, up to ``ACCEPT_MAX``, only
 while this worker holds fewer than ``FILL`` open connections or no more than the least
-loaded other worker, plus an eighth, plus one (``Load``, published in shared memory).
+loaded other worker, plus an eighth, plus one.
+
+What the workers know of each other: each one's open connections and accepted total, which
+its ``Load`` publishes on the control block's load board (``shm.board``) at every change and
+reads of the others at each wake-up; a slot without a worker reads ``NO_WORKER``.
 
 Must not: read or write client bytes.
 """

@@ -32,8 +32,8 @@ from pavis.schema import (
     Route,
 )
 from workers.balance import ClusterRT, EndpointRT
+from workers.heads import own_fields
 from workers.health import Health
-from workers.http import simple_response
 from workers.pool import Pool
 
 EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verification is cheap
@@ -66,8 +66,8 @@ class RouteRT:
         "status",
         "name",
         "kind",
-        "direct_head",
-        "direct_body",
+        "local_fields",
+        "local_body",
         "clusters",
         "cum",
         "total",
@@ -112,25 +112,21 @@ class RouteRT:
         self.resp_headers_max = limits.max_response_headers
         if isinstance(action, Direct):
             self.kind = DIRECT
-            self._prebuild(action.status, action.body, action.content_type.encode("latin-1"), b"")
+            self._local(action.status, action.body, action.content_type.encode("latin-1"), b"")
         elif isinstance(action, Redirect):
             self.kind = REDIRECT
-            loc = b"Location: " + action.location.encode("latin-1") + b"\r\n"
-            self._prebuild(action.status, b"", b"", loc)
+            self._local(action.status, b"", b"", action.location.encode("latin-1"))
         else:
             assert isinstance(action, Forward)
             self.kind = FORWARD
             self._forward(route, action, clusters)
 
-    def _prebuild(self, status: int, body: bytes, ctype: bytes, extra: bytes) -> None:
-        head = simple_response(status, body, ctype, keep_alive=True, extra=extra, head_only=True)
-        # Response header ops apply to the proxy's own responses too.
-        lines = head[:-2].split(b"\r\n")
-        kept = [lines[0]] + [
-            ln for ln in lines[1:] if ln and ln.split(b":", 1)[0].lower() not in self.resp_drop
-        ]
-        self.direct_head = b"\r\n".join(kept) + b"\r\n" + self.resp_extra
-        self.direct_body = body
+    def _local(self, status: int, body: bytes, ctype: bytes, location: bytes) -> None:
+        """A local answer's fields, built once: response header ops apply to the proxy's
+        own responses too."""
+        drop = self.resp_drop
+        self.local_fields = own_fields(status, len(body), ctype, location, drop) + self.resp_extra
+        self.local_body = body
         self.status = status
 
     def _forward(self, route: Route, fwd: Forward, clusters: list[ClusterRT]) -> None:
