@@ -93,6 +93,11 @@ def response_head(
     return fields
 
 
+def interim_head(status: int) -> bytes:
+    """A 1xx head (``100 Continue``): a status line and nothing else."""
+    return b"".join(response_head(status, [], b"", b""))
+
+
 def own_fields(
     status: int, body_len: int, content_type: bytes, location: bytes, drop: frozenset[bytes]
 ) -> bytes:
@@ -110,18 +115,23 @@ def own_fields(
 
 
 _PLAIN_TEXT = b"text/plain; charset=utf-8"
+_ERRORS: dict[int, bytes] = {}  # status * 4 + keep * 2 + head_only → the whole answer
 
 
 def error_response(status: int, keep: bool, head_only: bool) -> bytes:
-    """A whole error answer: the reason phrase as text, and its head."""
-    body = error_body(status)
-    fields = own_fields(status, len(body), _PLAIN_TEXT, b"", frozenset())
-    # HTTP/1.0 clients are not told keep-alive here: an error is rarely followed by another
-    # request, and the client's own default (close) is the safe reading.
-    parts = response_head(status, [fields], b"", disposition(keep, False))
-    if not head_only and status not in (204, 304):
-        parts.append(body)
-    return b"".join(parts)
+    """A whole error answer: the reason phrase as text, and its head (made once each)."""
+    key = status * 4 + keep * 2 + head_only
+    data = _ERRORS.get(key)
+    if data is None:
+        body = error_body(status)
+        fields = own_fields(status, len(body), _PLAIN_TEXT, b"", frozenset())
+        # Only "close" is ever said: an HTTP/1.0 client is not told keep-alive, so after an
+        # error it closes the connection itself.
+        parts = response_head(status, [fields], b"", disposition(keep, False))
+        if not head_only and status not in (204, 304):
+            parts.append(body)
+        data = _ERRORS[key] = b"".join(parts)
+    return data
 
 
 def response_fields(

@@ -5,8 +5,8 @@ Owns: reading requests from one client connection under the artifact's ``Limits`
 pipelining (requests parsed ahead wait in order), ``Expect: 100-continue`` (the proxy answers
 100 itself when the body is first pulled, like nginx), dropping chunked trailers (they never
 become headers, as in nginx) and the bytes that follow an ``Upgrade`` request.
-Must not: route, proxy, write final response heads (``workers.heads``; the interim
-``100 Continue`` is the reader's), or read anything from the artifact but its limits.
+Must not: route, proxy, build heads (``workers.heads`` makes even its ``100 Continue``),
+or read anything from the artifact but the limits it is handed.
 
 The reader is pull-based: the handler asks for the next request head, then for body chunks.
 Bytes are read from the socket only when the current request needs them, so at most one
@@ -23,6 +23,7 @@ from typing import Any
 import httptools
 
 from pavis.schema import Limits
+from workers.heads import interim_head
 from workers.io import Stream, take_chunks
 from workers.request import HttpError as HttpError
 from workers.request import Request as Request
@@ -43,6 +44,7 @@ _UPGRADE = b"upgrade"
 _XFF = b"x-forwarded-for"
 _XRID = b"x-request-id"
 _VIA = b"via"
+_CONTINUE = interim_head(100)
 _SPECIAL = frozenset(
     (_HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT, _UPGRADE, _XFF, _XRID, _VIA)
 )
@@ -346,7 +348,7 @@ class ClientReader:
             if req.expect_continue:
                 req.expect_continue = False
                 try:
-                    stream.send(b"HTTP/1.1 100 Continue\r\n\r\n", time.monotonic() + timeout)
+                    stream.send(_CONTINUE, time.monotonic() + timeout)
                 except OSError as exc:
                     raise ClientGone(str(exc)) from None
             try:

@@ -97,3 +97,9 @@ def test_upstream_fields_relayed():
     joined = b"".join(fields)
     assert b"Content-Length: 10\r\n" in joined and b"X-Hop: 1\r\n" in joined
     assert b"Transfer-Encoding" not in joined
+
+
+def test_the_interim_continue_head():
+    assert heads.interim_head(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert error_response(400, True, False) == error_response(400, True, False)
+    assert b"Connection" not in error_response(400, True, False)  # keep: nothing said
