@@ -23,7 +23,7 @@ import gevent  # type: ignore[import-untyped,unused-ignore]
 
 from workers.accesslog import Exchange
 from workers.balance import ClusterRT, EndpointRT
-from workers.http import HttpError, Request
+from workers.http import ClientReader, HttpError, Request
 from workers.metrics import METRICS, ClusterCounters
 from workers.pool import PoolOverflow
 from workers.relay import first_piece, relay, send_upstream, stream_body
@@ -44,40 +44,39 @@ def pick_cluster(rt: RouteRT) -> ClusterRT:
     return clusters[bisect_right(rt.cum, random.randrange(rt.total))]
 
 
+def request_body(
+    reader: ClientReader, req: Request, upgrade: bool, timeout: float
+) -> tuple[bytes, bool, bytes]:
+    """The request body as it will be sent: (what is buffered, whether the rest is streamed
+    after it, the framing field). Small bodies are buffered whole, so a retry can resend
+    them; past ``REPLAY_MAX`` the request is sent once, streaming. ``upgrade``: the route
+    takes the Upgrade this request asks for (such a request has no body)."""
+    if upgrade and req.upgrade is not None:
+        return b"", False, b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
+    if not req.has_body:
+        return b"", False, b"Content-Length: 0\r\n" if req.content_length == 0 else b""
+    if not req.chunked and req.content_length <= REPLAY_MAX:
+        body = reader.read_whole_body(req, timeout)
+        return body, False, b"Content-Length: %d\r\n" % len(body)
+    parts: list[bytes] = []
+    size = 0
+    while size <= REPLAY_MAX:
+        data = reader.read_body(req, timeout)
+        if not data:
+            body = b"".join(parts)
+            return body, False, b"Content-Length: %d\r\n" % len(body)
+        parts.append(data)
+        size += len(data)
+    if req.chunked:
+        return b"".join(parts), True, b"Transfer-Encoding: chunked\r\n"
+    return b"".join(parts), True, b"Content-Length: %d\r\n" % req.content_length
+
+
 def forward(client: Client, req: Request, rt: RouteRT, ex: Exchange) -> bool:
     """Proxy ``req``; returns whether the client connection may stay open."""
-    reader = client.reader
     body_timeout = rt.per_try
-    # ---- the request body: buffered when small (replayable), else streamed once
-    body = b""
-    streaming = False
     upgrade = req.upgrade is not None and req.upgrade in rt.upgrades
-    if upgrade:
-        assert req.upgrade is not None
-        framing = b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
-    elif not req.has_body:
-        framing = b"Content-Length: 0\r\n" if req.content_length == 0 else b""
-    else:
-        if req.chunked or req.content_length > REPLAY_MAX:
-            parts: list[bytes] = []
-            size = 0
-            while size <= REPLAY_MAX:
-                data = reader.read_body(req, body_timeout)
-                if not data:
-                    break
-                parts.append(data)
-                size += len(data)
-            else:
-                streaming = True
-            body = b"".join(parts)
-        else:
-            body = reader.read_whole_body(req, body_timeout)
-        if not streaming:
-            framing = b"Content-Length: %d\r\n" % len(body)
-        elif req.chunked:
-            framing = b"Transfer-Encoding: chunked\r\n"
-        else:
-            framing = b"Content-Length: %d\r\n" % req.content_length
+    body, streaming, framing = request_body(client.reader, req, upgrade, body_timeout)
     request_id = req.request_id or new_request_id()
     ex.request_id = request_id
     head = request_head(req, rt, framing, request_id, client.client_ip, client.proto)
