@@ -24,8 +24,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 
-# The modules every proxied request runs through; the rest of workers/ (boot, health, metrics,
-# access log) is not on the per-request path and stays interpreted. workers/_build.py holds the
+# The modules every proxied request runs through; the rest of workers/ (boot) is not on the
+# per-request path and stays interpreted. workers/_build.py holds the
 # same list (the runtime cannot import this file).
 COMPILED = [
     "workers/accept.py",
@@ -35,7 +35,12 @@ COMPILED = [
     "workers/upstream.py",
     "workers/pool.py",
     "workers/balance.py",
+    "workers/heads.py",
+    "workers/rewrite.py",
+    "workers/relay.py",
     "workers/proxy.py",
+    "workers/runtime.py",
+    "workers/accesslog.py",
     "workers/conn.py",
     "workers/state.py",
     "workers/health.py",

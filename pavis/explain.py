@@ -28,16 +28,15 @@ def header_map(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def upstream_target(route: Route, target: str) -> str:
-    """The request target sent upstream, as the worker builds it: with a prefix rewrite, the
-    first ``rewrite.strip`` characters of the path (-1: all of it) are replaced by
+def upstream_target(route: Route, path: str, query: str) -> str:
+    """The request target sent upstream, as the worker builds it (``workers.rewrite``) from
+    the target as ``lookup.split_target`` read it: with a prefix rewrite, the first
+    ``rewrite.strip`` characters of the path (-1: all of it) are replaced by
     ``rewrite.prefix`` and the query kept; without one, the target is unchanged. The
     compiler computed ``strip``; neither explain nor the worker decides it."""
     action = route.action
     if not isinstance(action, Forward) or not action.rewrite.replace_prefix:
-        return target
-    parts = lookup.split_target_text("GET", target)
-    path, query = (parts[0], parts[1]) if parts is not None else (target, "")
+        return path + query
     rw = action.rewrite
     return rw.prefix + (path[rw.strip :] if rw.strip >= 0 else "") + query
 
@@ -57,11 +56,11 @@ def explain(
 ) -> dict[str, Any]:
     """The whole decision for one request, JSON-ready."""
     method = method.upper()
+    # The one reading of a request target, the workers' (``workers.request.settle_head``).
     parts = lookup.split_target_text(method, target)
     if parts is not None and parts[2] is not None:
         host = parts[2]  # absolute-form: the target's authority is the Host
-        target = parts[0] + parts[1]
-    path = parts[0] if parts is not None else target
+    path, query = (parts[0], parts[1]) if parts is not None else (target, "")
     hmap = header_map(headers)
     report: dict[str, Any] = {
         "request": {
@@ -115,7 +114,7 @@ def explain(
     report["request_headers"] = to_view(route.request_headers)
     report["response_headers"] = to_view(route.response_headers)
     if isinstance(action, Forward):
-        report["upstream"] = _upstream(model, route, action, host, target, hmap)
+        report["upstream"] = _upstream(model, route, action, host, path, query, hmap)
     return report
 
 
@@ -131,7 +130,13 @@ def _bad_request(method: str, host: str, bad_target: bool) -> tuple[str, int] | 
 
 
 def _upstream(
-    model: Model, route: Route, action: Forward, host: str, target: str, hmap: dict[str, str]
+    model: Model,
+    route: Route,
+    action: Forward,
+    host: str,
+    path: str,
+    query: str,
+    hmap: dict[str, str],
 ) -> dict[str, Any]:
     total = action.cumulative_weights[-1] if action.cumulative_weights else 0
     clusters = []
@@ -154,7 +159,7 @@ def _upstream(
         )
     rewrite = action.rewrite
     return {
-        "target": upstream_target(route, target),
+        "target": upstream_target(route, path, query),
         "host": rewrite.host if rewrite.replace_host else host,
         "headers": apply_ops(route.request_headers, hmap),
         "clusters": clusters,

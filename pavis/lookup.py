@@ -25,8 +25,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from pavis.schema import DomainIndex, HeaderMatch, Route, RouteIndex
+
+
+class Routes(Protocol):
+    """The route table by global index: a tuple, or the worker's lazily decoded one."""
+
+    def __getitem__(self, i: int, /) -> Route: ...
+
 
 # Compiled patterns are shared across generations: a flip does not recompile them.
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}
@@ -127,8 +135,28 @@ def route_holds(route: Route, method: str, path: str, headers: Mapping[str, str]
     return all(_header_holds(h, headers) for h in match.headers)
 
 
+def match_route(
+    routes: Routes,
+    index: RouteIndex,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+) -> tuple[int, bool]:
+    """``find_route``, and whether its answer may depend on the headers: True if a route
+    examined on the way has header matchers (an answer that does not may be memoised by
+    method and path)."""
+    by_headers = False
+    for i in candidates(index, path):
+        route = routes[i]
+        if route.match.headers:
+            by_headers = True
+        if route_holds(route, method, path, headers):
+            return i, by_headers
+    return -1, by_headers
+
+
 def find_route(
-    routes: Sequence[Route],
+    routes: Routes,
     index: RouteIndex,
     method: str,
     path: str,
@@ -138,10 +166,7 @@ def find_route(
 
     ``headers`` maps lower-case names to values (repeated headers joined with ", ").
     """
-    for i in candidates(index, path):
-        if route_holds(routes[i], method, path, headers):
-            return i
-    return -1
+    return match_route(routes, index, method, path, headers)[0]
 
 
 def find_route_naive(

@@ -43,7 +43,8 @@ ack polling never copies stats). The exceptions are a slot's connection count an
 total: aligned 8-byte words, each stored and loaded whole, outside the seqlock. Its worker
 rewrites the count at every client connection opened and closed, and the total at every one
 accepted; the other workers read them when deciding whether to accept now and how many
-(``workers.accept``). A stale value costs balance, never correctness.
+(``shm.board`` hands them to ``workers.accept``). A stale value costs balance, never
+correctness.
 Owns: that layout and the seqlock protocol.
 Must not: decide policy (who waits for whom, what to retain).
 """

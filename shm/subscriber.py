@@ -14,7 +14,7 @@ import time
 
 import posix_ipc  # type: ignore[import-not-found]  # no stubs published
 
-from shm import control, names, segment
+from shm import board, control, names, segment
 from shm.errors import ShmError
 from shm.segment import Segment
 
@@ -49,7 +49,7 @@ class Subscriber:
             raise
         self._ctl = ctl
         self.nslots = nslots
-        self._words: memoryview | None = None
+        self._board: board.LoadBoard | None = None
         self.slot = slot
         self._fd = notify_fd
         os.set_blocking(notify_fd, False)
@@ -113,28 +113,19 @@ class Subscriber:
         """This worker's own slot, as the supervisor sees it."""
         return control.read_slot(self._ctl, self.slot)
 
-    def connections(self) -> tuple[memoryview, int, list[int]]:
-        """Where workers publish their open client connections, for accept balancing.
-
-        Returns the control block as 8-byte words (valid until ``close``), the index of this
-        slot's count, which this worker alone writes (set to 0 here), and the indices of
-        every other slot's (``control.NO_WORKER`` while a slot has no worker). Each slot's
-        accepted total is the word after its count (also set to 0 here for this slot).
-        Plain word stores and loads: no seqlock (see ``shm.control``)."""
-        if self._words is None:
-            self._words = memoryview(self._ctl).cast("Q")
-        mine = control.conns_index(self.slot)
-        self._words[mine] = 0
-        self._words[mine + 1] = 0
-        others = [control.conns_index(i) for i in range(self.nslots) if i != self.slot]
-        return self._words, mine, others
+    def load_board(self) -> board.LoadBoard:
+        """Where workers publish their open client connections, for accept balancing
+        (``shm.board``); valid until ``close``. This slot's count and total start at 0."""
+        if self._board is None:
+            self._board = board.attach(self._ctl, self.slot, self.nslots)
+        return self._board
 
     def close(self) -> None:
         """Unmap the control block; open Segments stay valid, ``notify_fd`` stays open.
-        The view ``connections`` returned is released first."""
-        if self._words is not None:
-            self._words.release()
-            self._words = None
+        The board ``load_board`` returned is released first."""
+        if self._board is not None:
+            self._board.release()
+            self._board = None
         with contextlib.suppress(BufferError):
             self._ctl.close()
 

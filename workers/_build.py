@@ -26,8 +26,8 @@ from typing import Any
 
 # Mirrors COMPILED in setup.py (which the runtime cannot import).
 REQUEST_PATH = (
-    "accept", "io", "request", "http", "upstream", "pool", "balance", "proxy", "conn", "state",
-    "health", "metrics",
+    "accept", "io", "request", "http", "upstream", "pool", "balance", "heads", "rewrite",
+    "relay", "proxy", "runtime", "accesslog", "conn", "state", "health", "metrics",
 )  # fmt: skip
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "_compiled.json"

@@ -1,9 +1,10 @@
 """Accepting client connections on a plain-TCP listener.
 
-Owns: the read watcher of one listening socket, which worker takes a connection and how many
-per wake-up, and the
-raw greenlets that run the connection handler on the bare ``_socket.socket`` (reused from
-one connection to the next). gevent's StreamServer does the same with more machinery per connection —
+Owns: the read watcher of one listening socket, the accept policy (which worker takes a
+connection and how many per wake-up: described here and nowhere else; the docs link here),
+and the raw greenlets that run the connection handler on the bare ``_socket.socket``
+(reused from one connection to the next). gevent's StreamServer does the same with more
+machinery per connection —
 a gevent socket object with its own two io watchers (``workers.io.Stream`` keeps its own),
 a ``Greenlet`` with link bookkeeping, and a wrapper that closes the socket again — which on a
 Connection: close benchmark was a visible share of the per-connection cost. TLS listeners
@@ -33,7 +34,11 @@ then a worker under ``Connection: close`` traffic runs one whole event-loop iter
 connection (measured: one ``epoll_wait`` per request against one per 15 with keep-alive).
 So the first connection of a wake-up is always taken, and more, up to ``ACCEPT_MAX``, only
 while this worker holds fewer than ``FILL`` open connections or no more than the least
-loaded other worker, plus an eighth, plus one (``Load``, published in shared memory).
+loaded other worker, plus an eighth, plus one.
+
+What the workers know of each other: each one's open connections and accepted total, which
+its ``Load`` publishes on the control block's load board (``shm.board``) at every change and
+reads of the others at each wake-up; a slot without a worker reads ``NO_WORKER``.
 
 Must not: read or write client bytes.
 """
@@ -53,7 +58,7 @@ from typing import Any
 
 from gevent import get_hub, getcurrent, spawn_raw
 
-from shm.control import NO_WORKER
+from shm.board import NO_WORKER, LoadBoard
 from workers.metrics import METRICS
 
 # Out of descriptors or memory: stop accepting for a moment instead of spinning on a
@@ -89,42 +94,54 @@ class Load:
     """This worker's open client connections and accepted total, and what the other
     workers publish of theirs.
 
-    ``words``, ``mine``, ``others``: from ``shm.Subscriber.connections`` — this worker's
-    count and total (the word after the count) are written there at every change; the
-    others' are read at each wake-up (are the workers in lower slots full, are they
-    accepting) and when a wake-up could take more than one connection (the least loaded).
-    Without them (a worker outside a supervisor, tests) no other worker is known.
+    ``board``: the control block's ``shm.board.LoadBoard`` — this worker's count and total
+    are written there at every change; the others' are read at each wake-up (are the
+    workers in lower slots full, are they accepting) and when a wake-up could take more
+    than one connection (the least loaded). Without it (a worker outside a supervisor,
+    tests) no other worker is known.
     """
 
-    __slots__ = ("n", "accepted", "words", "mine", "others", "before", "wake_fd", "after")
+    __slots__ = (
+        "n",
+        "accepted",
+        "counts",
+        "totals",
+        "mine",
+        "others",
+        "before",
+        "wake_fd",
+        "after",
+    )
 
     def __init__(
-        self,
-        words: memoryview | None = None,
-        mine: int = 0,
-        others: list[int] | None = None,
-        wake_fd: int = -1,
-        after: list[int] | None = None,
+        self, board: LoadBoard | None = None, wake_fd: int = -1, after: list[int] | None = None
     ) -> None:
         """``wake_fd``: this worker's wake-up eventfd, and ``after``: those of the workers in
         higher slots, which may stand by for this one (``shm.Publisher.wake_fds``). Without
         them, standing-by workers only look again on their timer."""
         self.n = 0
         self.accepted = 0
-        self.words = words
-        self.mine = mine
-        self.others = others or []
-        self.before = [i for i in self.others if i < mine]  # workers in lower slots
+        self.counts: memoryview | None = None
+        self.totals: memoryview | None = None
+        self.mine = 0
+        self.others: list[int] = []
+        if board is not None:
+            self.counts = board.counts
+            self.totals = board.accepted
+            self.mine = board.slot
+            self.others = list(board.others)
+        self.before = [i for i in self.others if i < self.mine]  # workers in lower slots
         self.wake_fd = wake_fd
         self.after = after or []
 
     def opened(self) -> None:
         self.n += 1
         self.accepted += 1
-        words = self.words
-        if words is not None:
-            words[self.mine] = self.n
-            words[self.mine + 1] = self.accepted
+        counts = self.counts
+        totals = self.totals
+        if counts is not None and totals is not None:
+            counts[self.mine] = self.n
+            totals[self.mine] = self.accepted
             if self.n == FILL:
                 self.wake_later()
 
@@ -138,41 +155,41 @@ class Load:
 
     def closed(self) -> None:
         self.n -= 1
-        if self.words is not None:
-            self.words[self.mine] = self.n
+        if self.counts is not None:
+            self.counts[self.mine] = self.n
 
     def retire(self) -> None:
         """This worker stops accepting (it drains): the others stop waiting for it."""
-        if self.words is not None:
-            self.words[self.mine] = NO_WORKER
-            self.words = None
+        if self.counts is not None:
+            self.counts[self.mine] = NO_WORKER
+            self.counts = self.totals = None
             self.wake_later()
 
     def first_in_line(self) -> bool:
         """Whether every live worker in a lower slot holds at least FILL connections."""
-        words = self.words
-        if words is not None:
+        counts = self.counts
+        if counts is not None:
             for i in self.before:
-                if words[i] < FILL:  # NO_WORKER: no worker there, nothing to wait for
+                if counts[i] < FILL:  # NO_WORKER: no worker there, nothing to wait for
                     return False
         return True
 
     def progress(self) -> int:
         """The workers in lower slots' accepted totals, summed: it moves while they accept."""
-        words = self.words
+        totals = self.totals
         total = 0
-        if words is not None:
+        if totals is not None:
             for i in self.before:
-                total += words[i + 1]
+                total += totals[i]
         return total
 
     def least_other(self) -> int:
         """The fewest connections a live other worker holds (NO_WORKER: there is none)."""
         least = NO_WORKER
-        words = self.words
-        if words is not None:
+        counts = self.counts
+        if counts is not None:
             for i in self.others:
-                c = words[i]
+                c = counts[i]
                 if c < least:
                     least = c
         return least

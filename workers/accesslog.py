@@ -1,6 +1,7 @@
 """The access log line: one JSON object per request, rejected heads included.
 
-Owns: the field names and their encoding. A rejected head (400, 408, 414, 431...) is logged
+Owns: ``Exchange`` (what the stages of the request path report about one request), the
+field names and their encoding. A rejected head (400, 408, 414, 431...) is logged
 with what was read of it: fields not read yet are empty. Must not: open files
 (``workers.state`` keeps the file per generation) or decide whether to log (the artifact does).
 """
@@ -8,17 +9,41 @@ with what was read of it: fields not read yet are empty. Must not: open files
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import msgspec
 
-if TYPE_CHECKING:
-    from workers.conn import Exchange
-    from workers.http import Request
-    from workers.state import State
+from workers.request import Request
+from workers.state import State
 
 _ENCODER = msgspec.json.Encoder()
 ERROR_MAX = 200  # characters of an error detail; the worker's stderr has no more
+
+
+class Exchange:
+    """What the access log reports about one request."""
+
+    __slots__ = (
+        "status",
+        "route",
+        "cluster",
+        "endpoint",
+        "upstream_ms",
+        "bytes",
+        "request_id",
+        "error",
+        "attempts",
+    )
+
+    def __init__(self) -> None:
+        self.attempts = 0  # requests sent upstream for this one: > 1 means it was replayed
+        self.status = 0
+        self.route = ""
+        self.cluster = ""
+        self.endpoint = ""
+        self.upstream_ms = 0.0
+        self.bytes = 0
+        self.request_id = b""
+        self.error = ""  # the detail of an error the proxy answered itself
 
 
 def _text(b: bytes | None) -> str:

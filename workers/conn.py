@@ -1,17 +1,17 @@
 """One client connection: the request loop, routing, and the proxy's own responses.
 
-Owns: capturing the generation a request runs on (``runtime.state`` read once per request),
-route lookup through ``pavis.lookup``, the direct / redirect / 404 responses, mapping
+Owns: ``Connection`` (a ``workers.runtime.Client`` with its request loop), capturing the
+generation a request runs on (``runtime.state`` read once per request), route lookup
+through ``pavis.lookup``, the direct / redirect / 404 responses, mapping
 ``HttpError`` to an answer (the client gets the status and its reason phrase; the detail goes
 to stderr, rate-limited, and to the access log), keep-alive and draining decisions, and the
 access log call — for rejected request heads too.
-Must not: relay to upstreams (``workers.proxy``) or parse bytes (``workers.http``).
+Must not: relay to upstreams (``workers.proxy`` is handed the connection as a ``Client``),
+parse bytes (``workers.http``) or build heads (``workers.heads``).
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 import sys
 import time
 import traceback
@@ -19,10 +19,13 @@ from typing import Any
 
 from pavis.errors import ArtifactError
 from workers import accesslog
-from workers.accept import Load
-from workers.http import ClientGone, ClientReader, HttpError, Request, error_body, simple_response
+from workers.accesslog import Exchange
+from workers.heads import disposition, error_response, response_head
+from workers.http import ClientGone, HttpError, Request
 from workers.metrics import METRICS
-from workers.proxy import Abort, forward
+from workers.proxy import forward
+from workers.relay import Abort
+from workers.runtime import Client, Runtime
 from workers.state import FORWARD, RouteRT, State
 
 _record = METRICS.request  # bound once: the request path pays one call, no lookups
@@ -30,17 +33,6 @@ _record = METRICS.request  # bound once: the request path pays one call, no look
 ERROR_LINES_PER_S = 20  # stderr lines about answered errors: per-request noise must not flood
 
 DRAIN_MAX = 65536  # unread request bodies up to this size are drained to keep the connection
-
-# Request ids: a random per-process prefix and a counter, unique without a syscall each.
-_RID_PREFIX = os.urandom(8).hex().encode()
-_rid_next = itertools.count(1).__next__
-
-
-def reseed_request_ids() -> None:
-    """Call after fork: workers forked from one parent must not share the prefix."""
-    global _RID_PREFIX, _rid_next
-    _RID_PREFIX = os.urandom(8).hex().encode()
-    _rid_next = itertools.count(1).__next__
 
 
 def serve_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object) -> None:
@@ -58,20 +50,6 @@ def serve_tls_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object
         serve_connection(runtime, proto, sock, addr)
     finally:
         load.closed()
-
-
-class Runtime:
-    """Worker-wide facts shared by every connection: the serving state and counters."""
-
-    def __init__(self, state: State, load: Load | None = None) -> None:
-        """``load``: this worker's connection count, shared with the other workers
-        (``workers.accept.Load``); a worker on its own by default."""
-        self.state = state
-        self.load = Load() if load is None else load
-        self.requests = 0
-        self.inflight = 0
-        self.draining = False
-        self.conns: set[Connection] = set()
 
 
 class ErrorLog:
@@ -101,50 +79,10 @@ class ErrorLog:
 ERRORS = ErrorLog()
 
 
-class Exchange:
-    """What the access log reports about one request."""
+class Connection(Client):
+    """A ``Client`` with its request loop: the stages after routing get it as a ``Client``."""
 
-    __slots__ = (
-        "status",
-        "route",
-        "cluster",
-        "endpoint",
-        "upstream_ms",
-        "bytes",
-        "request_id",
-        "error",
-        "attempts",
-    )
-
-    def __init__(self) -> None:
-        self.attempts = 0  # requests sent upstream for this one: > 1 means it was replayed
-        self.status = 0
-        self.route = ""
-        self.cluster = ""
-        self.endpoint = ""
-        self.upstream_ms = 0.0
-        self.bytes = 0
-        self.request_id = b""
-        self.error = ""  # the detail of an error the proxy answered itself
-
-
-class Connection:
-    __slots__ = ("runtime", "client_ip", "client", "proto", "reader", "busy")
-
-    def __init__(self, runtime: Runtime, sock: Any, addr: object, proto: bytes) -> None:
-        """``sock``: see ``workers.io.Stream``; the connection's socket lives in
-        ``self.reader.stream`` from here on."""
-        self.runtime = runtime
-        host = addr[0] if isinstance(addr, tuple) else str(addr)
-        self.client = host
-        self.client_ip = host.encode("latin-1")
-        self.proto = proto
-        self.busy = False
-        self.reader = ClientReader(sock, runtime.state.limits)
-
-    @staticmethod
-    def new_request_id() -> bytes:
-        return b"%s%016x" % (_RID_PREFIX, _rid_next())
+    __slots__ = ()
 
     def serve(self) -> None:
         rt = self.runtime
@@ -210,7 +148,7 @@ class Connection:
         _record(ex.status, time.time() - req.started)
         log = state.log
         if log is not None:
-            log.write(accesslog.line(ex, req, state, self.client))
+            log.write(accesslog.line(ex, req, state, self.address))
         return keep
 
     def _bad_head(self, exc: HttpError) -> None:
@@ -226,22 +164,20 @@ class Connection:
             ex = Exchange()
             ex.status = exc.status
             ex.error = exc.detail
-            log.write(accesslog.line(ex, req, state, self.client))
+            log.write(accesslog.line(ex, req, state, self.address))
 
     def _dispatch(self, req: Request, state: State, ex: Exchange) -> bool:
         # The target was split and Host checked when the head was read (``workers.request``).
-        path = req.path
-        query = req.query
         vh = state.vhost(req.host or b"")
         if vh < 0:
             raise HttpError(404, "no virtual host for this Host")
-        ri = state.find(vh, req.method, path, req)  # Request.get: the lower-case header view
+        ri = state.find(vh, req.method, req.path, req)  # Request.get: the lower-case header view
         if ri < 0:
             raise HttpError(404, "no route")
         rt = state.route(ri)
         ex.route = rt.name
         if rt.kind == FORWARD:
-            return forward(self, req, rt, path, query, ex)
+            return forward(self, req, rt, ex)
         return self._local(req, rt, ex)
 
     def _settle(self, req: Request) -> bool:
@@ -261,30 +197,25 @@ class Connection:
 
     def _local(self, req: Request, rt: RouteRT, ex: Exchange) -> bool:
         keep = self._settle(req) and req.keep_alive and not self.runtime.draining
-        parts = [rt.direct_head]
-        if not keep:
-            parts.append(b"Connection: close\r\n")
-        elif req.http10:
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        head_len = sum(len(p) for p in parts)
+        parts = response_head(rt.status, [rt.local_fields], b"", disposition(keep, req.http10))
+        sent = 0
         if req.method != b"HEAD":
-            parts.append(rt.direct_body)
-        data = b"".join(parts)
-        self.reader.stream.send_soon(data, time.monotonic() + self.reader.keepalive_timeout)
+            parts.append(rt.local_body)
+            sent = len(rt.local_body)
+        self.reader.stream.send_soon(
+            b"".join(parts), time.monotonic() + self.reader.keepalive_timeout
+        )
         ex.status = rt.status
-        ex.bytes = len(data) - head_len
+        ex.bytes = sent
         return keep
 
     def _answer_error(self, exc: HttpError, req: Request | None, keep: bool) -> bool:
         if keep and req is not None:
             keep = self._settle(req) and not self.runtime.draining
-        body = error_body(exc.status)
         head_only = req is not None and req.method == b"HEAD"
         try:
             self.reader.stream.send(
-                simple_response(exc.status, body, keep_alive=keep, head_only=head_only),
-                time.monotonic() + 1.0,
+                error_response(exc.status, keep, head_only), time.monotonic() + 1.0
             )
         except OSError:
             return False

@@ -1,12 +1,12 @@
-"""HTTP/1.1 framing toward clients, on httptools: the request reader and response heads.
+"""HTTP/1.1 framing toward clients, on httptools: the request reader.
 
 Owns: reading requests from one client connection under the artifact's ``Limits`` (400, 408,
 413, 414, 431, and 505 for a version llhttp refuses; ``workers.request`` checks a whole head),
 pipelining (requests parsed ahead wait in order), ``Expect: 100-continue`` (the proxy answers
 100 itself when the body is first pulled, like nginx), dropping chunked trailers (they never
-become headers, as in nginx), the bytes that follow an ``Upgrade`` request, and encoding the
-heads of responses the proxy writes itself.
-Must not: route, proxy, or read anything from the artifact but the limits it is handed.
+become headers, as in nginx) and the bytes that follow an ``Upgrade`` request.
+Must not: route, proxy, build heads (``workers.heads`` makes even its ``100 Continue``),
+or read anything from the artifact but the limits it is handed.
 
 The reader is pull-based: the handler asks for the next request head, then for body chunks.
 Bytes are read from the socket only when the current request needs them, so at most one
@@ -18,22 +18,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from http import HTTPStatus
 from typing import Any
 
 import httptools
 
 from pavis.schema import Limits
+from workers.heads import interim_head
 from workers.io import Stream, take_chunks
 from workers.request import HttpError as HttpError
 from workers.request import Request as Request
 from workers.request import settle_head
-
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-def reason(status: int) -> bytes:
-    return _REASONS.get(status, b"Unknown")
 
 
 class ClientGone(Exception):
@@ -50,6 +44,7 @@ _UPGRADE = b"upgrade"
 _XFF = b"x-forwarded-for"
 _XRID = b"x-request-id"
 _VIA = b"via"
+_CONTINUE = interim_head(100)
 _SPECIAL = frozenset(
     (_HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT, _UPGRADE, _XFF, _XRID, _VIA)
 )
@@ -353,7 +348,7 @@ class ClientReader:
             if req.expect_continue:
                 req.expect_continue = False
                 try:
-                    stream.send(b"HTTP/1.1 100 Continue\r\n\r\n", time.monotonic() + timeout)
+                    stream.send(_CONTINUE, time.monotonic() + timeout)
                 except OSError as exc:
                     raise ClientGone(str(exc)) from None
             try:
@@ -378,33 +373,3 @@ class ClientReader:
         self.served += 1
         if self.queue and self.queue[0] is req:
             self.queue.popleft()
-
-
-def simple_response(
-    status: int,
-    body: bytes = b"",
-    content_type: bytes = b"text/plain; charset=utf-8",
-    keep_alive: bool = True,
-    extra: bytes = b"",
-    head_only: bool = False,
-) -> bytes:
-    """A complete response the proxy writes itself (errors, direct, redirect)."""
-    parts = [b"HTTP/1.1 %d %s\r\nServer: pavis\r\n" % (status, reason(status))]
-    if extra:
-        parts.append(extra)
-    if status >= 200 and status not in (204, 304):
-        if body or content_type:
-            parts.append(b"Content-Type: %s\r\n" % content_type)
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-    if not keep_alive:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
-    if not head_only and status not in (204, 304):
-        parts.append(body)
-    return b"".join(parts)
-
-
-def error_body(status: int) -> bytes:
-    """What a client reads in an error the proxy answers: the reason phrase only. Details
-    (addresses, errno texts, TLS verification results) go to the worker's log."""
-    return reason(status) + b"\n"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from shm import Subscriber
-    from workers.conn import Runtime
+    from workers.runtime import Runtime
     from workers.state import Registry, State
 
 EXIT_OK = 0
@@ -105,7 +105,7 @@ class Worker:
         from pavis.errors import ArtifactError
         from shm import ShmError, Subscriber
         from workers.accept import Load
-        from workers.conn import Runtime, reseed_request_ids
+        from workers.runtime import Runtime, reseed_request_ids
         from workers.state import Registry
 
         reseed_request_ids()
@@ -141,7 +141,7 @@ class Worker:
         # whole process group must not kill them.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         gevent.signal_handler(signal.SIGUSR1, lambda: self.registry.reopen_logs())  # logrotate
-        load = Load(*sub.connections())
+        load = Load(sub.load_board())
         if len(self.wake_fds) == sub.nslots:  # one per slot, as the supervisor made them
             load.wake_fd = self.wake_fds[self.slot]
             load.after = list(self.wake_fds[self.slot + 1 :])

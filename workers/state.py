@@ -17,9 +17,9 @@ import os
 import sys
 from typing import Any
 
-from pavis import artifact
-from pavis.artifact import Header, LazyModel, LazyRoutes
-from pavis.lookup import candidates, find_vhost, route_holds
+from pavis.artifact.format import Header
+from pavis.artifact.lazy import LazyModel, LazyRoutes, read_lazy
+from pavis.lookup import find_vhost, match_route
 from pavis.schema import (
     AccessLog,
     Cluster,
@@ -33,8 +33,8 @@ from pavis.schema import (
     Route,
 )
 from workers.balance import ClusterRT, EndpointRT
+from workers.heads import own_fields
 from workers.health import Health
-from workers.http import simple_response
 from workers.pool import Pool
 
 EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verification is cheap
@@ -42,7 +42,7 @@ EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verific
 
 def load(data: bytes) -> tuple[Header, LazyModel]:
     """Verify (size, header, checksum) then decode the index eagerly and routes lazily."""
-    return artifact.read_lazy(data)
+    return read_lazy(data)
 
 
 # ------------------------------------------------------------------------ per-route runtime
@@ -67,8 +67,8 @@ class RouteRT:
         "status",
         "name",
         "kind",
-        "direct_head",
-        "direct_body",
+        "local_fields",
+        "local_body",
         "clusters",
         "cum",
         "total",
@@ -113,25 +113,21 @@ class RouteRT:
         self.resp_headers_max = limits.max_response_headers
         if isinstance(action, Direct):
             self.kind = DIRECT
-            self._prebuild(action.status, action.body, action.content_type.encode("latin-1"), b"")
+            self._local(action.status, action.body, action.content_type.encode("latin-1"), b"")
         elif isinstance(action, Redirect):
             self.kind = REDIRECT
-            loc = b"Location: " + action.location.encode("latin-1") + b"\r\n"
-            self._prebuild(action.status, b"", b"", loc)
+            self._local(action.status, b"", b"", action.location.encode("latin-1"))
         else:
             assert isinstance(action, Forward)
             self.kind = FORWARD
             self._forward(route, action, clusters)
 
-    def _prebuild(self, status: int, body: bytes, ctype: bytes, extra: bytes) -> None:
-        head = simple_response(status, body, ctype, keep_alive=True, extra=extra, head_only=True)
-        # Response header ops apply to the proxy's own responses too.
-        lines = head[:-2].split(b"\r\n")
-        kept = [lines[0]] + [
-            ln for ln in lines[1:] if ln and ln.split(b":", 1)[0].lower() not in self.resp_drop
-        ]
-        self.direct_head = b"\r\n".join(kept) + b"\r\n" + self.resp_extra
-        self.direct_body = body
+    def _local(self, status: int, body: bytes, ctype: bytes, location: bytes) -> None:
+        """A local answer's fields, built once: response header ops apply to the proxy's
+        own responses too."""
+        drop = self.resp_drop
+        self.local_fields = own_fields(status, len(body), ctype, location, drop) + self.resp_extra
+        self.local_body = body
         self.status = status
 
     def _forward(self, route: Route, fwd: Forward, clusters: list[ClusterRT]) -> None:
@@ -299,28 +295,19 @@ class State:
         return vh
 
     def find(self, vh: int, method: bytes, path: bytes, headers: Any) -> int:
-        """``pavis.lookup`` route matching, memoised when the answer cannot depend on headers.
-
-        The loop is ``lookup.find_route``'s, over the same ``candidates`` and ``route_holds``;
-        an answer is cached only if no route examined on the way had header matchers.
-        """
+        """``pavis.lookup`` route matching, memoised when the answer cannot depend on headers."""
         key = (vh, method, path)
         hit = self.route_cache.get(key)
         if hit is not None:
             return hit
-        m = method.decode("latin-1")
-        p = path.decode("latin-1")
-        routes = self.routes
-        found = -1
-        pure = True
-        for i in candidates(self.vhosts[vh].index, p):
-            r = routes[i]
-            if r.match.headers:
-                pure = False
-            if route_holds(r, m, p, headers):
-                found = i
-                break
-        if pure:
+        found, by_headers = match_route(
+            self.routes,
+            self.vhosts[vh].index,
+            method.decode("latin-1"),
+            path.decode("latin-1"),
+            headers,
+        )
+        if not by_headers:
             if len(self.route_cache) >= 8192:
                 self.route_cache.clear()  # bounded: paths are client-controlled
             self.route_cache[key] = found

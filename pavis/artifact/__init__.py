@@ -16,10 +16,10 @@ from pavis.artifact.format import (
     read,
     read_file,
     read_header,
-    seal,
     verify,
 )
 from pavis.artifact.lazy import LazyModel, LazyRoutes, read_lazy
+from pavis.artifact.writer import seal
 
 __all__ = [
     "ALG_XXH3_128",

@@ -1,4 +1,4 @@
-"""Header layout, sealing and verification of `.pvs` artifacts.
+"""Header layout and verification of `.pvs` artifacts: the reader (``writer`` seals).
 
 Header (64 bytes, little-endian)::
 
@@ -24,7 +24,7 @@ import msgspec
 import xxhash
 
 from pavis.errors import ArtifactError
-from pavis.schema import FORMAT_VERSION, MODEL_DECODER, MODEL_ENCODER, Model, Validated
+from pavis.schema import FORMAT_VERSION, MODEL_DECODER, Model
 
 MAGIC = b"PAVS"
 ALG_XXH3_128 = 1
@@ -58,18 +58,6 @@ class Header:
 def checksum_hex(digest: bytes) -> str:
     """The artifact's identity as printed everywhere: 32 lower-case hex digits."""
     return digest.hex()
-
-
-def seal(validated: Validated) -> bytes:
-    """Encode a validated model into a complete artifact (header + payload)."""
-    if not isinstance(validated, Validated):
-        raise TypeError("seal() accepts only a Validated model")
-    payload = MODEL_ENCODER.encode(validated.model)
-    digest = xxhash.xxh3_128_digest(payload)
-    header = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, 0, ALG_XXH3_128, _ZERO7, len(payload), digest, _ZERO24
-    )
-    return header + payload
 
 
 def read_header(data: bytes | memoryview) -> Header:

@@ -79,17 +79,16 @@ def test_connection_counts_per_slot(name: str, pub: Publisher):
     assert [control.read_conns(ctl, i) for i in range(4)] == [no] * 4
     fd0, fd2 = pub.open_slot(0), pub.open_slot(2)
     a, b = Subscriber(name, 0, fd0), Subscriber(name, 2, fd2)
-    words_a, mine_a, others_a = a.connections()
-    words_b, mine_b, others_b = b.connections()
-    assert words_a[mine_a] == words_b[mine_b] == 0  # attaching counts zero
-    assert mine_a in others_b and mine_b in others_a and mine_a not in others_a
-    assert len(others_a) == len(others_b) == 3
-    words_a[mine_a] = 7
-    words_b[mine_b] = 3
-    words_a[mine_a + 1] = 9
+    board_a, board_b = a.load_board(), b.load_board()
+    assert board_a.counts[0] == board_b.counts[2] == 0  # attaching counts zero
+    assert 0 in board_b.others and 2 in board_a.others and 0 not in board_a.others
+    assert len(board_a.others) == len(board_b.others) == 3
+    board_a.counts[0] = 7
+    board_b.counts[2] = 3
+    board_a.accepted[0] = 9
     assert [control.read_conns(ctl, i) for i in range(4)] == [7, no, 3, no]
     assert [control.read_accepted(ctl, i) for i in range(4)] == [9, 0, 0, 0]
-    assert min(words_a[i] for i in others_a) == 3  # what worker 0 compares itself with
+    assert min(board_a.counts[i] for i in board_a.others) == 3  # what worker 0 compares itself with
     # Seqlocked slot writes (heartbeat, ack) leave the word alone.
     a.heartbeat(requests=5)
     a.ack(1, b"D" * 16)
@@ -102,7 +101,7 @@ def test_connection_counts_per_slot(name: str, pub: Publisher):
     assert len(pub.wake_fds) == 4
     os.eventfd_write(pub.wake_fds[2], 1)
     assert os.eventfd_read(pub.wake_fds[2]) == 1
-    assert min(words_b[i] for i in others_b) == no
+    assert min(board_b.counts[i] for i in board_b.others) == no
     b.close()
 
 

@@ -8,13 +8,15 @@ fails with the assertion that broke.
 import gevent
 from gevent import socket
 
+from shm.board import LoadBoard
 from tests.helpers import listener
 from workers import accept
 
 lst, port = listener()
 accept.FILL = 2  # to see the balance rule at small counts
 words = memoryview(bytearray(8 * 6)).cast("Q")
-load = accept.Load(words, 0, [2, 4])  # slot 0: no worker comes before it
+# Slot i: its count at word 2i, its accepted total at 2i + 1.
+load = accept.Load(LoadBoard(words[::2], words[1::2], 0, [1, 2]))  # slot 0: first in line
 words[2] = accept.NO_WORKER  # a slot without a worker never counts
 
 served = []

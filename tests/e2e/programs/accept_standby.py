@@ -11,6 +11,7 @@ import time
 import gevent
 from gevent import socket
 
+from shm.board import LoadBoard
 from tests.helpers import listener
 from workers import accept
 
@@ -18,7 +19,7 @@ accept.STANDBY_S = 0.2  # wide margins for a loaded machine
 lst, port = listener()
 # Word 0 and 1: the worker in slot 0 (count, accepted total); 2 and 3: this one, slot 1.
 words = memoryview(bytearray(8 * 4)).cast("Q")
-load = accept.Load(words, 2, [0])
+load = accept.Load(LoadBoard(words[::2], words[1::2], 1, [0]))
 assert load.before == [0]
 
 
@@ -76,7 +77,7 @@ while load.n == 6:
 assert load.n == 7, load.n
 
 load.retire()  # draining: the workers after this one stop waiting for it
-assert words[2] == accept.NO_WORKER and load.words is None
+assert words[2] == accept.NO_WORKER and load.counts is None
 for c in clients + more + last:
     c.close()
 gevent.sleep(0.1)

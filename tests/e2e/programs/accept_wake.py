@@ -11,6 +11,7 @@ import time
 import gevent
 from gevent import socket
 
+from shm.board import LoadBoard
 from tests.helpers import listener
 from workers import accept
 
@@ -18,8 +19,9 @@ accept.STANDBY_S = 30.0  # only a wake-up can end this stand-by within the test
 lst, port = listener()
 words = memoryview(bytearray(8 * 4)).cast("Q")
 wake = {0: os.eventfd(0, os.EFD_NONBLOCK), 2: os.eventfd(0, os.EFD_NONBLOCK)}
-first = accept.Load(words, 0, [2], wake[0], [wake[2]])  # slot 0: counted by hand below
-second = accept.Load(words, 2, [0], wake[2])  # slot 1: the acceptor under test
+# slot 0: counted by hand below; slot 1: the acceptor under test
+first = accept.Load(LoadBoard(words[::2], words[1::2], 0, [1]), wake[0], [wake[2]])
+second = accept.Load(LoadBoard(words[::2], words[1::2], 1, [0]), wake[2])
 assert first.after == [wake[2]] and second.after == []
 
 
