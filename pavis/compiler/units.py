@@ -105,8 +105,11 @@ def is_wildcard_host(host: str) -> bool:
 
 def backoff_total_ms(attempts: int, base_ms: int, max_ms: int) -> int:
     """Sum of the waits between ``attempts`` tries: base·2^i capped at max, i = 0…attempts-2."""
+    waits = max(attempts - 1, 0)
     total = 0
-    for i in range(max(attempts - 1, 0)):
-        step = base_ms << i if i < 62 else max_ms
-        total += min(step, max_ms)
-    return total
+    for i in range(min(waits, 62)):  # past 62 doublings every step is the cap
+        step = min(base_ms << i, max_ms)
+        total += step
+        if step == max_ms:  # every later wait is the cap: an out-of-range count costs nothing
+            return total + (waits - i - 1) * max_ms
+    return total + max(waits - 62, 0) * max_ms
