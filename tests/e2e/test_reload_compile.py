@@ -22,10 +22,16 @@ from tests.helpers import kill_pid
 pytestmark = needs_workers
 
 
-def routes(n: int) -> str:
-    """``n`` extra direct routes for a config (each compiles into its own table entry)."""
+def routes(n: int, anchored: bool = False) -> str:
+    """``n`` extra direct routes for a config (each compiles into its own table entry).
+
+    ``anchored`` gives each route a YAML anchor (never aliased): the document then takes
+    PyYAML's path, which needs far more memory and time than the fast path for plain
+    documents, so a compile reliably outgrows a small limit or outlasts a short one.
+    """
     return "".join(
-        f'      - {{name: r{i}, match: {{prefix: /p{i}/}}, direct: {{status: 200, body: "x"}}}}\n'
+        f"      - {f'&r{i} ' if anchored else ''}"
+        f'{{name: r{i}, match: {{prefix: /p{i}/}}, direct: {{status: 200, body: "x"}}}}\n'
         for i in range(n)
     )
 
@@ -55,7 +61,7 @@ def test_a_compile_over_the_memory_limit_is_rejected_and_the_supervisor_serves_o
     sv: Serve,
 ) -> None:
     sv.start(sv.config("A"), env={"PAVIS_COMPILE_MEMORY_MB": "60"})
-    big = sv.config("B", extra=routes(20000))
+    big = sv.config("B", extra=routes(20000, anchored=True))
     answer = reload_answer(sv, big)
     assert answer["ok"] is False and answer["error"] == "compile_memory", answer
     assert "60 MiB" in answer["reason"] and "PAVIS_COMPILE_MEMORY_MB" in answer["reason"]
@@ -74,7 +80,7 @@ def test_a_compile_over_the_memory_limit_is_rejected_and_the_supervisor_serves_o
 
 def test_a_compile_over_the_time_limit_is_stopped_and_rejected(sv: Serve) -> None:
     sv.start(sv.config("A"), env={"PAVIS_COMPILE_TIMEOUT_S": "1"})
-    big = sv.config("B", extra=routes(30000))
+    big = sv.config("B", extra=routes(30000, anchored=True))
     answer = reload_answer(sv, big)
     assert answer["ok"] is False and answer["error"] == "compile_timeout", answer
     assert "longer than 1 s" in answer["reason"]
@@ -85,7 +91,7 @@ def test_a_compile_over_the_time_limit_is_stopped_and_rejected(sv: Serve) -> Non
 
 def test_a_compile_process_killed_by_a_signal_is_a_crash(sv: Serve) -> None:
     sv.start(sv.config("A"))
-    big = sv.config("B", extra=routes(40000))
+    big = sv.config("B", extra=routes(40000, anchored=True))
     reload = subprocess.Popen(
         [*CLI, "reload", str(big), "--control", sv.control],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -107,7 +113,7 @@ def test_a_compile_process_killed_by_a_signal_is_a_crash(sv: Serve) -> None:
 
 def test_workers_are_respawned_while_a_slow_compile_runs(sv: Serve) -> None:
     sv.start(sv.config("A"))
-    big = sv.config("B", extra=routes(50000))
+    big = sv.config("B", extra=routes(50000, anchored=True))
     reload = subprocess.Popen(
         [*CLI, "reload", str(big), "--timeout", "60", "--control", sv.control],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
