@@ -31,6 +31,8 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from itertools import repeat
+from operator import add, ne
 from typing import Any
 
 ryml: Any
@@ -48,13 +50,18 @@ _TEXT = {_STR, "tag:yaml.org,2002:yaml"}
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 
-_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")  # tabs and control characters
-_INDICATOR = re.compile(r"[&*!%@`|>?:\]},]")
-_BEFORE_INDICATOR = frozenset(" \n\r[]{},:")  # where an indicator may be syntax
-_BEFORE_CLOSER = frozenset(" \n\r:,")  # a ``]`` or ``}`` that closes no item
-_BEFORE_COMMA = frozenset(" \n\r:,[{")  # a ``,`` that ends no item
-_ENTRY = re.compile(r"-(?=[ \n\r]|$)", re.MULTILINE)
-_COMMENT = re.compile(r"(?:^|[ ])#", re.MULTILINE)
+# Where an indicator is syntax: ``]``/``}`` closing no item, ``,`` ending no item, ``:``
+# opening a value or ``?`` a key at a token's start. Searched as pairs of character classes:
+# S space or line break, C ``:``, M ``,``, O ``[``/``{``, E ``]``/``}``, Q ``?``, x the rest.
+_CLASSES = bytes.maketrans(b" \n\r:,[{]}?", b"SSSCMOOEEQ")
+_CLASS_OF = bytes(_CLASSES[i] if chr(i) in " \n\r:,[{]}?" else ord("x") for i in range(256))
+_SYNTAX_PAIRS = (
+    tuple(g + b"E" for g in (b"S", b"C", b"M"))
+    + tuple(g + b"M" for g in (b"S", b"C", b"M", b"O"))
+    + tuple(g + c for g in (b"S", b"C", b"M", b"O", b"E") for c in (b"C", b"Q"))
+)
+_RARE = re.compile(r"[&*!%@`|>]")  # anchor, alias, tag, directive, reserved, block scalar
+_BEFORE_RARE = frozenset(" \n\r[]{},:?")  # where such an indicator would be syntax
 _MARKER = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.MULTILINE)
 _LEADING_MARKER = re.compile(r"\A(?:[ ]*(?:#[^\n]*)?\n)*---[ ]*\n")
 _JSON_STRING = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"')
@@ -71,32 +78,43 @@ Resolver = Callable[[str], str]
 
 
 def plain(text: str) -> bool:
-    """``text`` uses nothing the two parsers might read differently (see the module doc)."""
-    if not text.isascii() or _CONTROL.search(text) or "\\" in text or "<<" in text:
+    """``text`` uses nothing the two parsers might read differently (see the module doc).
+
+    Every check is a C-level scan (substring search, ``str`` methods over all lines), so a
+    1 MB document costs a few milliseconds; only rare characters are looked at one by one.
+    """
+    if not text.isascii() or "\\" in text or "<<" in text:
         return False
-    for m in _INDICATOR.finditer(text):
+    if not text.replace("\n", "").replace("\r", "").isprintable():  # tabs, control characters
+        return False
+    classes = text.encode("ascii").translate(_CLASS_OF)
+    if text[:1] in ":?]}," or any(map(classes.__contains__, _SYNTAX_PAIRS)):
+        return False
+    for m in _RARE.finditer(text):
         at = m.start()
-        before = text[at - 1] if at else "\n"
-        char = m.group()
-        if char in "]}":
-            if before in _BEFORE_CLOSER:
+        if at == 0 or text[at - 1] in _BEFORE_RARE:
+            return False
+    lines = text.splitlines()
+    # A flow collection over several lines: PyYAML's rules.
+    opened = map(add, map(str.count, lines, repeat("[")), map(str.count, lines, repeat("{")))
+    closed = map(add, map(str.count, lines, repeat("]")), map(str.count, lines, repeat("}")))
+    if any(map(ne, opened, closed)):
+        return False
+    # ``- `` opens an entry only where its line begins (after spaces and other entries).
+    rest = list(map(str.lstrip, lines, repeat(" -")))
+    if any(map(str.__contains__, rest, repeat("- "))) or any(map(str.endswith, rest, repeat("-"))):
+        return False
+    if "#" in text:  # a comment after a flow item or a quote: PyYAML's rules
+        for m in re.finditer("#", text):
+            at = m.start()
+            if at and text[at - 1] not in " \n\r":
+                continue  # ``a#b`` is text, not a comment
+            line = text[text.rfind("\n", 0, at) + 1 : at]
+            if any(c in line for c in "[{,'\""):
                 return False
-        elif char == ",":
-            if before in _BEFORE_COMMA:
-                return False
-        elif before in _BEFORE_INDICATOR:  # ``?`` and ``:`` open a key or value in flow
-            return False
-    for line in text.splitlines():  # a flow collection over several lines: PyYAML's rules
-        if line.count("[") + line.count("{") != line.count("]") + line.count("}"):
-            return False
-    for m in _ENTRY.finditer(text):  # ``- `` opens an entry only where the line begins
-        if text[text.rfind("\n", 0, m.start()) + 1 : m.start()].strip(" -"):
-            return False
-    for m in _COMMENT.finditer(text):  # a comment after a flow item or a quote: PyYAML's rules
-        line = text[text.rfind("\n", 0, m.start()) + 1 : m.start()]
-        if any(c in line for c in "[{,'\""):
-            return False
-    return _MARKER.search(text) is None
+    if "---" in text or "..." in text:
+        return _MARKER.search(text) is None
+    return True
 
 
 def load(text: str, resolve: Resolver) -> Any:
