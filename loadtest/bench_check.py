@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
@@ -71,7 +72,7 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def reloads(root: Path, n: int, count: int, runs: int) -> dict[str, float]:
+def reloads(root: Path, n: int, count: int, runs: int) -> dict[str, Any]:
     """Reload two n-route configs in turn ``count`` times; wall medians and supervisor PSS."""
     port = free_port()
     configs = []
@@ -84,6 +85,7 @@ def reloads(root: Path, n: int, count: int, runs: int) -> dict[str, float]:
     try:
         walls = []
         first_pss = 0
+        trail: dict[int, float] = {}
         for i in range(count):
             t0 = time.perf_counter()
             done = serve.pavctl("reload", configs[(i + 1) % 2], "--wait", timeout=120)
@@ -92,14 +94,18 @@ def reloads(root: Path, n: int, count: int, runs: int) -> dict[str, float]:
                 raise RuntimeError(f"reload {i} failed: {done.stdout}{done.stderr}")
             if i == 0:
                 first_pss = pss_kib(serve.pid)
+            if i + 1 in (1, 10, 25, 50, 75, 100, 200):
+                trail[i + 1] = pss_kib(serve.pid) / 1024
         last_pss = pss_kib(serve.pid)
     finally:
         serve.stop()
-    return {
+    out: dict[str, Any] = {
         "reload_s": statistics.median(walls[:runs] if count > runs else walls),
         "pss_first_mib": first_pss / 1024,
         "pss_last_mib": last_pss / 1024,
+        "pss_trail": trail,
     }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"supervisor PSS {r['pss_first_mib']:.1f} MiB after the first reload, "
                 f"{r['pss_last_mib']:.1f} MiB after {a.reloads}"
             )
+            trail = ", ".join(f"{k}: {v:.1f}" for k, v in r["pss_trail"].items())
+            print(f"supervisor PSS (MiB) after N reloads: {trail}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
