@@ -61,8 +61,7 @@ from typing import Any
 from shm.errors import ShmError
 
 MAGIC = b"PAVISCTL"
-VERSION = 3  # 2: per-slot stats areas after the slots; 3: per-slot connection counts
-# (the accepted totals came later in 3's padding, which was zero: no new layout)
+VERSION = 3  # the control block's layout: bump it when the header or a slot changes shape
 HEADER = struct.Struct("<8sIIQQQQq8s")
 SLOT = struct.Struct("<QB7xqQ16sdQQH120s62x")
 assert HEADER.size == 64 and SLOT.size == 256

@@ -21,14 +21,13 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pavis.errors import EXIT_ARTIFACT_UNUSABLE, EXIT_BOOT_FAILED, EXIT_OK
+
 if TYPE_CHECKING:
     from shm import Subscriber
     from workers.runtime import Runtime
     from workers.state import Registry, State
 
-EXIT_OK = 0
-EXIT_BOOT_FAILED = 70
-EXIT_ARTIFACT_UNUSABLE = 71
 
 POLL_S = 0.2  # backstop poll of the current generation when no notification arrives
 HEARTBEAT_S = 1.0

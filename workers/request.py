@@ -106,7 +106,7 @@ def _chunked_only(te: bytes, http10: bool) -> bool:
     """The Transfer-Encoding rule. The codings, all fields joined (any case, empty list
     elements ignored), must be exactly ``chunked``. A last coding that is not ``chunked``
     leaves the body length unknown: 400 (RFC 9112 §6.3), as is ``chunked`` twice and any
-    Transfer-Encoding in HTTP/1.0 (§6.1: faulty framing). ``chunked`` after another coding →
+    Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1: faulty framing). ``chunked`` after another coding →
     501 (nginx's answer): the proxy would hand on a body it cannot decode as if plain."""
     if http10:
         raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")

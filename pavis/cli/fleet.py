@@ -53,7 +53,7 @@ def _sealed(source: str) -> bytes:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise IngestError(f"cannot read {source}: {exc.strerror}") from None
-    if data.startswith(artifact.MAGIC):
+    if artifact.is_artifact(data):
         return data
     # Imported here so that artifact-only publishes and `--help` stay cheap.
     from pavis.compiler import compile_path, compile_text
