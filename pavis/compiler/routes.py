@@ -244,7 +244,12 @@ class RouteCodec(Values):
         return Direct(status=spec.status, body=spec.body.encode(), content_type=spec.content_type)
 
 
+_NO_HEADER_OPS = HeaderOps(remove=(), set=(), add=())
+
+
 def header_ops(spec: HeaderOpsSpec) -> HeaderOps:
+    if not (spec.remove or spec.set or spec.add):
+        return _NO_HEADER_OPS  # most routes: one frozen value shared, nothing to sort
     return HeaderOps(
         remove=tuple(sorted({name.lower() for name in spec.remove})),
         set=tuple(sorted((k.lower(), v) for k, v in spec.set.items())),
