@@ -20,7 +20,7 @@ from typing import Any
 from pavis.errors import ArtifactError
 from workers import accesslog
 from workers.accesslog import Exchange
-from workers.heads import disposition, error_response, response_head
+from workers.heads import disposition, error_body, error_response, response_head
 from workers.http import ClientGone, HttpError, Request
 from workers.metrics import METRICS
 from workers.proxy import forward
@@ -131,7 +131,7 @@ class Connection(Client):
             # Upstream-side failures leave the client connection usable if the request was
             # read whole; a bad request from the client does not.
             keep = exc.status >= 500 and req.complete and req.keep_alive
-            keep = self._answer_error(exc, req, keep)
+            keep = self._answer_error(exc, req, keep, ex)
         except (ClientGone, Abort):
             ex.status = ex.status or 499
             keep = False
@@ -139,12 +139,12 @@ class Connection(Client):
             ex.status = 500
             ex.error = "route does not decode"
             print(f"pavis worker: {exc}", file=sys.stderr)
-            keep = self._answer_error(HttpError(500), req, False)
+            keep = self._answer_error(HttpError(500), req, False, ex)
         except Exception:
             ex.status = 500
             ex.error = "internal error"
             traceback.print_exc()
-            keep = self._answer_error(HttpError(500), req, False)
+            keep = self._answer_error(HttpError(500), req, False, ex)
         _record(ex.status, time.time() - req.started)
         log = state.log
         if log is not None:
@@ -156,14 +156,14 @@ class Connection(Client):
         answered, counted and logged with whatever of it was read."""
         q = self.reader.queue
         req = q[0] if q else Request()
-        self._answer_error(exc, None, keep=False)
+        ex = Exchange()
+        ex.status = exc.status
+        ex.error = exc.detail
+        self._answer_error(exc, None, False, ex)
         _record(exc.status, time.time() - req.started if req.started else 0.0)
         state = self.runtime.state
         log = state.log
         if log is not None:
-            ex = Exchange()
-            ex.status = exc.status
-            ex.error = exc.detail
             log.write(accesslog.line(ex, req, state, self.address))
 
     def _dispatch(self, req: Request, state: State, ex: Exchange) -> bool:
@@ -209,7 +209,8 @@ class Connection(Client):
         ex.bytes = sent
         return keep
 
-    def _answer_error(self, exc: HttpError, req: Request | None, keep: bool) -> bool:
+    def _answer_error(self, exc: HttpError, req: Request | None, keep: bool, ex: Exchange) -> bool:
+        """Send the proxy's own error answer; ``ex.bytes`` counts its body, as for any answer."""
         if keep and req is not None:
             keep = self._settle(req) and not self.runtime.draining
         head_only = req is not None and req.method == b"HEAD"
@@ -219,4 +220,6 @@ class Connection(Client):
             )
         except OSError:
             return False
+        if not head_only and exc.status not in (204, 304):
+            ex.bytes = len(error_body(exc.status))
         return keep

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from shm import Publisher, WorkerRejected
-from tests.e2e.helpers_worker import Workers, echo, request, seal_yaml
-from tests.helpers import one_cluster, unique_instance
+from tests.e2e.helpers_worker import Workers, echo, raw, request, seal_yaml
+from tests.helpers import config, one_cluster, unique_instance
 from tests.upstream import Upstream, launch
 
 
@@ -223,3 +223,29 @@ def test_sighup_does_not_stop_a_worker(up: Upstream) -> None:
         os.kill(w.pids[0], signal.SIGHUP)
         time.sleep(0.2)
         assert request(w.port, path="/bytes3")[2] == b"abc"
+
+
+def test_access_log_counts_the_bytes_of_the_proxy_s_own_answers(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    body = f"""access_log: {{path: "{log}"}}
+virtual_hosts:
+  - name: main
+    domains: [h.example]
+    routes:
+      - {{name: hello, match: {{prefix: /}}, direct: {{status: 200, body: hello}}}}
+"""
+    with Workers(unique_instance(), 1) as w:
+        w.start(seal_yaml(config(w.port, body)))
+        assert request(w.port, path="/x", headers={"Host": "h.example"})[0] == 200
+        assert request(w.port, path="/x", headers={"Host": "other.example"})[0] == 404
+        raw(w.port, b"GET /a#frag HTTP/1.1\r\nHost: h.example\r\n\r\n")  # 400: a rejected head
+        deadline = time.monotonic() + 3
+        while len(log.read_text().splitlines() if log.exists() else []) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["status"], r["bytes"]) for r in recs] == [
+        (200, len(b"hello")),
+        (404, len(b"Not Found\n")),
+        (400, len(b"Bad Request\n")),
+    ]
