@@ -13,6 +13,7 @@ import time
 import msgspec
 
 from workers.request import Request
+from workers.runtime import new_request_id
 from workers.state import State
 
 _ENCODER = msgspec.json.Encoder()
@@ -67,7 +68,8 @@ def line(ex: Exchange, req: Request, state: State, client: str) -> bytes:
         "attempts": ex.attempts,
         "total_ms": round((now - req.started) * 1000.0, 3) if req.started else 0.0,
         "bytes": ex.bytes,
-        "request_id": _text(ex.request_id) or _text(req.request_id),
+        # Every line has one: the client's, the one sent upstream, or one made for it now.
+        "request_id": _text(ex.request_id or req.request_id or new_request_id()),
         "generation": state.generation,
         "checksum": state.checksum,
         "error": ex.error[:ERROR_MAX],

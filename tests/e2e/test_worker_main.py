@@ -249,3 +249,5 @@ virtual_hosts:
         (404, len(b"Not Found\n")),
         (400, len(b"Bad Request\n")),
     ]
+    ids = [r["request_id"] for r in recs]
+    assert all(ids) and len(set(ids)) == 3, ids  # every line has its own request id
