@@ -64,7 +64,7 @@ class Values:
         """Status codes or classes ("5xx") → sorted unique codes."""
         out: set[int] = set()
         for k, item in enumerate(items, first):
-            if isinstance(item, int) or item.isdigit():
+            if isinstance(item, int) or (item.isascii() and item.isdigit()):  # not "¹"
                 code = int(item)
                 if not 100 <= code <= 599:
                     self.add(f"{path}[{k}]", "invalid_status", f"{item!r} is not an HTTP status")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers_proc import Serve, needs_workers, pid_alive, wait_for
-from tests.helpers import free_port
+from tests.helpers import free_ports
 
 pytestmark = [
     needs_workers,
@@ -42,8 +42,9 @@ def large_config(sv: Serve, clusters: int = 150) -> str:
         f'admin: {{address: "127.0.0.1:{sv.admin_port}"}}',
         "clusters:",
     ]
+    ports = iter(free_ports(3 * clusters))  # distinct: one free_port() each may repeat
     for i in range(clusters):
-        eps = ", ".join(f'"127.0.0.1:{free_port()}"' for _ in range(3))
+        eps = ", ".join(f'"127.0.0.1:{next(ports)}"' for _ in range(3))
         lines.append(f"  - {{name: cluster-number-{i:04d}, endpoints: [{eps}]}}")
     lines += ["virtual_hosts:", "  - name: main", '    domains: ["*"]', "    routes:"]
     for i in range(clusters):

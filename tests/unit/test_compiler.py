@@ -561,3 +561,16 @@ virtual_hosts:
     fwd = m.routes[0].action
     assert isinstance(fwd, Forward) and fwd.upgrades == ("websocket",)
     assert isinstance(fwd.retry, Retry) and fwd.retry.non_idempotent is False
+
+
+def test_a_unicode_digit_is_not_a_status() -> None:
+    # "¹".isdigit() is true but int("¹") raises: found by the mangled-config property test.
+    text = """version: 1
+listeners: [{name: public, address: "127.0.0.1:8080"}]
+clusters:
+  - {name: c, endpoints: ["127.0.0.1:8081"], health_check: {path: /h, expected_statuses: ["¹"]}}
+virtual_hosts: [{name: a, domains: ["*"], routes: [{name: r, match: {prefix: /}, forward: {cluster: c}}]}]
+"""
+    with pytest.raises(ConfigError) as caught:
+        compile_text(text, "yaml")
+    assert "expected_statuses[0]: '¹' is not a status or 'Nxx' (invalid_status)" in str(caught.value)
