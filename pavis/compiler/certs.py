@@ -18,7 +18,7 @@ import datetime
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from pavis.compiler.intent import TlsFiles, UpstreamTlsSpec
 from pavis.compiler.values import Values
@@ -126,7 +126,7 @@ def checked(v: Values, cert_pem: str, key_pem: str, where: str) -> list[str]:
 def claimed_names(cert: x509.Certificate) -> list[str]:
     """SAN DNS names, lower-case; the subject CN when the certificate has no SAN DNS name."""
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         dns = [str(n).lower().rstrip(".") for n in san.value.get_values_for_type(x509.DNSName)]
     except x509.ExtensionNotFound:
         dns = []

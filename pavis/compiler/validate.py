@@ -80,10 +80,11 @@ def _listeners(model: Model, out: list[Problem]) -> None:
                 fields.pem(f"{path}.tls.cert", tls.cert_pem, "CERTIFICATE", out)
                 fields.pem(f"{path}.tls.key", tls.key_pem, "PRIVATE KEY", out)
             else:
-                for k, c in enumerate(((tls.cert_pem, tls.key_pem), *tls.more)):
+                pairs = [(tls.cert_pem, tls.key_pem)] + [(c.cert_pem, c.key_pem) for c in tls.more]
+                for k, (cert, key) in enumerate(pairs):
                     where = f"{path}.tls.certificates[{k}]"
-                    fields.pem(f"{where}.cert", c[0], "CERTIFICATE", out)
-                    fields.pem(f"{where}.key", c[1], "PRIVATE KEY", out)
+                    fields.pem(f"{where}.cert", cert, "CERTIFICATE", out)
+                    fields.pem(f"{where}.key", key, "PRIVATE KEY", out)
             if isinstance(tls.client_auth, ClientAuth):
                 fields.pem(f"{path}.tls.client_auth.ca", tls.client_auth.ca_pem, "CERTIFICATE", out)
         binds.append((f"{path}.address", lst.host, lst.port))
