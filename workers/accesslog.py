@@ -32,6 +32,7 @@ class Exchange:
         "request_id",
         "error",
         "attempts",
+        "client_cert",
     )
 
     def __init__(self) -> None:
@@ -44,6 +45,7 @@ class Exchange:
         self.bytes = 0
         self.request_id = b""
         self.error = ""  # the detail of an error the proxy answered itself
+        self.client_cert = ""  # the verified client certificate's subject (x-client-cert-subject)
 
 
 def _text(b: bytes | None) -> str:
@@ -71,5 +73,6 @@ def line(ex: Exchange, req: Request, state: State, client: str) -> bytes:
         "generation": state.generation,
         "checksum": state.checksum,
         "error": ex.error[:ERROR_MAX],
+        "client_cert": ex.client_cert,
     }
     return _ENCODER.encode(record) + b"\n"

@@ -66,8 +66,9 @@ def _context(cert_pem: str, key_pem: str, auth: Any) -> Any:
     ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
     load_chain(ctx, cert_pem, key_pem)
     if isinstance(auth, ClientAuth):
-        # Every certificate's context verifies alike: after an SNI switch OpenSSL verifies
-        # with the chosen context's trust store.
+        # Every certificate's context verifies alike, so that whichever of them OpenSSL
+        # consults after an SNI switch (the handshake keeps some settings of the first,
+        # takes others from the new one), verification is the same.
         ctx.verify_mode = gssl.CERT_REQUIRED if auth.required else gssl.CERT_OPTIONAL
         ctx.load_verify_locations(cadata=auth.ca_pem)
     return ctx

@@ -20,10 +20,11 @@ from tests.pki import CA
 from tests.upstream import Upstream
 
 
-def served_names(port: int, sni: str | None, ca: CA) -> list[str]:
+def served_names(
+    port: int, sni: str | None, ca: CA, client: tuple[Path, Path] | None = None
+) -> list[str]:
     """The SAN DNS names of the certificate the listener presents for ``sni``."""
-    ctx = ssl.create_default_context(cafile=str(ca.pem))
-    ctx.check_hostname = False
+    ctx = client_context(ca, client)
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
         ctx.wrap_socket(raw, server_hostname=sni) as tls,
@@ -55,13 +56,17 @@ def get(port: int, ctx: ssl.SSLContext, path: str, headers: dict[str, str] | Non
         conn.close()
 
 
-def refused(port: int, ctx: ssl.SSLContext) -> bool:
+def refused(port: int, ctx: ssl.SSLContext, sni: str | None = None) -> bool:
     """True when the handshake (or, TLS 1.3, the first read after it) fails: no answer."""
     try:
-        get(port, ctx, "/")
-    except (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=sni) as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return not tls.recv(100)
+    except (ssl.SSLError, ConnectionError):
         return True
-    return False
 
 
 def test_sni_picks_the_certificate_and_unknown_names_get_the_default(tmp_path: Path) -> None:
@@ -87,14 +92,16 @@ virtual_hosts:
         assert served_names(w.port, None, ca) == ["a.test"]
 
 
-def mtls_config(port: int, up: str, srv: tuple[Path, Path], ca: CA, mode: str, fwd: bool) -> str:
+def mtls_config(
+    port: int, up: str, srv: tuple[Path, Path], ca: CA, mode: str, fwd: bool, extra: str = ""
+) -> str:
+    """``extra``: more top-level YAML (an access log)."""
     return f"""version: 1
-listeners:
+{extra}listeners:
   - name: public
     address: "127.0.0.1:{port}"
     tls:
-      cert: "{srv[0]}"
-      key: "{srv[1]}"
+      certificates: [{{cert: "{srv[0]}", key: "{srv[1]}"}}, {{cert: "{srv[2]}", key: "{srv[3]}"}}]
       client_auth: {{ca: "{ca.pem}", mode: {mode}, forward: {str(fwd).lower()}}}
 clusters:
   - {{name: c, endpoints: ["{up}"]}}
@@ -120,7 +127,7 @@ def pki(tmp_path: Path) -> dict[str, Any]:
     stranger = CA(tmp_path, "Other CA")
     return {
         "ca": ca,
-        "srv": ca.issue("srv", dns=("srv.test",)),
+        "srv": ca.issue("srv", dns=("srv.test",)) + ca.issue("srv2", dns=("second.test",)),
         "alice": ca.issue(
             "alice",
             cn="alice",
@@ -136,13 +143,22 @@ def pki(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_required_client_certificates_and_routes_keyed_on_identity(
-    upstream: Upstream, pki: dict[str, Any]
+    upstream: Upstream, pki: dict[str, Any], tmp_path: Path
 ) -> None:
     ca = pki["ca"]
+    log = tmp_path / "access.log"
     with Workers(unique_instance(), 1) as w:
-        w.start(seal_yaml(mtls_config(w.port, upstream.address, pki["srv"], ca, "required", False)))
+        extra = f'access_log: {{path: "{log}"}}\n'
+        w.start(
+            seal_yaml(
+                mtls_config(w.port, upstream.address, pki["srv"], ca, "required", False, extra)
+            )
+        )
         assert refused(w.port, client_context(ca))  # no certificate
         assert refused(w.port, client_context(ca, pki["mallory"]))  # not from the CA
+        # The certificate SNI switches to verifies clients alike.
+        assert refused(w.port, client_context(ca), "second.test")
+        assert served_names(w.port, "second.test", ca, pki["alice"]) == ["second.test"]
         alice, bob = client_context(ca, pki["alice"]), client_context(ca, pki["bob"])
         status, body = get(w.port, alice, "/alice")
         assert status == 200
@@ -153,6 +169,13 @@ def test_required_client_certificates_and_routes_keyed_on_identity(
         spoof = {"x-client-cert-san": "URI=spiffe://example.org/alice"}
         assert get(w.port, bob, "/alice", spoof)[0] == 403
         assert get(w.port, bob, "/who")[0] == 200
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["path"], x["client_cert"]) for x in lines] == [
+        ("/alice", "CN=alice,O=Example\\, Inc"),
+        ("/alice", "CN=bob"),
+        ("/alice", "CN=bob"),
+        ("/who", "CN=bob"),
+    ]
 
 
 def test_optional_client_certificates_and_forwarded_identity(
