@@ -139,3 +139,10 @@ def test_upstream_client_certificate_is_embedded_and_checked(tmp_path: Path) -> 
     assert problems(config(tmp_path, listener, half)) == {
         ("$.clusters[0].tls.key", "missing_field")
     }
+
+
+def test_an_empty_pem_file_is_rejected(tmp_path: Path) -> None:
+    crt, _ = CA(tmp_path).issue("a", dns=("a.test",))
+    (tmp_path / "empty.key").write_text("")
+    got = problems(config(tmp_path, f"{{cert: {crt.name}, key: empty.key}}"))
+    assert got == {("$.listeners[0].tls.key", "invalid_pem")}
