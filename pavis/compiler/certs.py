@@ -14,17 +14,18 @@ interpret: the worker looks names up in the table built here.
 from __future__ import annotations
 
 import datetime
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from pavis.compiler.intent import TlsFiles, UpstreamTlsSpec
 from pavis.compiler.values import Values
 from pavis.schema import Certificate, ClientAuth, ClientAuthOff, ServerTls, UpstreamTls
 
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# ``cryptography`` is imported only when a config has certificates: the supervisor imports
+# the compiler before it forks each compile child, and a config without TLS should not pay
+# for (nor have its memory bound measured against) the OpenSSL bindings.
 
 
 def server_tls(v: Values, spec: TlsFiles, path: str) -> ServerTls:
@@ -94,6 +95,11 @@ def checked(v: Values, cert_pem: str, key_pem: str, where: str) -> list[str]:
     ``v``)."""
     if "-----BEGIN CERTIFICATE-----" not in cert_pem:
         return []  # unreadable (the codec said so) or no PEM block (``invalid_pem``)
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
         leaf = x509.load_pem_x509_certificates(cert_pem.encode())[0]
     except ValueError as exc:
@@ -118,13 +124,16 @@ def checked(v: Values, cert_pem: str, key_pem: str, where: str) -> list[str]:
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             v.add(f"{where}.key", "invalid_key", f"the key does not load (no passphrase): {exc}")
         else:
-            if key.public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
+            if key.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
                 v.add(f"{where}.key", "key_mismatch", "the key is not the certificate's key")
     return claimed_names(leaf)
 
 
 def claimed_names(cert: x509.Certificate) -> list[str]:
     """SAN DNS names, lower-case; the subject CN when the certificate has no SAN DNS name."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         dns = [str(n).lower().rstrip(".") for n in san.value.get_values_for_type(x509.DNSName)]
