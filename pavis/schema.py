@@ -16,7 +16,7 @@ from typing import Generic, Literal, TypeVar
 
 import msgspec
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -32,11 +32,38 @@ class TlsOff(msgspec.Struct, tag="off", **_OPTS):
     """TLS is not used here."""
 
 
+class Certificate(_S):
+    cert_pem: str  # the chain, leaf first
+    key_pem: str
+
+
+class ClientAuthOff(msgspec.Struct, tag="off", **_OPTS):
+    """Clients present no certificate."""
+
+
+class ClientAuth(msgspec.Struct, tag="verify", **_OPTS):
+    """Client certificates verified against ``ca_pem`` during the handshake."""
+
+    ca_pem: str
+    required: bool  # True: no certificate → the handshake fails; False: one is optional
+    forward: bool  # the identity fields the proxy sets are sent upstream too
+
+
 class ServerTls(msgspec.Struct, tag="tls", **_OPTS):
-    """TLS termination on a listener. PEM text is embedded so the artifact is complete."""
+    """TLS termination on a listener. PEM text is embedded so the artifact is complete.
+
+    Certificate 0 is ``cert_pem``/``key_pem`` (the default: no SNI, or a name no certificate
+    claims); 1.. are ``more``. The SNI tables are built by the compiler: ``names`` maps an
+    exact lower-case server name to a certificate index, ``wildcards`` maps the suffix of a
+    ``*.suffix`` name (without ``*.``) to one; a wildcard covers one label, as RFC 6125 says.
+    """
 
     cert_pem: str
     key_pem: str
+    more: tuple[Certificate, ...]
+    names: tuple[tuple[str, int], ...]  # sorted by name
+    wildcards: tuple[tuple[str, int], ...]  # sorted by suffix
+    client_auth: ClientAuthOff | ClientAuth
 
 
 class Listener(_S):
@@ -122,6 +149,8 @@ class UpstreamTls(msgspec.Struct, tag="tls", **_OPTS):
     sni: str
     verify: bool
     ca_pem: str  # embedded CA bundle; "" = system trust store
+    cert_pem: str  # client certificate chain presented to the upstream; "" = none
+    key_pem: str
 
 
 class Cluster(_S):

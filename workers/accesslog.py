@@ -33,6 +33,7 @@ class Exchange:
         "request_id",
         "error",
         "attempts",
+        "client_cert",
     )
 
     def __init__(self) -> None:
@@ -45,6 +46,7 @@ class Exchange:
         self.bytes = 0
         self.request_id = b""
         self.error = ""  # the detail of an error the proxy answered itself
+        self.client_cert = ""  # the verified client certificate's subject (x-client-cert-subject)
 
 
 def _text(b: bytes | None) -> str:
@@ -73,5 +75,6 @@ def line(ex: Exchange, req: Request, state: State, client: str) -> bytes:
         "generation": state.generation,
         "checksum": state.checksum,
         "error": ex.error[:ERROR_MAX],
+        "client_cert": ex.client_cert,
     }
     return _ENCODER.encode(record) + b"\n"

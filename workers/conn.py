@@ -5,7 +5,8 @@ generation a request runs on (``runtime.state`` read once per request), route lo
 through ``pavis.lookup``, the direct / redirect / 404 responses, mapping
 ``HttpError`` to an answer (the client gets the status and its reason phrase; the detail goes
 to stderr, rate-limited, and to the access log), keep-alive and draining decisions, and the
-access log call — for rejected request heads too.
+access log call — for rejected request heads too — and the verified client identity
+(``workers.tls``) as fields routing sees, sent upstream only when the listener says so.
 Must not: relay to upstreams (``workers.proxy`` is handed the connection as a ``Client``),
 parse bytes (``workers.http``) or build heads (``workers.heads``).
 """
@@ -18,6 +19,7 @@ import traceback
 from typing import Any
 
 from pavis.errors import ArtifactError
+from pavis.schema import ClientAuth, ServerTls
 from workers import accesslog
 from workers.accesslog import Exchange
 from workers.heads import disposition, error_body, error_response, response_head
@@ -27,6 +29,7 @@ from workers.proxy import forward
 from workers.relay import Abort
 from workers.runtime import Client, Runtime
 from workers.state import FORWARD, RouteRT, State
+from workers.tls import identity
 
 _record = METRICS.request  # bound once: the request path pays one call, no lookups
 
@@ -41,13 +44,27 @@ def serve_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object) ->
     Connection(runtime, sock, addr, proto).serve()
 
 
-def serve_tls_connection(runtime: Runtime, proto: bytes, sock: Any, addr: object) -> None:
+def serve_tls_connection(
+    runtime: Runtime, proto: bytes, listener: str, sock: Any, addr: object
+) -> None:
     """``serve_connection`` for gevent's StreamServer (TLS listeners): counts the
-    connection in ``runtime.load``, as the plain listeners' ``Acceptor`` does."""
+    connection in ``runtime.load``, as the plain listeners' ``Acceptor`` does, and gives it
+    the identity of the client certificate the handshake verified (``workers.tls``)."""
     load = runtime.load
     load.opened()
     try:
-        serve_connection(runtime, proto, sock, addr)
+        conn = Connection(runtime, sock, addr, proto)
+        peer = identity(sock)
+        if peer:
+            conn.peer = peer
+            conn.peer_forward = any(
+                lst.name == listener
+                and isinstance(lst.tls, ServerTls)
+                and isinstance(lst.tls.client_auth, ClientAuth)
+                and lst.tls.client_auth.forward
+                for lst in runtime.state.listeners
+            )
+        conn.serve()
     finally:
         load.closed()
 
@@ -171,7 +188,13 @@ class Connection(Client):
         vh = state.vhost(req.host or b"")
         if vh < 0:
             raise HttpError(404, "no virtual host for this Host")
+        peer = self.peer
+        if peer is not None:  # the reader dropped any such fields the client sent
+            req.headers.extend(peer)
+            ex.client_cert = peer[0][1].decode("utf-8", "replace")
         ri = state.find(vh, req.method, req.path, req)  # Request.get: the lower-case header view
+        if peer is not None and not self.peer_forward:
+            del req.headers[-len(peer) :]  # routed on, not sent upstream
         if ri < 0:
             raise HttpError(404, "no route")
         rt = state.route(ri)

@@ -28,6 +28,7 @@ from workers.io import Stream, take_chunks
 from workers.request import HttpError as HttpError
 from workers.request import Request as Request
 from workers.request import settle_head
+from workers.tls import IDENTITY
 
 
 class ClientGone(Exception):
@@ -45,8 +46,22 @@ _XFF = b"x-forwarded-for"
 _XRID = b"x-request-id"
 _VIA = b"via"
 _CONTINUE = interim_head(100)
-_SPECIAL = frozenset(
-    (_HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT, _UPGRADE, _XFF, _XRID, _VIA)
+_IDENTITY = IDENTITY  # fields only the proxy sets (``workers.tls``): a client's are dropped
+_SPECIAL = (
+    frozenset(
+        (
+            _HOST,
+            _CONNECTION,
+            _CONTENT_LENGTH,
+            _TRANSFER_ENCODING,
+            _EXPECT,
+            _UPGRADE,
+            _XFF,
+            _XRID,
+            _VIA,
+        )
+    )
+    | _IDENTITY
 )
 
 
@@ -150,6 +165,8 @@ class ClientReader:
                 req.xff = value if req.xff is None else req.xff + b", " + value
             elif lname == _VIA:
                 req.via = value if req.via is None else req.via + b", " + value
+            elif lname in _IDENTITY:
+                req.headers.pop()
             else:
                 req.request_id = value
 

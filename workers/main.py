@@ -184,7 +184,7 @@ class Worker:
                 servers.append(acceptor)
                 continue
             gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-            handle = functools.partial(serve_tls_connection, runtime, b"https")
+            handle = functools.partial(serve_tls_connection, runtime, b"https", lname)
             server = StreamServer(gsock, handle, ssl_context=_server_context(tls))
             server.max_accept = 1  # as workers.accept does, for the same reason
             server.start()
@@ -329,20 +329,9 @@ class Worker:
 
 def _server_context(tls: Any) -> Any:
     """A gevent TLS server context from the PEM text embedded in the artifact."""
-    import tempfile
+    from workers.tls import server_context
 
-    from gevent import ssl as gssl
-
-    ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
-    # load_cert_chain reads files only: hand it private, short-lived copies.
-    with tempfile.TemporaryDirectory(prefix="pavis-tls-") as d:
-        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-        for path, text in ((cert, tls.cert_pem), (key, tls.key_pem)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-        ctx.load_cert_chain(cert, key)
-    return ctx
+    return server_context(tls)
 
 
 def _boot_key(listeners: Any) -> list[tuple[str, str, int, bool]]:

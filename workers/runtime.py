@@ -52,7 +52,16 @@ class Client:
     ``Connection`` is a ``Client`` with the request loop; the stages after routing are
     handed it as a ``Client`` and reach nothing else."""
 
-    __slots__ = ("runtime", "client_ip", "address", "proto", "reader", "busy")
+    __slots__ = (
+        "runtime",
+        "client_ip",
+        "address",
+        "proto",
+        "reader",
+        "busy",
+        "peer",
+        "peer_forward",
+    )
 
     def __init__(self, runtime: Runtime, sock: Any, addr: object, proto: bytes) -> None:
         """``sock``: see ``workers.io.Stream``; the connection's socket lives in
@@ -63,4 +72,6 @@ class Client:
         self.client_ip = host.encode("latin-1")  # as X-Forwarded-For carries it
         self.proto = proto
         self.busy = False
+        self.peer: list[tuple[bytes, bytes]] | None = None  # verified client certificate fields
+        self.peer_forward = False  # ``peer`` is sent upstream too
         self.reader = ClientReader(sock, runtime.state.limits)

@@ -20,6 +20,7 @@ from gevent import ssl as gssl
 
 from pavis.schema import TlsOff, UpstreamTls
 from workers.io import Stream, take_chunks
+from workers.tls import load_chain
 
 
 class UpstreamError(Exception):
@@ -58,6 +59,8 @@ def _tls_context(tls: UpstreamTls) -> _stdlib_ssl.SSLContext:
     if not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = _stdlib_ssl.CERT_NONE
+    if tls.cert_pem:
+        load_chain(ctx, tls.cert_pem, tls.key_pem)  # mTLS: the upstream asks for a certificate
     return ctx
 
 

@@ -2,7 +2,8 @@
 
 Owns: turning ``intent.Config`` into ``schema.Model`` — durations into milliseconds, sizes
 into bytes, ``host:port`` into (host, port), ``cluster: x`` into one weighted entry, absent
-policies into explicit ``Off`` variants, names into indices, PEM files into embedded text —
+policies into explicit ``Off`` variants, names into indices, PEM files into embedded text
+(TLS sections in ``certs``) —
 and building the lookup tables (``index``); the value syntaxes are in ``values``, one route
 in ``routes``, the sections and the tables here. Problems met while converting (a duration
 that does not parse, a name that binds to nothing, a route with two actions, a domain
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pavis.compiler import index
+from pavis.compiler import certs, index
 from pavis.compiler.intent import ClusterSpec, Config, ListenerSpec
 from pavis.compiler.routes import RouteCodec
 from pavis.errors import Problem
@@ -132,10 +133,7 @@ class _Codec(RouteCodec):
         host, port = self.address(spec.address, f"{path}.address")
         tls: TlsOff | ServerTls = TlsOff()
         if spec.tls is not None:
-            tls = ServerTls(
-                cert_pem=self.pem(spec.tls.cert, f"{path}.tls.cert"),
-                key_pem=self.pem(spec.tls.key, f"{path}.tls.key"),
-            )
+            tls = certs.server_tls(self, spec.tls, f"{path}.tls")
         return Listener(name=spec.name or spec.address, host=host, port=port, tls=tls)
 
     def cluster(self, i: int, spec: ClusterSpec) -> Cluster:
@@ -180,12 +178,7 @@ class _Codec(RouteCodec):
             )
         tls: TlsOff | UpstreamTls = TlsOff()
         if spec.tls is not None:
-            t = spec.tls
-            tls = UpstreamTls(
-                sni=t.sni,
-                verify=t.verify,
-                ca_pem=self.pem(t.ca, f"{path}.tls.ca") if t.ca else "",
-            )
+            tls = certs.upstream_tls(self, spec.tls, f"{path}.tls")
         return Cluster(
             name=spec.name,
             endpoints=tuple(endpoints),

@@ -23,9 +23,22 @@ class _I(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults
 Size = int | str  # bytes, or "8KiB" / "64KB" / "1MiB" / "8k"
 
 
-class TlsFiles(_I):
-    cert: str  # PEM file, relative to the config file's directory
+class CertificateFiles(_I):
+    cert: str  # PEM file (the chain, leaf first), relative to the config file's directory
     key: str
+
+
+class ClientAuthSpec(_I):
+    ca: str  # PEM bundle of the CAs a client certificate must chain to
+    mode: Literal["required", "optional"] = "required"
+    forward: bool = False  # send the x-client-cert-* fields upstream
+
+
+class TlsFiles(_I):
+    cert: str = ""  # one certificate: the same as certificates: [{cert, key}]
+    key: str = ""
+    certificates: list[CertificateFiles] = msgspec.field(default_factory=list)  # [0] = default
+    client_auth: ClientAuthSpec | None = None
 
 
 class ListenerSpec(_I):
@@ -85,6 +98,8 @@ class UpstreamTlsSpec(_I):
     sni: str = ""  # "" = send no SNI
     verify: bool = True
     ca: str = ""  # PEM file; "" = the system trust store
+    cert: str = ""  # client certificate presented to the upstream (PEM file); "" = none
+    key: str = ""
 
 
 class ClusterSpec(_I):

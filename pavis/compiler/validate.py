@@ -18,6 +18,7 @@ from pavis.compiler import fields, shadow, units
 from pavis.errors import ConfigError, Problem
 from pavis.schema import (
     Admin,
+    ClientAuth,
     Cluster,
     Direct,
     Forward,
@@ -74,8 +75,18 @@ def _listeners(model: Model, out: list[Problem]) -> None:
         path = f"$.listeners[{i}]"
         fields.tcp_port(f"{path}.address", lst.port, out)
         if isinstance(lst.tls, ServerTls):
-            fields.pem(f"{path}.tls.cert", lst.tls.cert_pem, "CERTIFICATE", out)
-            fields.pem(f"{path}.tls.key", lst.tls.key_pem, "PRIVATE KEY", out)
+            tls = lst.tls
+            if not tls.more:  # one certificate: either syntax; the checks say tls.cert
+                fields.pem(f"{path}.tls.cert", tls.cert_pem, "CERTIFICATE", out)
+                fields.pem(f"{path}.tls.key", tls.key_pem, "PRIVATE KEY", out)
+            else:
+                pairs = [(tls.cert_pem, tls.key_pem)] + [(c.cert_pem, c.key_pem) for c in tls.more]
+                for k, (cert, key) in enumerate(pairs):
+                    where = f"{path}.tls.certificates[{k}]"
+                    fields.pem(f"{where}.cert", cert, "CERTIFICATE", out)
+                    fields.pem(f"{where}.key", key, "PRIVATE KEY", out)
+            if isinstance(tls.client_auth, ClientAuth):
+                fields.pem(f"{path}.tls.client_auth.ca", tls.client_auth.ca_pem, "CERTIFICATE", out)
         binds.append((f"{path}.address", lst.host, lst.port))
     fields.unique(
         ((f"$.listeners[{i}].name", lst.name) for i, lst in enumerate(model.listeners)), out
@@ -158,6 +169,8 @@ def _cluster(path: str, c: Cluster, out: list[Problem]) -> None:
             out.append(Problem(f"{hp}.expected_statuses", "empty_list", "no passing status"))
     if isinstance(c.tls, UpstreamTls):
         fields.pem(f"{path}.tls.ca", c.tls.ca_pem, "CERTIFICATE", out)
+        fields.pem(f"{path}.tls.cert", c.tls.cert_pem, "CERTIFICATE", out)
+        fields.pem(f"{path}.tls.key", c.tls.key_pem, "PRIVATE KEY", out)
         if c.tls.sni and fields.domain_problem(c.tls.sni):
             out.append(
                 Problem(f"{path}.tls.sni", "invalid_domain", f"{c.tls.sni!r} is not a host name")

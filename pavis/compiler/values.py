@@ -54,11 +54,14 @@ class Values:
         if not p.is_absolute():
             p = self.base_dir / p
         try:
-            return p.read_text(encoding="utf-8")
+            text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             self.add(path, "unreadable_file", f"cannot read {file!r}: {reason}")
             return ""
+        if not text.strip():  # "" stands for an unreadable file from here on
+            self.add(path, "invalid_pem", f"{file!r} is empty")
+        return text
 
     def statuses(self, items: list[int | str], path: str, first: int = 0) -> tuple[int, ...]:
         """Status codes or classes ("5xx") → sorted unique codes."""

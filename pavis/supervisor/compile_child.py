@@ -168,5 +168,5 @@ def _reads_files(model: Any) -> bool:
     from pavis.schema import ServerTls, UpstreamTls
 
     return any(isinstance(x.tls, ServerTls) for x in model.listeners) or any(
-        isinstance(c.tls, UpstreamTls) and c.tls.ca_pem for c in model.clusters
+        isinstance(c.tls, UpstreamTls) and (c.tls.ca_pem or c.tls.cert_pem) for c in model.clusters
     )

@@ -20,7 +20,7 @@ pytestmark = needs_workers
 
 FIELDS = {"time", "client", "method", "host", "path", "status", "route", "cluster", "endpoint",
           "upstream_ms", "attempts", "total_ms", "bytes", "request_id", "generation",
-          "checksum", "error"}  # fmt: skip
+          "checksum", "error", "client_cert"}  # fmt: skip
 
 
 def test_the_documented_fields_are_the_fields() -> None:

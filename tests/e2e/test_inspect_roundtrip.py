@@ -27,14 +27,15 @@ from tests.helpers import no_nulls
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.y*ml")) + sorted((ROOT / "examples").glob("*.json"))
 
-CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-KEY = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+# A real pair: the compiler parses certificates and checks the key belongs to them.
+CERT = (ROOT / "examples" / "certs" / "example.crt").read_text()
+KEY = (ROOT / "examples" / "certs" / "example.key").read_text()
 
 FULL = """\
 version: 1
 listeners:
   - {name: public, address: "127.0.0.1:8080"}
-  - {name: secure, address: "127.0.0.1:8443", tls: {cert: cert.pem, key: key.pem}}
+  - {name: secure, address: "127.0.0.1:8443", tls: {cert: cert.pem, key: key.pem, client_auth: {ca: cert.pem, mode: optional}}}
 admin: {address: "127.0.0.1:9901"}
 access_log: {path: "-"}
 limits: {max_headers: 50, header_timeout: 5s}
@@ -46,7 +47,7 @@ clusters:
     pool: {max_connections: 10, max_idle: 2, idle_timeout: 30s, max_pending: 5}
     health_check: {path: /healthz, interval: 2s, timeout: 1s, unhealthy_after: 3}
     outlier: {consecutive_failures: 3, eject_for: 5s}
-    tls: {sni: api.internal, verify: false}
+    tls: {sni: api.internal, verify: false, cert: cert.pem, key: key.pem}
   - name: plain
     endpoints: ["127.0.0.1:9003"]
 virtual_hosts:

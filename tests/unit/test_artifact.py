@@ -64,7 +64,7 @@ def hand_model() -> s.Model:
         pool=pool,
         health_check=s.HealthCheckOff(),
         outlier=s.OutlierOff(),
-        tls=s.UpstreamTls("api.internal", True, ""),
+        tls=s.UpstreamTls("api.internal", True, "", "", ""),
     )
     forward = s.Forward(
         clusters=(s.WeightedCluster(0, "api", 90), s.WeightedCluster(1, "api-canary", 10)),
@@ -137,7 +137,7 @@ def hand_model() -> s.Model:
         format_version=s.FORMAT_VERSION,
         listeners=(
             s.Listener("public", "127.0.0.1", 8080, s.TlsOff()),
-            s.Listener("secure", "127.0.0.1", 8443, s.ServerTls("CERT PEM", "KEY PEM")),
+            s.Listener("secure", "127.0.0.1", 8443, s.ServerTls("CERT PEM", "KEY PEM", (), (), (), s.ClientAuthOff())),
         ),
         admin=s.Admin("127.0.0.1", 9901),
         limits=s.Limits(8192, 65536, 100, 1048576, 10000, 60000, 10000, 65536, 100),

@@ -201,7 +201,7 @@ virtual_hosts:
     assert (hc.unhealthy_after, hc.healthy_after) == (2, 1)
     assert hc.expected_statuses == tuple(range(200, 300))
     assert b.outlier.consecutive_failures == 5 and b.outlier.eject_ms == 10_000  # type: ignore[union-attr]
-    assert b.tls == UpstreamTls(sni="", verify=True, ca_pem="")
+    assert b.tls == UpstreamTls(sni="", verify=True, ca_pem="", cert_pem="", key_pem="")
     route = m.routes[0]
     assert route.match.methods == ("GET", "POST")
     assert route.match.headers == (HeaderMatch(name="x-canary", kind="absent", value=""),)

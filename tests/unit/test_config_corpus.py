@@ -32,6 +32,8 @@ CONSTRAINTS = {
     "invalid_path", "no_listeners", "unreadable_file", "match_count", "conflicting_fields",
     "invalid_size", "invalid_retry_on", "invalid_rewrite", "invalid_header_value",
     "invalid_pem", "out_of_range", "invalid_upgrade", "unsafe_upgrade",
+    "invalid_certificate", "invalid_key", "key_mismatch", "certificate_expired",
+    "certificate_not_yet_valid", "duplicate_certificate_name",
 }  # fmt: skip
 
 
