@@ -171,7 +171,7 @@ class Connection(Client):
         vh = state.vhost(req.host or b"")
         if vh < 0:
             raise HttpError(404, "no virtual host for this Host")
-        ri = state.find(vh, req.method, req.path, req)  # Request.get: the lower-case header view
+        ri = state.find(vh, req.method, req.path, req, req.query)  # req.get: lower-case headers
         if ri < 0:
             raise HttpError(404, "no route")
         rt = state.route(ri)
