@@ -31,7 +31,8 @@ CONSTRAINTS = {
     "invalid_method", "invalid_header_name", "invalid_domain", "unsupported_version",
     "invalid_path", "no_listeners", "unreadable_file", "match_count", "conflicting_fields",
     "invalid_size", "invalid_retry_on", "invalid_rewrite", "invalid_header_value",
-    "invalid_pem", "out_of_range", "invalid_upgrade", "unsafe_upgrade",
+    "invalid_pem", "out_of_range", "invalid_upgrade", "unsafe_upgrade", "invalid_query_name",
+    "invalid_query_value",
 }  # fmt: skip
 
 
