@@ -8,10 +8,14 @@ so a worker's (method, path) memo is asked again on the same path with another q
 from __future__ import annotations
 
 import http.client
+import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers_proc import CLI
 from tests.e2e.helpers_worker import Workers, raw, seal_yaml
 from tests.helpers import config, unique_instance
 
@@ -31,10 +35,10 @@ ROUTES = """virtual_hosts:
       - name: plus
         match: {exact: /p, query: [{name: q, exact: "x+y"}]}
         direct: {status: 200, body: "plus"}
-      - name: anon
+      - name: anon-post
         match: {exact: /p, methods: [POST], query: [{name: token, absent: true}]}
         direct: {status: 200, body: "anon-post"}
-      - name: header-and-query
+      - name: both
         match: {exact: /p, headers: [{name: x-k, exact: "1"}], query: [{name: k, exact: "1"}]}
         direct: {status: 200, body: "both"}
       - name: plain
@@ -44,10 +48,16 @@ ROUTES = """virtual_hosts:
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+def workers() -> Iterator[tuple[int, str]]:
     with Workers(unique_instance(), 2) as w:
-        w.start(seal_yaml(config(w.port, ROUTES)))
-        yield w.port
+        text = config(w.port, ROUTES)
+        w.start(seal_yaml(text))
+        yield w.port, text
+
+
+@pytest.fixture(scope="module")
+def port(workers: tuple[int, str]) -> int:
+    return workers[0]
 
 
 def _bodies(port: int, asks: list[tuple[str, str, dict[str, str]]]) -> list[str]:
@@ -111,3 +121,22 @@ def test_an_absolute_form_target_is_routed_on_its_query(port: int) -> None:
         port, b"GET http://h/p?channel=beta HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
     )
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"beta")
+
+
+def test_pavctl_explain_names_the_route_the_workers_answer_with(
+    workers: tuple[int, str], tmp_path: Path
+) -> None:
+    port, text = workers
+    site = tmp_path / "site.yaml"
+    site.write_text(text)
+    targets = ["/p?channel=beta", "/p?debug&v=7", "/p?q=a%20b", "/p?q=x+y", "/p?q=a+b", "/p"]
+    served = _bodies(port, _get(*targets))  # each route's body is its name
+    for target, body in zip(targets, served, strict=True):
+        out = subprocess.run(
+            [*CLI, "explain", str(site), "--host", "h", "--path", target, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(out.stdout)["route"]["name"] == body, target
