@@ -1,6 +1,6 @@
 """``pavctl explain``: what the proxy would do with one request, answered from the model alone.
 
-Owns: turning a request (method, Host, target, headers) into a report — virtual host, route,
+Owns: turning a request (method, Host, target with its query, headers) into a report — virtual host, route,
 action, candidate clusters with weights and endpoints, rewrites, header operations, timeout
 and retry budget.
 Must not: match anything itself. Host and route selection go through ``pavis.lookup`` only
@@ -68,6 +68,7 @@ def explain(
             "host": host,
             "normalised_host": lookup.normalise_host(host),
             "path": path,
+            "query": query,
             "headers": hmap,
         },
         "virtual_host": None,
@@ -90,11 +91,11 @@ def explain(
         {
             "index": i,
             "name": model.routes[i].name,
-            "holds": lookup.route_holds(model.routes[i], method, path, hmap),
+            "holds": lookup.route_holds(model.routes[i], method, path, hmap, query),
         }
         for i in lookup.candidates(vhost.index, path)
     ]
-    r = lookup.find_route(model.routes, vhost.index, method, path, hmap)
+    r = lookup.find_route(model.routes, vhost.index, method, path, hmap, query)
     if r < 0:
         report.update(outcome="no_route", status=404)
         return report
@@ -171,7 +172,7 @@ def _upstream(
 def format_text(report: dict[str, Any]) -> str:
     """The report for a terminal: one labelled line per decision."""
     req = report["request"]
-    lines = [f"request           {req['method']} {req['host']} {req['path']}"]
+    lines = [f"request           {req['method']} {req['host']} {req['path']}{req['query']}"]
     for name, value in req["headers"].items():
         lines.append(f"                  {name}: {value}")
     vh = report["virtual_host"]
@@ -227,6 +228,9 @@ def _match_text(match: dict[str, Any]) -> str:
     for h in match["headers"]:
         value = f" {h['value']!r}" if h["kind"] in ("exact", "prefix", "regex") else ""
         parts.append(f"header {h['name']} {h['kind']}{value}")
+    for q in match["query"]:
+        value = f" {q['value']!r}" if q["kind"] in ("exact", "prefix", "regex") else ""
+        parts.append(f"query {q['name']} {q['kind']}{value}")
     return ", ".join(parts)
 
 

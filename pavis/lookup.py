@@ -16,8 +16,14 @@ Semantics (documented in docs/CONFIG.md):
 - Host: ``valid_host`` — RFC 3986 host (reg-name without commas, IPv4, IP-literal) and an
   optional port of digits; anything else → 400.
 - path: the request target without its query string, not decoded or normalised.
-- route: the first route in declared order whose path match, methods and header matchers all
-  hold. Path regexes are full matches (``re.fullmatch``).
+- query: ``split_query`` is the one reading of the query for query matchers: split at every
+  ``&`` (empty pieces skipped), each piece at its first ``=`` into name and value (no ``=``:
+  the value is empty). Names and values are raw — not percent-decoded, ``+`` is not a space,
+  names are case-sensitive — as Envoy's ``query_parameters`` matcher sees them. A repeated
+  name keeps every value: a value matcher holds if any of them matches. The query is split
+  only when a candidate route with query matchers is reached, at most once per request.
+- route: the first route in declared order whose path match, methods, header and query
+  matchers all hold. Path regexes are full matches (``re.fullmatch``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from pavis.schema import DomainIndex, HeaderMatch, Route, RouteIndex
+from pavis.schema import DomainIndex, HeaderMatch, QueryMatch, Route, RouteIndex
+
+QueryParams = Mapping[str, Sequence[str]]
 
 
 class Routes(Protocol):
@@ -119,8 +127,49 @@ def _header_holds(m: HeaderMatch, headers: Mapping[str, str]) -> bool:
     return compiled(m.value).fullmatch(value) is not None
 
 
-def route_holds(route: Route, method: str, path: str, headers: Mapping[str, str]) -> bool:
-    """Every predicate of ``route`` holds for this request (path included)."""
+def split_query(query: str) -> dict[str, list[str]]:
+    """Query parameters by raw name, every value in order (see the module docstring).
+
+    ``query`` is the query as ``split_target`` keeps it: ``""`` or ``"?..."`` (one leading
+    ``?`` is dropped; a bare query string without it is read the same way).
+    """
+    params: dict[str, list[str]] = {}
+    if query[:1] == "?":
+        query = query[1:]
+    if not query:
+        return params
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        eq = piece.find("=")
+        name, value = (piece, "") if eq < 0 else (piece[:eq], piece[eq + 1 :])
+        values = params.get(name)
+        if values is None:
+            params[name] = [value]
+        else:
+            values.append(value)
+    return params
+
+
+def _query_holds(m: QueryMatch, params: QueryParams) -> bool:
+    values = params.get(m.name)
+    kind = m.kind
+    if kind == "present":
+        return values is not None
+    if kind == "absent":
+        return values is None
+    if values is None:
+        return False
+    if kind == "exact":
+        return m.value in values
+    if kind == "prefix":
+        return any(v.startswith(m.value) for v in values)
+    rx = compiled(m.value)
+    return any(rx.fullmatch(v) is not None for v in values)
+
+
+def _holds_but_query(route: Route, method: str, path: str, headers: Mapping[str, str]) -> bool:
+    """Path, methods and header matchers of ``route`` hold."""
     match = route.match
     if match.kind == "exact":
         if path != match.path:
@@ -135,24 +184,52 @@ def route_holds(route: Route, method: str, path: str, headers: Mapping[str, str]
     return all(_header_holds(h, headers) for h in match.headers)
 
 
+def route_holds(
+    route: Route, method: str, path: str, headers: Mapping[str, str], query: str = ""
+) -> bool:
+    """Every predicate of ``route`` holds for this request (path included). ``query`` as
+    ``split_target`` keeps it (``"?..."`` or ``""``)."""
+    if not _holds_but_query(route, method, path, headers):
+        return False
+    q = route.match.query
+    if not q:
+        return True
+    params = split_query(query)
+    return all(_query_holds(m, params) for m in q)
+
+
 def match_route(
     routes: Routes,
     index: RouteIndex,
     method: str,
     path: str,
     headers: Mapping[str, str],
+    query: str | bytes = "",
 ) -> tuple[int, bool]:
-    """``find_route``, and whether its answer may depend on the headers: True if a route
-    examined on the way has header matchers (an answer that does not may be memoised by
-    method and path)."""
-    by_headers = False
+    """``find_route``, and whether its answer may depend on more than method and path: True if
+    a route examined on the way has header or query matchers (an answer that does not may be
+    memoised by method and path).
+
+    ``query`` as ``split_target`` keeps it, text or the worker's latin-1 bytes: it is decoded
+    and split only if a route with query matchers is reached (then once), so a lookup that
+    meets none pays nothing for it."""
+    varies = False
+    params: dict[str, list[str]] | None = None
     for i in candidates(index, path):
         route = routes[i]
-        if route.match.headers:
-            by_headers = True
-        if route_holds(route, method, path, headers):
-            return i, by_headers
-    return -1, by_headers
+        match = route.match
+        if match.headers or match.query:
+            varies = True
+        if not _holds_but_query(route, method, path, headers):
+            continue
+        if match.query:
+            if params is None:
+                text = query.decode("latin-1") if isinstance(query, bytes) else query
+                params = split_query(text)
+            if not all(_query_holds(m, params) for m in match.query):
+                continue
+        return i, varies
+    return -1, varies
 
 
 def find_route(
@@ -161,12 +238,14 @@ def find_route(
     method: str,
     path: str,
     headers: Mapping[str, str],
+    query: str = "",
 ) -> int:
     """Global index of the first declared route that matches, or -1 (→ 404).
 
-    ``headers`` maps lower-case names to values (repeated headers joined with ", ").
+    ``headers`` maps lower-case names to values (repeated headers joined with ", ");
+    ``query`` is the query as ``split_target`` keeps it (``"?..."`` or ``""``).
     """
-    return match_route(routes, index, method, path, headers)[0]
+    return match_route(routes, index, method, path, headers, query)[0]
 
 
 def find_route_naive(
@@ -175,10 +254,11 @@ def find_route_naive(
     method: str,
     path: str,
     headers: Mapping[str, str],
+    query: str = "",
 ) -> int:
     """Reference semantics: scan ``declared`` in order. Used by tests and nothing else."""
     for i in declared:
-        if route_holds(routes[i], method, path, headers):
+        if route_holds(routes[i], method, path, headers, query):
             return i
     return -1
 

@@ -16,7 +16,7 @@ from typing import Generic, Literal, TypeVar
 
 import msgspec
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -176,11 +176,18 @@ class HeaderMatch(_S):
     value: str  # "" for present/absent
 
 
+class QueryMatch(_S):
+    name: str  # as written: case-sensitive, matched against the raw (undecoded) name
+    kind: Literal["exact", "prefix", "regex", "present", "absent"]
+    value: str  # raw (percent-encoded) form; "" for present/absent
+
+
 class Match(_S):
     kind: Literal["exact", "prefix", "regex"]  # path match; "prefix" "/" matches all
     path: str  # exact path, prefix, or regex source (full-match semantics: re.fullmatch)
     methods: tuple[str, ...]  # upper-case, sorted; () = any method
     headers: tuple[HeaderMatch, ...]  # AND across the list
+    query: tuple[QueryMatch, ...]  # AND across the list; () = the query is not looked at
 
 
 class HeaderOps(_S):

@@ -1,7 +1,7 @@
 """Names of an instance's POSIX objects and the /dev/shm directory that holds them on Linux.
 
-Owns: the naming scheme ``/pavis.<name>.<generation>``, ``/pavis.<name>.ctl`` and the lock file
-``pavis.<name>.lock`` (in a private directory), finding/unlinking every object of one
+Owns: the naming scheme ``/pavis.<name>.<generation>``, ``/pavis.<name>.ctl``,
+``/pavis.<name>.rl`` and the lock file ``pavis.<name>.lock`` (in a private directory), finding/unlinking every object of one
 instance by exact prefix, and telling this user's entries from another user's (hostile:
 SHM_DIR is world-writable). Must not: open or map anything.
 """
@@ -38,6 +38,11 @@ def segment(name: str, generation: int) -> str:
 
 def control(name: str) -> str:
     return f"/pavis.{name}.ctl"
+
+
+def buckets(name: str) -> str:
+    """The rate-limit bucket segment of ``name`` (writable reaction state, ``shm.buckets``)."""
+    return f"/pavis.{name}.rl"
 
 
 def lock_path(name: str, lock_dir: str) -> str:

@@ -192,7 +192,7 @@ class Connection(Client):
         if peer is not None:  # the reader dropped any such fields the client sent
             req.headers.extend(peer)
             ex.client_cert = peer[0][1].decode("utf-8", "replace")
-        ri = state.find(vh, req.method, req.path, req)  # Request.get: the lower-case header view
+        ri = state.find(vh, req.method, req.path, req, req.query)  # req.get: lower-case headers
         if peer is not None and not self.peer_forward:
             del req.headers[-len(peer) :]  # routed on, not sent upstream
         if ri < 0:

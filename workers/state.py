@@ -294,20 +294,23 @@ class State:
             self.vhost_cache[host] = vh
         return vh
 
-    def find(self, vh: int, method: bytes, path: bytes, headers: Any) -> int:
-        """``pavis.lookup`` route matching, memoised when the answer cannot depend on headers."""
+    def find(self, vh: int, method: bytes, path: bytes, headers: Any, query: bytes) -> int:
+        """``pavis.lookup`` route matching, memoised when the answer cannot depend on headers
+        or query. ``query`` is the raw ``?...`` (or ``b""``): lookup decodes and splits it
+        only when a candidate route has query matchers."""
         key = (vh, method, path)
         hit = self.route_cache.get(key)
         if hit is not None:
             return hit
-        found, by_headers = match_route(
+        found, varies = match_route(
             self.routes,
             self.vhosts[vh].index,
             method.decode("latin-1"),
             path.decode("latin-1"),
             headers,
+            query,
         )
-        if not by_headers:
+        if not varies:
             if len(self.route_cache) >= 8192:
                 self.route_cache.clear()  # bounded: paths are client-controlled
             self.route_cache[key] = found

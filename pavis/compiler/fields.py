@@ -15,6 +15,11 @@ from pavis.errors import Problem
 
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL and friends
+# What a query name / value can be matched against: the raw query is printable ASCII without
+# space or "#"; "&" ends a parameter and the first "=" ends its name. Anything else (a space,
+# a decoded non-ASCII character) could never match, since matching is on the undecoded text.
+QUERY_NAME = re.compile(r"[!-~]+")
+QUERY_VALUE = re.compile(r"[!-~]*")
 DOMAIN_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
@@ -79,6 +84,31 @@ def header_value(path: str, value: str, out: list[Problem]) -> None:
     if BAD_VALUE.search(value):
         out.append(
             Problem(path, "invalid_header_value", "header values may not contain CR, LF or NUL")
+        )
+
+
+def query_name(path: str, name: str, out: list[Problem]) -> None:
+    if not QUERY_NAME.fullmatch(name) or any(c in name for c in "#&="):
+        out.append(
+            Problem(
+                path,
+                "invalid_query_name",
+                f"{name!r} cannot be a raw query parameter name: it must be non-empty printable "
+                "ASCII without space, '#', '&' or '=' (names are matched undecoded: write %20, "
+                "not a space)",
+            )
+        )
+
+
+def query_value(path: str, value: str, out: list[Problem]) -> None:
+    if not QUERY_VALUE.fullmatch(value) or any(c in value for c in "#&"):
+        out.append(
+            Problem(
+                path,
+                "invalid_query_value",
+                f"{value!r} cannot be a raw query value: it must be printable ASCII without "
+                "space, '#' or '&' (values are matched undecoded: write %20, not a space)",
+            )
         )
 
 

@@ -122,12 +122,22 @@ class HeaderMatchSpec(_I):
     absent: bool | None = None
 
 
+class QueryMatchSpec(_I):
+    name: str
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+    present: bool | None = None
+    absent: bool | None = None
+
+
 class MatchSpec(_I):
     exact: str | None = None
     prefix: str | None = None
     regex: str | None = None
     methods: list[str] = msgspec.field(default_factory=list)  # [] = any method
     headers: list[HeaderMatchSpec] = msgspec.field(default_factory=list)
+    query: list[QueryMatchSpec] = msgspec.field(default_factory=list)
 
 
 class WeightedClusterSpec(_I):

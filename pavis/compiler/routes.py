@@ -1,6 +1,6 @@
 """Routes of the intent → runtime model conversion: match, action and header operations.
 
-Owns: ``RouteCodec`` — one ``RouteSpec`` into one ``schema.Route``: the path and header
+Owns: ``RouteCodec`` — one ``RouteSpec`` into one ``schema.Route``: the path, header and query
 matchers, exactly one action (forward with its cluster references bound to indices, its
 rewrite and retry policy materialised; redirect; or direct) and the header operations in
 canonical order.
@@ -20,6 +20,7 @@ from pavis.compiler.intent import (
     HeaderMatchSpec,
     HeaderOpsSpec,
     MatchSpec,
+    QueryMatchSpec,
     RetrySpec,
     RouteSpec,
 )
@@ -31,6 +32,7 @@ from pavis.schema import (
     HeaderMatch,
     HeaderOps,
     Match,
+    QueryMatch,
     Redirect,
     Retry,
     RetryOff,
@@ -119,9 +121,24 @@ class RouteCodec(Values):
             headers=tuple(
                 self.header_match(f"{path}.headers[{k}]", h) for k, h in enumerate(spec.headers)
             ),
+            query=tuple(
+                self.query_match(f"{path}.query[{k}]", q) for k, q in enumerate(spec.query)
+            ),
         )
 
     def header_match(self, path: str, spec: HeaderMatchSpec) -> HeaderMatch:
+        kind, value = self.value_match(path, spec, "header")
+        return HeaderMatch(name=spec.name.lower(), kind=kind, value=value)  # type: ignore[arg-type]
+
+    def query_match(self, path: str, spec: QueryMatchSpec) -> QueryMatch:
+        # Query names are case-sensitive and matched raw: kept as written.
+        kind, value = self.value_match(path, spec, "query")
+        return QueryMatch(name=spec.name, kind=kind, value=value)  # type: ignore[arg-type]
+
+    def value_match(
+        self, path: str, spec: HeaderMatchSpec | QueryMatchSpec, what: str
+    ) -> tuple[str, str]:
+        """The one kind a header or query matcher states, and its value."""
         kinds: list[tuple[str, str]] = []
         for kind, value in (("exact", spec.exact), ("prefix", spec.prefix), ("regex", spec.regex)):
             if value is not None:
@@ -135,10 +152,9 @@ class RouteCodec(Values):
             self.add(
                 path,
                 "match_count",
-                "a header matcher needs exactly one of exact, prefix, regex, present, absent",
+                f"a {what} matcher needs exactly one of exact, prefix, regex, present, absent",
             )
-        kind, value = kinds[0] if kinds else ("present", "")
-        return HeaderMatch(name=spec.name.lower(), kind=kind, value=value)  # type: ignore[arg-type]
+        return kinds[0] if kinds else ("present", "")
 
     def forward(self, path: str, spec: ForwardSpec, by_name: dict[str, int]) -> Forward:
         refs: list[tuple[str, str, int]] = []  # (name, path of the name, weight)

@@ -16,11 +16,14 @@ MAX_SHADOW_REGEX_TRIES = 100_000
 
 
 def covers(earlier: Route, later: Route) -> bool:
-    """Method and header predicates of ``earlier`` hold whenever those of ``later`` do."""
+    """Method, header and query predicates of ``earlier`` hold whenever those of ``later`` do.
+
+    Conservative: a matcher list covers another only if it is a subset of it, so a route
+    with header or query matchers never covers a later route without them."""
     a, b = earlier.match, later.match
     if a.methods and (not b.methods or not set(b.methods) <= set(a.methods)):
         return False
-    return set(a.headers) <= set(b.headers)
+    return set(a.headers) <= set(b.headers) and set(a.query) <= set(b.query)
 
 
 def shadowed(path: str, routes: list[Route], out: list[Problem]) -> None:

@@ -216,6 +216,13 @@ def _route(model: Model, path: str, r: Route, out: list[Problem]) -> None:
         fields.header_name(f"{hp}.name", h.name, out)
         if h.kind == "regex":
             fields.regex_pattern(f"{hp}.regex", h.value, out)
+    for k, q in enumerate(m.query):
+        qp = f"{mp}.query[{k}]"
+        fields.query_name(f"{qp}.name", q.name, out)
+        if q.kind == "regex":
+            fields.regex_pattern(f"{qp}.regex", q.value, out)
+        elif q.kind in ("exact", "prefix"):
+            fields.query_value(f"{qp}.{q.kind}", q.value, out)
     _header_ops(f"{path}.request_headers", r.request_headers, out)
     _header_ops(f"{path}.response_headers", r.response_headers, out)
     action = r.action

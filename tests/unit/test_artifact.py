@@ -78,7 +78,7 @@ def hand_model() -> s.Model:
         s.Route(
             "health",
             0,
-            s.Match("exact", "/healthz", (), ()),
+            s.Match("exact", "/healthz", (), (), ()),
             s.Direct(200, b"ok\n", "text/plain"),
             no_ops,
             no_ops,
@@ -86,7 +86,9 @@ def hand_model() -> s.Model:
         s.Route(
             "v1",
             0,
-            s.Match("prefix", "/v1/", ("GET", "HEAD"), (s.HeaderMatch("x-canary", "exact", "1"),)),
+            s.Match(
+                "prefix", "/v1/", ("GET", "HEAD"), (s.HeaderMatch("x-canary", "exact", "1"),), ()
+            ),
             forward,
             s.HeaderOps(("cookie",), (("x-env", "prod"),), ()),
             s.HeaderOps(("server",), (), (("via", "pavis"),)),
@@ -94,7 +96,7 @@ def hand_model() -> s.Model:
         s.Route(
             "legacy",
             0,
-            s.Match("regex", "^/old/[0-9]+$", (), ()),
+            s.Match("regex", "^/old/[0-9]+$", (), (), ()),
             s.Redirect(301, "https://example.com/new"),
             no_ops,
             no_ops,
@@ -102,7 +104,7 @@ def hand_model() -> s.Model:
         s.Route(
             "bin",
             1,
-            s.Match("prefix", "/", (), ()),
+            s.Match("prefix", "/", (), (), ()),
             s.Direct(200, b"\xff\x00binary", "application/octet-stream"),
             no_ops,
             no_ops,
@@ -110,7 +112,7 @@ def hand_model() -> s.Model:
         s.Route(
             "slow",
             1,
-            s.Match("exact", "/slow", (), ()),
+            s.Match("exact", "/slow", (), (), ()),
             s.Forward(
                 (s.WeightedCluster(0, "api", 1),),
                 (1,),

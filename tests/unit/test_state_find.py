@@ -30,10 +30,10 @@ def test_find_agrees_with_lookup_and_never_memoises_a_header_dependent_answer():
     index = state.vhosts[vh].index
     for req in (plain, canary, plain, canary):
         want = lookup.find_route(state.routes, index, "GET", req.path.decode(), req)
-        assert state.find(vh, b"GET", req.path, req) == want
-    assert state.route(state.find(vh, b"GET", b"/v1/a", canary)).name == "canary"
+        assert state.find(vh, b"GET", req.path, req, req.query) == want
+    assert state.route(state.find(vh, b"GET", b"/v1/a", canary, b"")).name == "canary"
     assert (vh, b"GET", b"/v1/a") not in state.route_cache  # a header matcher was examined
-    assert state.route(state.find(vh, b"GET", b"/z", plain)).name == "other"
+    assert state.route(state.find(vh, b"GET", b"/z", plain, b"")).name == "other"
     assert state.route_cache[(vh, b"GET", b"/z")] >= 0  # no header matcher on the way
 
 
