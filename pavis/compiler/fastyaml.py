@@ -51,14 +51,19 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 
 # Where an indicator is syntax: ``]``/``}`` closing no item, ``,`` ending no item, ``:``
-# opening a value or ``?`` a key at a token's start. Searched as pairs of character classes:
-# S space or line break, C ``:``, M ``,``, O ``[``/``{``, E ``]``/``}``, Q ``?``, x the rest.
-_CLASSES = bytes.maketrans(b" \n\r:,[{]}?", b"SSSCMOOEEQ")
-_CLASS_OF = bytes(_CLASSES[i] if chr(i) in " \n\r:,[{]}?" else ord("x") for i in range(256))
+# opening a value or ``?`` a key at a token's start. Searched as runs of character classes:
+# S space or line break, C ``:``, M ``,``, O ``[``/``{``, E ``]``/``}``, Q ``?``, D ``.``,
+# N a digit, P ``-``/``+``, x the rest.
+_CLASS_OF = bytearray(b"x" * 256)
+for _char, _class in zip(" \n\r:,[{]}?.0123456789-+", "SSSCMOOEEQDNNNNNNNNNNPP", strict=True):
+    _CLASS_OF[ord(_char)] = ord(_class)
 _SYNTAX_PAIRS = (
     tuple(g + b"E" for g in (b"S", b"C", b"M"))
     + tuple(g + b"M" for g in (b"S", b"C", b"M", b"O"))
     + tuple(g + c for g in (b"S", b"C", b"M", b"O", b"E") for c in (b"C", b"Q"))
+    # A number written ``.5``, ``-.5`` or ``+.5``: rapidyaml's JSON rewrites it (``-0.5``)
+    # where PyYAML reads a signed one as text.
+    + tuple(g + n for g in (b"S", b"C", b"M", b"O") for n in (b"DN", b"PDN"))
 )
 _RARE = re.compile(r"[&*!%@`|>]")  # anchor, alias, tag, directive, reserved, block scalar
 _BEFORE_RARE = frozenset(" \n\r[]{},:?")  # where such an indicator would be syntax
@@ -88,7 +93,10 @@ def plain(text: str) -> bool:
     if not text.replace("\n", "").replace("\r", "").isprintable():  # tabs, control characters
         return False
     classes = text.encode("ascii").translate(_CLASS_OF)
-    if text[:1] in ":?]}," or any(map(classes.__contains__, _SYNTAX_PAIRS)):
+    starts = classes[:3]
+    if starts[:1] in b"CQEM" or starts.startswith((b"DN", b"PDN")):
+        return False
+    if any(map(classes.__contains__, _SYNTAX_PAIRS)):
         return False
     for m in _RARE.finditer(text):
         at = m.start()
