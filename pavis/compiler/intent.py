@@ -113,7 +113,9 @@ class ClusterSpec(_I):
     tls: UpstreamTlsSpec | None = None
 
 
-class HeaderMatchSpec(_I):
+class _ValueMatchSpec(_I):
+    """A named value and exactly one way to match it (header fields, query parameters)."""
+
     name: str
     exact: str | None = None
     prefix: str | None = None
@@ -122,13 +124,12 @@ class HeaderMatchSpec(_I):
     absent: bool | None = None
 
 
-class QueryMatchSpec(_I):
-    name: str
-    exact: str | None = None
-    prefix: str | None = None
-    regex: str | None = None
-    present: bool | None = None
-    absent: bool | None = None
+class HeaderMatchSpec(_ValueMatchSpec):
+    pass
+
+
+class QueryMatchSpec(_ValueMatchSpec):
+    pass
 
 
 class MatchSpec(_I):
