@@ -272,19 +272,15 @@ def nginx_storm(
     inc = ng.write("which.conf", nginx.which_location("A"))
     ng.start(nginx.proxy_conf(ng.prefix, port, up.port, 2, include=str(inc)), (port,))
     try:
-        wrk.run(f"http://127.0.0.1:{port}{up.path}", connections=50, duration=1)  # warm up
 
-        def reload_to(answer: bytes) -> tuple[bool, bool, bool]:
-            ng.write("which.conf", nginx.which_location(answer.decode()))
+        def switch(answer: str) -> None:
+            ng.write("which.conf", nginx.which_location(answer))
             ng.reload()
-            return True, False, True
 
-        res = storm(
-            "nginx", port, ng.pid, reload_to,
-            duration=duration, interval=interval, path=up.path, progress=progress,
-        )  # fmt: skip
-        res.notes.append("reload = rewrite the included file atomically, SIGHUP the master")
-        return res
+        note = "reload = rewrite the included file atomically, SIGHUP the master"
+        return _signalled_storm(
+            "nginx", port, ng.pid, switch, note, up, duration, interval, progress
+        )
     finally:
         ng.stop()
 
@@ -300,21 +296,44 @@ def haproxy_storm(
     hp.write(port, up.port, "A")
     hp.start(port)
     try:
-        wrk.run(f"http://127.0.0.1:{port}{up.path}", connections=50, duration=1)  # warm up
 
-        def reload_to(answer: bytes) -> tuple[bool, bool, bool]:
-            hp.write(port, up.port, answer.decode())
+        def switch(answer: str) -> None:
+            hp.write(port, up.port, answer)
             hp.reload()
-            return True, False, True
 
-        res = storm(
-            "haproxy", port, hp.pid, reload_to,
-            duration=duration, interval=interval, path=up.path, progress=progress,
-        )  # fmt: skip
-        res.notes.append("reload = rewrite the config atomically, SIGUSR2 the master (-W)")
-        return res
+        note = "reload = rewrite the config atomically, SIGUSR2 the master (-W)"
+        return _signalled_storm(
+            "haproxy", port, hp.pid, switch, note, up, duration, interval, progress
+        )
     finally:
         hp.stop()
+
+
+def _signalled_storm(
+    name: str,
+    port: int,
+    pid: int,
+    switch: Callable[[str], None],
+    note: str,
+    up: Upstream,
+    duration: float,
+    interval: float,
+    progress: Progress,
+) -> StormResult:
+    """A storm for a proxy reloaded by a signal: ``switch(answer)`` rewrites its config and
+    signals it; whether the change took is seen by polling ``/which``."""
+    wrk.run(f"http://127.0.0.1:{port}{up.path}", connections=50, duration=1)  # warm up
+
+    def reload_to(answer: bytes) -> tuple[bool, bool, bool]:
+        switch(answer.decode())
+        return True, False, True
+
+    res = storm(
+        name, port, pid, reload_to,
+        duration=duration, interval=interval, path=up.path, progress=progress,
+    )  # fmt: skip
+    res.notes.append(note)
+    return res
 
 
 def pavis_storm(
