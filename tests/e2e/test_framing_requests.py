@@ -59,6 +59,13 @@ VECTORS = [
     V("exact admin is blocked", head(b"GET /admin HTTP/1.1", b"Host: a"), (403,), closes=False),
     V("exact admin with a query", head(b"GET /admin?x=1 HTTP/1.1", b"Host: a"), (403,)),
     V("header matcher", head(b"GET /x HTTP/1.1", b"Host: a", b"X-Debug: 1"), (403,)),
+    # ---- a client cannot claim a verified certificate identity (TLS listeners set these)
+    V("forged client-certificate identity", head(b"GET /ok HTTP/1.1", b"Host: a",
+      b"X-Client-Cert-Subject: CN=admin", b"x-client-cert-san: URI=spiffe://admin"), (200,), 1,
+      lacks=(b"x-client-cert-subject", b"x-client-cert-san", b"spiffe://admin"), closes=False),
+    # ---- a query is forwarded as written, however its separators are piled up
+    V("query of empty parameters", head(b"GET /ok?&&=&a=1&&a HTTP/1.1", b"Host: a"), (200,), 1,
+      has=(b"GET /ok?&&=&a=1&&a HTTP/1.1\r\n",), closes=False),
     V("obs-text value", head(b"GET /t HTTP/1.1", b"Host: a", b"X-N: caf\xe9"), (200,), 1,
       has=(b"X-N: caf\xe9\r\n",)),
     V("pipelined pair", head(b"GET /one HTTP/1.1", b"Host: a") + head(b"GET /admin HTTP/1.1",
