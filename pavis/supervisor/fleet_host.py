@@ -4,8 +4,8 @@
 Owns: the options, the boot artifact of a fleet host (desired if etcd answers at once, else
 the state dir's last-known-good, else waiting for etcd), the listener address overrides, the
 refusal of local reloads on a fleet host, and the agent (``pavis.fleet.agent``) built on a
-narrow interface: to apply an artifact the agent's thread stores it in the state dir and
-hands it to ``Generations.apply`` — the change every reload and rollback goes through
+narrow interface: to apply an artifact the agent's thread checks its checksum and hands it
+to ``Generations.apply`` — the change every reload and rollback goes through
 (verify, publish, flip all-or-nothing, last-known-good, history).
 Must not: block the supervisor's loop: every etcd call runs in the agent's threads, except
 the bounded read at boot, before anything is served.
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from pavis.artifact import verify
 from pavis.errors import PavisError, UsageError
 from pavis.schema import Model
 from pavis.store import Store
@@ -173,11 +174,12 @@ class FleetHost:
     # The agent's Host interface (called in the agent's thread).
 
     def apply(self, data: bytes, checksum: str, label: str) -> None:
-        gens = self._arb.gens
-        if gens.store.put(data) != checksum:  # verified again when the flip reads them
+        # Stored (last-known-good) by the flip, once every worker serves it; a rejected
+        # artifact is not kept.
+        if verify(data).checksum != checksum:
             raise PavisError(f"{label}: the bytes are not artifact {checksum}")
         t0 = time.monotonic()
-        answer = gens.apply(data, source=label, origin="fleet", timeout=APPLY_TIMEOUT)
+        answer = self._arb.gens.apply(data, source=label, origin="fleet", timeout=APPLY_TIMEOUT)
         log.info(
             "%s: %s generation %s in %.0f ms", label, answer.get("outcome"),
             answer.get("generation"), (time.monotonic() - t0) * 1000,
