@@ -16,7 +16,7 @@ from typing import Generic, Literal, TypeVar
 
 import msgspec
 
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -119,7 +119,10 @@ class Pool(_S):
     max_connections: int  # per endpoint per worker; beyond it requests wait (pending)
     max_idle: int  # idle keep-alive connections kept per endpoint
     idle_timeout_ms: int
-    max_pending: int  # requests allowed to wait for a connection; beyond → 503 overflow
+    max_pending: int
+    # Idle connections beyond max_idle (left by a burst) are closed once idle this long;
+    # 0 closes them at once.
+    surplus_timeout_ms: int  # requests allowed to wait for a connection; beyond → 503 overflow
 
 
 class HealthCheckOff(msgspec.Struct, tag="off", **_OPTS):
