@@ -20,28 +20,37 @@ Must not: pick endpoints or speak HTTP; it hands out and takes back ``UpConn`` o
 from __future__ import annotations
 
 import select
-import socket
 import time
 from collections import deque
 from typing import Any
 
 from gevent import get_hub
 from gevent.event import Event
+from gevent.monkey import get_original
 
 from pavis.schema import Pool as PoolConfig
 from pavis.schema import TlsOff, UpstreamTls
 from workers.upstream import ConnectFailed, UpConn, connect, literal_family
 
+# The C poll, not gevent's (monkey-patched) one: a zero-timeout poll never waits. One poll
+# object for the worker: register and unregister are dict operations, only poll() is a call
+# into the kernel. Against recv(MSG_PEEK), which raises BlockingIOError on every healthy
+# connection, it took ~1 µs instead of ~2 per request.
+_POLL = get_original("select", "poll")()
+_STALE = select.POLLIN | select.POLLERR | select.POLLHUP | select.POLLNVAL
+
 
 def _peek_stale(conn: UpConn) -> bool:
     """A close or bytes that arrived in this loop iteration, before the idle watcher ran."""
-    try:
-        conn.stream.raw.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        return False
-    except OSError:
+    fd = conn.stream.raw.fileno()
+    if fd < 0:
         return True
-    return True
+    _POLL.register(fd, select.POLLIN)
+    try:
+        ready = _POLL.poll(0)
+    finally:
+        _POLL.unregister(fd)
+    return bool(ready) and bool(ready[0][1] & _STALE)
 
 
 def _tls_readable(conn: UpConn) -> bool:
