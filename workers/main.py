@@ -145,6 +145,7 @@ class Worker:
             load.wake_fd = self.wake_fds[self.slot]
             load.after = list(self.wake_fds[self.slot + 1 :])
         self.runtime = Runtime(state, load)
+        self.runtime.buckets = _attach_buckets(self.name)
         self.registry.keep_only(state)
         self.servers = self._serve(state)
         sub.ack(gen, state.digest)
@@ -325,6 +326,12 @@ class Worker:
             self._publish_stats()  # the drained requests count too
         self.registry.close()
         return EXIT_OK
+
+
+def _attach_buckets(name: str) -> Any:
+    from workers.ratelimit import attach
+
+    return attach(name)
 
 
 def _server_context(tls: Any) -> Any:

@@ -44,6 +44,7 @@ from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Store
 from pavis.supervisor.control import Respond
 from pavis.supervisor.history import History
 from pavis.supervisor.notify import monotonic_usec, notify
+from pavis.supervisor.reaction import Reaction, open_segment
 from pavis.supervisor.sockets import listeners_changed
 from pavis.supervisor.source import build
 from pavis.supervisor.source import read as read_file
@@ -104,6 +105,7 @@ class Generations:
         self.reload_source = reload_source  # what a reload without a path reads
         self.lock = threading.RLock()
         self.publisher: Publisher | None = None
+        self.reaction: Reaction | None = None  # rate-limit buckets, kept across reloads
         self.current: Generation | None = None
         self.retained: dict[int, Generation] = {}  # still in shm
         self._live = live
@@ -114,11 +116,13 @@ class Generations:
 
     def open(self, name: str, lock_dir: str) -> Publisher:
         """Take the instance lock (a second supervisor of ``name`` fails here) and create
-        the control block, one slot per worker."""
+        the control block, one slot per worker, and the rate-limit segment."""
         self.publisher = Publisher(name, slots=self.workers, lock_dir=lock_dir)
         for entry, uid in self.publisher.hostile:
             log.warning("/dev/shm/%s belongs to uid %d: left alone, never opened", entry, uid)
-        return self.publisher
+        pub = self.publisher
+        self.reaction = open_segment(name, pub.mode, pub.gid)
+        return pub
 
     def boot(self, data: bytes, source: str, model: Model, checksum: str) -> Generation:
         """Publish and activate the first generation (no worker runs yet)."""
@@ -144,6 +148,9 @@ class Generations:
         return self.lock.acquire(timeout=timeout)
 
     def close(self) -> None:
+        if self.reaction is not None:
+            self.reaction.close()
+            self.reaction = None
         if self.publisher is not None:
             self.publisher.close(unlink=True)
 
