@@ -1,0 +1,69 @@
+"""Rate-limit state across a reload, with a real supervisor, two workers and `pavctl reload`.
+
+Invariants: the bucket segment outlives generations; a limit whose parameters (rate, burst,
+key, and where it is) did not change keeps its clients' state across a reload — even when
+the rest of the config, or how the limit answers (delay, dry_run), changed — so a reload
+hands nobody a new burst; a limit with changed parameters starts fresh.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.helpers_proc import Serve, get, needs_workers
+from tests.helpers import direct_config
+
+pytestmark = needs_workers
+
+
+def write(sv: Serve, name: str, body: str, limit: str) -> Path:
+    route = f"""      - name: limited
+        match: {{prefix: /limited}}
+        direct: {{status: 200, body: "limited"}}
+        rate_limit: {limit}
+"""
+    path = sv.tmp / f"{name}.yaml"
+    path.write_text(direct_config(sv.port, body, sv.admin_port, extra=route))
+    return path
+
+
+def statuses(sv: Serve, n: int) -> list[int]:
+    return [get(sv.port, "/limited")[0] for _ in range(n)]
+
+
+def reload(sv: Serve, path: Path) -> None:
+    r = sv.pavctl("reload", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_unchanged_limit_keeps_its_state_and_a_changed_one_starts_fresh(
+    tmp_path: Path,
+) -> None:
+    sv = Serve(tmp_path, workers=2)
+    try:
+        sv.start(write(sv, "a", "A", "{rate: 1/m, burst: 3, key: route}"))
+        assert statuses(sv, 4) == [200, 200, 200, 429]
+        gen = sv.status()["generation"]
+
+        # Another generation, the same limit: the burst stays spent.
+        reload(sv, write(sv, "b", "B", "{rate: 1/m, burst: 3, key: route}"))
+        assert sv.status()["generation"] > gen
+        assert get(sv.port, "/")[1] == b"B"
+        assert statuses(sv, 2) == [429, 429]
+
+        # How it answers is not what it counts: delay (or dry_run) changed, state kept.
+        reload(sv, write(sv, "c", "C", "{key: route, burst: 3, rate: 1/m, delay: true}"))
+        assert get(sv.port, "/")[1] == b"C"
+        assert statuses(sv, 1) == [429]
+
+        # Another burst is another limit: it starts with its whole burst.
+        reload(sv, write(sv, "d", "D", "{rate: 1/m, burst: 4, key: route}"))
+        assert get(sv.port, "/")[1] == b"D"
+        assert statuses(sv, 5) == [200, 200, 200, 200, 429]
+
+        # So is another key.
+        reload(sv, write(sv, "e", "E", "{rate: 1/m, burst: 4, key: client_ip}"))
+        assert statuses(sv, 5) == [200, 200, 200, 200, 429]
+        assert Path(f"/dev/shm/pavis.{sv.name}.rl").exists()
+    finally:
+        sv.cleanup()
