@@ -262,6 +262,8 @@ class Worker:
             traceback.print_exc()
             self._reject(gen, "build_failed", str(exc))
             return
+        if runtime.buckets is None:  # made before the first generation with a rate limit
+            runtime.buckets = _attach_buckets(self.name)
         old = runtime.state
         runtime.state = state  # the one reference every new request reads
         for lname, server, context, tls in certificates:

@@ -44,7 +44,7 @@ from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Store
 from pavis.supervisor.control import Respond
 from pavis.supervisor.history import History
 from pavis.supervisor.notify import monotonic_usec, notify
-from pavis.supervisor.reaction import Reaction, open_segment
+from pavis.supervisor.reaction import Reaction, reaction_for
 from pavis.supervisor.sockets import listeners_changed
 from pavis.supervisor.source import build
 from pavis.supervisor.source import read as read_file
@@ -116,17 +116,16 @@ class Generations:
 
     def open(self, name: str, lock_dir: str) -> Publisher:
         """Take the instance lock (a second supervisor of ``name`` fails here) and create
-        the control block, one slot per worker, and the rate-limit segment."""
+        the control block, one slot per worker."""
         self.publisher = Publisher(name, slots=self.workers, lock_dir=lock_dir)
         for entry, uid in self.publisher.hostile:
             log.warning("/dev/shm/%s belongs to uid %d: left alone, never opened", entry, uid)
-        pub = self.publisher
-        self.reaction = open_segment(name, pub.mode, pub.gid)
-        return pub
+        return self.publisher
 
     def boot(self, data: bytes, source: str, model: Model, checksum: str) -> Generation:
         """Publish and activate the first generation (no worker runs yet)."""
         assert self.publisher is not None
+        self.reaction = reaction_for(model, self.reaction, self.publisher)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
         gen = Generation(number, checksum, source, model)
@@ -365,6 +364,7 @@ class Generations:
         target = next((g for g in self.retained.values() if g.checksum == checksum), None)
         if target is None or target.number not in self.publisher.retained():
             try:
+                self.reaction = reaction_for(change.model, self.reaction, self.publisher)
                 number = self.publisher.publish(change.data)
             except ShmError as exc:  # no_space, write_failed: nothing was made current
                 raise self.history.reject(op, change.source, str(exc), checksum) from None

@@ -1,7 +1,8 @@
 """The instance's reaction-state segment: rate-limit buckets shared by every worker.
 
-Owns: creating ``/pavis.<name>.rl`` (``shm.buckets``) once per instance, right after the
-Publisher has taken the instance lock and reclaimed a dead supervisor's leftovers; keeping it
+Owns: creating ``/pavis.<name>.rl`` (``shm.buckets``) once per instance — before the first
+generation that has a rate limit is published (an instance without limits has none, and
+spends no /dev/shm on it), so a worker flipping to that generation finds it — keeping it
 across reloads and rollbacks (a limit whose parameters did not change keeps its clients'
 state: a reload must not hand every client a new burst); reading its counters for
 ``/metrics``; unlinking it at stop. Must not: decide anything about requests (workers do).
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import posix_ipc  # type: ignore[import-not-found]  # no stubs published
 
-from shm import ShmError, buckets, names
+from pavis.schema import Model, RateLimit
+from shm import Publisher, ShmError, buckets, names
 
 KEYS = 65536  # keys tracked at once, over every limit of the instance
 WAYS = 8  # keys per bucket: a bucket is full when 8 live keys hash to it
@@ -64,3 +66,19 @@ def open_segment(name: str, mode: int, gid: int | None) -> Reaction:
     except BaseException:
         buckets.unlink(name)
         raise
+
+
+def limited(model: Model) -> bool:
+    """Whether any virtual host or route of ``model`` has a rate limit."""
+    return any(isinstance(vh.rate_limit, RateLimit) for vh in model.virtual_hosts) or any(
+        isinstance(r.rate_limit, RateLimit) for r in model.routes
+    )
+
+
+def reaction_for(model: Model, current: Reaction | None, pub: Publisher) -> Reaction | None:
+    """The segment ``model`` needs: ``current``, or a new one if ``model`` is the first
+    generation with a limit (ShmError "no_space" if /dev/shm cannot hold it: that generation
+    is then refused like one that does not fit)."""
+    if current is not None or not limited(model):
+        return current
+    return open_segment(pub.name, pub.mode, pub.gid)

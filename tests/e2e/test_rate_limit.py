@@ -257,12 +257,25 @@ def test_a_full_bucket_lets_the_next_key_through_and_counts_it(sv: Serve) -> Non
     assert val(m, "pavis_rate_limit_segment_keys") == (mask + 1) * ways
 
 
-def test_the_segment_is_the_supervisors_and_gone_after_it_stops(tmp_path: Path) -> None:
-    s = Serve(tmp_path, workers=1)
+def test_the_segment_is_made_for_the_first_limit_and_gone_when_the_supervisor_stops(
+    tmp_path: Path,
+) -> None:
+    s = Serve(tmp_path, workers=2)
+    segment = Path(f"/dev/shm/pavis.{s.name}.rl")
+    limited = """      - name: limited
+        match: {prefix: /limited}
+        direct: {status: 200, body: "limited"}
+        rate_limit: {rate: 1/m, burst: 1, key: route}
+"""
     try:
         s.start(s.config("A"))
-        assert Path(f"/dev/shm/pavis.{s.name}.rl").exists()
+        assert not segment.exists()  # no limit, no segment
+        r = s.pavctl("reload", str(s.config("B", extra=limited)))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert segment.exists()
+        # Workers that booted without a segment attach it on the flip: the limit holds.
+        assert statuses(s, "/limited", 3) == [200, 429, 429]
         assert s.stop() == 0
-        assert not Path(f"/dev/shm/pavis.{s.name}.rl").exists()
+        assert not segment.exists()
     finally:
         s.cleanup()

@@ -8,9 +8,14 @@ hands nobody a new burst; a limit with changed parameters starts fresh.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.helpers_proc import Serve, get, needs_workers
+from tests.e2e.test_control_shm_full import PRIVATE_SHM
 from tests.helpers import direct_config
 
 pytestmark = needs_workers
@@ -65,5 +70,25 @@ def test_an_unchanged_limit_keeps_its_state_and_a_changed_one_starts_fresh(
         reload(sv, write(sv, "e", "E", "{rate: 1/m, burst: 4, key: client_ip}"))
         assert statuses(sv, 5) == [200, 200, 200, 200, 429]
         assert Path(f"/dev/shm/pavis.{sv.name}.rl").exists()
+    finally:
+        sv.cleanup()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare for a private /dev/shm",
+)
+def test_a_first_limit_that_does_not_fit_in_dev_shm_is_a_rejected_reload(tmp_path: Path) -> None:
+    """In a 256 KiB /dev/shm the 1 MiB bucket segment cannot be made: the reload that
+    brings the first limit is refused with no_space, and the generation before keeps
+    serving, without a limit it could not enforce exactly."""
+    sv = Serve(tmp_path, workers=2)
+    try:
+        sv.start(sv.config("A"), wrap=PRIVATE_SHM)
+        r = sv.pavctl("reload", str(write(sv, "b", "B", "{rate: 1/m, burst: 1, key: route}")))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "no_space" in r.stdout + r.stderr
+        assert get(sv.port, "/")[1] == b"A"
+        assert sv.history()[-1]["outcome"] == "rejected"
     finally:
         sv.cleanup()
