@@ -13,13 +13,15 @@ A route without a limit never enters this module: ``RouteRT.limits`` is an empty
 
 from __future__ import annotations
 
-from typing import Any
+import sys
 
 import gevent
 
 from pavis import stats
 from pavis.schema import RateLimit, RateLimitOff
+from shm import buckets
 from shm.buckets import Buckets
+from shm.errors import ShmError
 from workers.metrics import METRICS
 from workers.request import Request
 
@@ -133,15 +135,10 @@ def refusal(lim: LimitRT, retry_after_ns: int, reset_ns: int) -> bytes:
     )
 
 
-def attach(name: str) -> Any:
+def attach(name: str) -> Buckets | None:
     """The instance's bucket segment mapped for this worker, or None when it cannot be:
     limits then let every request through, counted ``untracked``. Said on stderr unless the
     segment is simply absent (a worker run by a bare ``shm.Publisher``, not a supervisor)."""
-    import sys
-
-    from shm import buckets
-    from shm.errors import ShmError
-
     try:
         return buckets.attach(name)
     except ShmError as exc:

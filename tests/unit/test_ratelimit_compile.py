@@ -10,7 +10,9 @@ import pytest
 
 from pavis.compiler import compile_text
 from pavis.compiler.ratelimit import parse_rate, policy_field
+from pavis.diff import diff_models
 from pavis.errors import ConfigError
+from pavis.explain import explain, format_text
 from pavis.schema import Model, RateLimit, RateLimitOff
 
 HEAD = """version: 1
@@ -162,3 +164,26 @@ def test_the_policy_window_is_the_refill_time_rounded_up() -> None:
     assert policy_field("route", 20, 100_000_000) == '"route";q=20;w=2'
     assert policy_field("route", 1, 100_000_000) == '"route";q=1;w=1'  # never 0
     assert policy_field("route", 3, 400_000_000) == '"route";q=3;w=2'  # 1.2 s → 2
+
+
+def test_explain_lists_the_limits_a_request_passes_in_order() -> None:
+    m = model(yaml("{rate: 10/s, key: {header: X-Key}, delay: true}", "{rate: 5/m}"))
+    report = explain(m, "GET", "x", "/a")
+    got = [(rl["scope"], rl["rate"], rl["burst"], rl["key"]) for rl in report["rate_limits"]]
+    assert got == [("virtual_host", "5/m", 5, "client_ip"), ("route", "10/s", 10, "header")]
+    vh = m.virtual_hosts[0].rate_limit
+    assert isinstance(vh, RateLimit)
+    assert report["rate_limits"][0]["limit_id"] == vh.limit_id.hex()
+    text = format_text(report)
+    assert "rate limit        virtual_host 5/m burst 5 per client_ip; 429" in text
+    assert "route 10/s burst 10 per header x-key; delay, then 429" in text
+
+
+def test_diff_shows_a_changed_virtual_host_limit() -> None:
+    a = model(yaml("", "{rate: 5/m}"))
+    b = model(yaml("", "{rate: 6/m}"))
+    changes = [c for c in diff_models(a, b) if c.kind == "changed"]
+    assert [(c.section, c.key) for c in changes] == [("virtual_host", "main")]
+    assert "rate_limit.rate" in {f.path for f in changes[0].fields}
+    added = diff_models(model(yaml("")), a)
+    assert [f.path for c in added for f in c.fields] == ["rate_limit"]
