@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers_proc import Serve, get, needs_workers
+from tests.e2e.test_control_local_users import NOBODY, planted
 from tests.e2e.test_control_shm_full import PRIVATE_SHM
 from tests.helpers import direct_config
 
@@ -90,5 +91,24 @@ def test_a_first_limit_that_does_not_fit_in_dev_shm_is_a_rejected_reload(tmp_pat
         assert "no_space" in r.stdout + r.stderr
         assert get(sv.port, "/")[1] == b"A"
         assert sv.history()[-1]["outcome"] == "rejected"
+    finally:
+        sv.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_bucket_segment_another_user_planted_is_never_used(tmp_path: Path) -> None:
+    """/dev/shm is world-writable: a `pavis.<name>.rl` that another uid made first would let
+    it read and steer every client's limit. The reload that needs it is refused, naming the
+    file; the planted file is left as it was."""
+    sv = Serve(tmp_path, workers=2)
+    try:
+        with planted(f"/dev/shm/pavis.{sv.name}.rl") as seg:
+            sv.start(sv.config("A"))
+            r = sv.pavctl("reload", str(write(sv, "b", "B", "{rate: 1/m, burst: 1, key: route}")))
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert "hostile" in r.stdout + r.stderr and seg.name in r.stdout + r.stderr
+            assert get(sv.port, "/")[1] == b"A"
+            assert sv.stop() == 0
+            assert seg.read_bytes() == b"not yours\n" and seg.stat().st_uid == NOBODY
     finally:
         sv.cleanup()
