@@ -27,6 +27,10 @@ then one per ``T``. A key whose TAT is not after ``now`` has no state left — a
 the same — so its slot is free to reuse: state expires with the condition (at most ``B·T``
 after the key's last request), nothing is learned or kept beyond that.
 
+An allowed take also says how long the request would wait if the burst were a queue rather
+than a volley (``wait_ns`` = ``max(TAT, now) - now``: the k-th request of a burst waits
+``k·T``), which is the caller's delayed mode; the decision itself is the same.
+
 Bounded: ``buckets × ways`` keys. A key hashes (xxh3-64 of the limit's identity and the key)
 to one bucket and lives in one of its ways. A take whose bucket holds ``ways`` live keys
 is *untracked*: it is allowed, and counted in ``untracked``. Failing open keeps a flood of
@@ -37,6 +41,10 @@ The limit's identity is part of the hash (``limit_id``): a limit whose parameter
 change across a reload keeps its keys' state; a changed one hashes elsewhere and starts
 fresh (its old slots expire and are reused). Keeping unchanged state matters because a
 reload that reset every bucket would hand every client a new burst.
+
+Trust: /dev/shm is world-writable, so ``attach`` refuses a segment another user owns; the
+segment is created with every page backed (``posix_fallocate``): a full /dev/shm is an
+error at creation, never a SIGBUS in a worker.
 
 Atomicity: each bucket is read and written under an exclusive POSIX record lock (``lockf``)
 on one byte of the segment, chosen by the bucket's stripe. Record locks belong to the
