@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pavis.artifact.view import address, to_view
-from pavis.schema import Model
+from pavis.schema import Model, RateLimit
 
 Kind = Literal["added", "removed", "changed"]
 SECTIONS = ("settings", "listener", "cluster", "endpoint", "virtual_host", "route")
@@ -88,7 +88,10 @@ def _items(model: Model) -> dict[str, dict[str, Any]]:
             _put(out["endpoint"], f"{cluster.name}/{address(ep)}", {"weight": ep.weight})
     for vhost in model.virtual_hosts:
         names = [model.routes[i].name for i in vhost.routes]
-        _put(out["virtual_host"], vhost.name, {"domains": list(vhost.domains), "routes": names})
+        host: dict[str, Any] = {"domains": list(vhost.domains), "routes": names}
+        if isinstance(vhost.rate_limit, RateLimit):  # absent when off: shown as added/removed
+            host["rate_limit"] = to_view(vhost.rate_limit)
+        _put(out["virtual_host"], vhost.name, host)
         for i in vhost.routes:
             route = model.routes[i]
             view = to_view(route)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pavis import lookup
 from pavis.artifact.view import address, to_view
-from pavis.schema import Forward, HeaderOps, Model, Redirect, Route
+from pavis.schema import Forward, HeaderOps, Model, RateLimit, Redirect, Route
 
 
 def header_map(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -114,9 +114,21 @@ def explain(
         report["body_bytes"] = len(action.body)
     report["request_headers"] = to_view(route.request_headers)
     report["response_headers"] = to_view(route.response_headers)
+    # The limits the request passes before its action, in the workers' order.
+    report["rate_limits"] = [
+        _limit_view(scope, rl)
+        for scope, rl in (("virtual_host", vhost.rate_limit), ("route", route.rate_limit))
+        if isinstance(rl, RateLimit)
+    ]
     if isinstance(action, Forward):
         report["upstream"] = _upstream(model, route, action, host, path, query, hmap)
     return report
+
+
+def _limit_view(scope: str, rl: RateLimit) -> dict[str, Any]:
+    view: dict[str, Any] = {"scope": scope, **to_view(rl)}
+    view["limit_id"] = rl.limit_id.hex()
+    return view
 
 
 def _bad_request(method: str, host: str, bad_target: bool) -> tuple[str, int] | None:
@@ -218,7 +230,17 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"retry             {_retry_text(up['retry'])}")
     lines.append(f"request headers   {_ops_text(report['request_headers'])}")
     lines.append(f"response headers  {_ops_text(report['response_headers'])}")
+    for i, rl in enumerate(report["rate_limits"]):
+        lines.append(f"{'rate limit' if i == 0 else '':<18}{_limit_text(rl)}")
     return "\n".join(lines)
+
+
+def _limit_text(rl: dict[str, Any]) -> str:
+    key = f"header {rl['header']}" if rl["key"] == "header" else rl["key"]
+    mode = (
+        "dry run (never rejects)" if rl["dry_run"] else "delay, then 429" if rl["delay"] else "429"
+    )
+    return f"{rl['scope']} {rl['rate']} burst {rl['burst']} per {key}; {mode}"
 
 
 def _match_text(match: dict[str, Any]) -> str:

@@ -257,6 +257,26 @@ class Direct(msgspec.Struct, tag="direct", **_OPTS):
     content_type: str
 
 
+class RateLimitOff(msgspec.Struct, tag="off", **_OPTS):
+    """No rate limit here."""
+
+
+class RateLimit(msgspec.Struct, tag="gcra", **_OPTS):
+    """A local rate limit (docs/RATE_LIMITING.md): ``burst`` requests at once per key, then
+    one per ``interval_ns``, decided in the instance's shared bucket segment."""
+
+    limit_id: bytes  # 16 bytes: digest of (virtual host, route, rate, burst, key); the
+    # segment keeps a key's state across a reload only while this is unchanged
+    rate: str  # canonical "N/s", "N/m" or "N/h", as explain shows it
+    interval_ns: int  # the period divided by N
+    burst: int
+    key: Literal["client_ip", "route", "header"]
+    header: str  # lower-case name when key == "header", else ""
+    delay: bool  # wait up to the burst instead of answering 429 at once
+    dry_run: bool  # count what would be rejected; never reject or wait
+    policy: str  # the RateLimit-Policy field value sent with a 429
+
+
 class Route(_S):
     name: str
     vhost: int  # index into Model.virtual_hosts
@@ -264,6 +284,7 @@ class Route(_S):
     action: Forward | Redirect | Direct
     request_headers: HeaderOps
     response_headers: HeaderOps
+    rate_limit: RateLimitOff | RateLimit  # applied after the virtual host's own
 
 
 # --------------------------------------------------------------------------- lookup index
@@ -290,6 +311,7 @@ class VirtualHost(_S):
     domains: tuple[str, ...]
     routes: tuple[int, ...]  # global route indices in declared order
     index: RouteIndex
+    rate_limit: RateLimitOff | RateLimit  # applied to every request routed in this host
 
 
 class DomainIndex(_S):

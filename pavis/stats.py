@@ -28,6 +28,11 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 RESULTS = ("success", "connect_error", "timeout", "reset", "bad_response", "5xx")
 SUCCESS, CONNECT_ERROR, TIMEOUT, RESET, BAD_RESPONSE, STATUS_5XX = range(len(RESULTS))
 
+# rate_limit_decisions_total{decision}, in rank order (a request under two limits is logged
+# with the higher): unkeyed = the key's header was absent (not limited); untracked = the
+# bucket segment was full or missing (let through); dry_run = would have been rejected.
+RL_DECISIONS = ("allowed", "unkeyed", "untracked", "delayed", "dry_run", "rejected")
+
 _OPTS = {"array_like": True, "gc": False, "forbid_unknown_fields": True}
 
 
@@ -47,6 +52,12 @@ class EndpointStats(msgspec.Struct, **_OPTS):
     ups: int = 0  # and turned healthy again
 
 
+class RateLimitStats(msgspec.Struct, **_OPTS):
+    virtual_host: str
+    route: str  # "" for the virtual host's own limit
+    decisions: list[int]  # by RL_DECISIONS position
+
+
 class WorkerStats(msgspec.Struct, **_OPTS):
     version: int
     pid: int
@@ -58,6 +69,7 @@ class WorkerStats(msgspec.Struct, **_OPTS):
     endpoints: list[EndpointStats]
     endpoints_dropped: int  # endpoints left out to fit the shm stats area
     accept_errors: int = 0  # accepts that failed for want of descriptors or memory
+    rate_limits: list[RateLimitStats] = msgspec.field(default_factory=list)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -81,6 +93,7 @@ def decode(data: bytes) -> WorkerStats | None:
         or len(stats.codes) != len(CODE_CLASSES)
         or len(stats.buckets) != len(BUCKETS) + 1
         or any(len(c.results) != len(RESULTS) for c in stats.clusters)
+        or any(len(r.decisions) != len(RL_DECISIONS) for r in stats.rate_limits)
     ):
         return None
     return stats

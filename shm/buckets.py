@@ -27,6 +27,10 @@ then one per ``T``. A key whose TAT is not after ``now`` has no state left — a
 the same — so its slot is free to reuse: state expires with the condition (at most ``B·T``
 after the key's last request), nothing is learned or kept beyond that.
 
+An allowed take also says how long the request would wait if the burst were a queue rather
+than a volley (``wait_ns`` = ``max(TAT, now) - now``: the k-th request of a burst waits
+``k·T``), which is the caller's delayed mode; the decision itself is the same.
+
 Bounded: ``buckets × ways`` keys. A key hashes (xxh3-64 of the limit's identity and the key)
 to one bucket and lives in one of its ways. A take whose bucket holds ``ways`` live keys
 is *untracked*: it is allowed, and counted in ``untracked``. Failing open keeps a flood of
@@ -37,6 +41,10 @@ The limit's identity is part of the hash (``limit_id``): a limit whose parameter
 change across a reload keeps its keys' state; a changed one hashes elsewhere and starts
 fresh (its old slots expire and are reused). Keeping unchanged state matters because a
 reload that reset every bucket would hand every client a new burst.
+
+Trust: /dev/shm is world-writable, so ``attach`` refuses a segment another user owns; the
+segment is created with every page backed (``posix_fallocate``): a full /dev/shm is an
+error at creation, never a SIGBUS in a worker.
 
 Atomicity: each bucket is read and written under an exclusive POSIX record lock (``lockf``)
 on one byte of the segment, chosen by the bucket's stripe. Record locks belong to the
@@ -72,21 +80,41 @@ MAX_KEYS = 1 << 24
 class Verdict:
     """One take's answer. ``allowed``: the request may pass. ``retry_after_ns``: when it
     would have been allowed (0 if it was). ``remaining``: requests the key could still make
-    at once. ``tracked``: False when the bucket was full (then always allowed)."""
+    at once. ``tracked``: False when the bucket was full (then always allowed).
+    ``wait_ns``: for an allowed take, how long it must wait to keep to the rate without
+    using the burst at once (the delayed mode: the burst is a queue, not a volley).
+    ``reset_ns``: until the key's whole burst is available again."""
 
-    __slots__ = ("allowed", "retry_after_ns", "remaining", "tracked")
+    __slots__ = ("allowed", "retry_after_ns", "remaining", "tracked", "wait_ns", "reset_ns")
 
-    def __init__(self, allowed: bool, retry_after_ns: int, remaining: int, tracked: bool):
+    def __init__(
+        self,
+        allowed: bool,
+        retry_after_ns: int,
+        remaining: int,
+        tracked: bool,
+        wait_ns: int = 0,
+        reset_ns: int = 0,
+    ):
         self.allowed = allowed
         self.retry_after_ns = retry_after_ns
         self.remaining = remaining
         self.tracked = tracked
+        self.wait_ns = wait_ns
+        self.reset_ns = reset_ns
 
     def __repr__(self) -> str:
         return (
             f"Verdict(allowed={self.allowed}, retry_after_ns={self.retry_after_ns}, "
-            f"remaining={self.remaining}, tracked={self.tracked})"
+            f"remaining={self.remaining}, tracked={self.tracked}, wait_ns={self.wait_ns}, "
+            f"reset_ns={self.reset_ns})"
         )
+
+
+def key_hash(limit_id: bytes, key: bytes) -> int:
+    """The 64-bit slot tag of ``key`` under ``limit_id`` (never 0: 0 marks an empty slot);
+    its low bits choose the bucket."""
+    return xxhash.xxh3_64_intdigest(key, seed=xxhash.xxh3_64_intdigest(limit_id)) or 1
 
 
 def size(buckets: int, ways: int) -> int:
@@ -112,8 +140,10 @@ def create(
         if gid is not None:
             os.fchown(mem.fd, -1, gid)
         os.fchmod(mem.fd, mode)
-        # ftruncate gives zeroed pages; the header, written last, makes the segment valid.
-        os.ftruncate(mem.fd, size(buckets, ways))
+        # Zeroed pages, every one backed now: a sparse page first touched when /dev/shm is
+        # full would be SIGBUS in the worker touching it; full now is ENOSPC here. The
+        # header, written last, makes the segment valid.
+        os.posix_fallocate(mem.fd, 0, size(buckets, ways))
         header = HEADER.pack(MAGIC, VERSION, buckets, ways, stripes, 0, 0, bytes(24))
         os.pwrite(mem.fd, header, 0)
     except BaseException:
@@ -163,7 +193,7 @@ class Buckets:
         at most ``burst`` at once, one per ``interval_ns`` after that."""
         if now_ns is None:
             now_ns = time.monotonic_ns()
-        h = xxhash.xxh3_64_intdigest(key, seed=xxhash.xxh3_64_intdigest(limit_id)) or 1
+        h = key_hash(limit_id, key)
         bucket = h & self._mask
         first = (HEADER_SIZE // 8) + bucket * self.ways * 2  # word index of the bucket
         words, tats = self._words, self._tats
@@ -193,13 +223,15 @@ class Buckets:
             if untracked:
                 verdict = Verdict(True, 0, 0, False)
             else:
-                tat = max(tats[slot + 1], now_ns) + interval_ns
+                start = max(tats[slot + 1], now_ns)
+                tat = start + interval_ns
                 if tat - now_ns <= tolerance:
                     tats[slot + 1] = tat
                     left = (tolerance - (tat - now_ns)) // interval_ns if interval_ns else burst
-                    verdict = Verdict(True, 0, left, True)
+                    verdict = Verdict(True, 0, left, True, start - now_ns, tat - now_ns)
                 else:
-                    verdict = Verdict(False, tat - now_ns - tolerance, 0, True)
+                    wait = tat - now_ns - tolerance
+                    verdict = Verdict(False, wait, 0, True, 0, start - now_ns)
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, lock)
         if untracked:
@@ -240,7 +272,12 @@ def attach(name: str) -> Buckets:
         raise ShmError("permission", f"{path} is not writable by this user") from None
     fd = mem.fd  # kept open: the record locks are taken on it
     try:
-        total = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            # /dev/shm is world-writable: a segment of this name made by another user is
+            # hostile, and its state must never decide for this instance.
+            raise ShmError("hostile", f"{path} belongs to uid {st.st_uid}, not to this user")
+        total = st.st_size
         if total < HEADER_SIZE:
             raise ShmError("truncated", f"{path} is {total} bytes, shorter than its header")
         magic, version, buckets, ways, stripes, _u, _r, _res = HEADER.unpack(os.pread(fd, 64, 0))

@@ -2,7 +2,8 @@
 
 Owns: ``Connection`` (a ``workers.runtime.Client`` with its request loop), capturing the
 generation a request runs on (``runtime.state`` read once per request), route lookup
-through ``pavis.lookup``, the direct / redirect / 404 responses, mapping
+through ``pavis.lookup``, the direct / redirect / 404 responses and the 429 of a rate limit
+(``workers.ratelimit`` decides), mapping
 ``HttpError`` to an answer (the client gets the status and its reason phrase; the detail goes
 to stderr, rate-limited, and to the access log), keep-alive and draining decisions, and the
 access log call — for rejected request heads too — and the verified client identity
@@ -20,9 +21,16 @@ from typing import Any
 
 from pavis.errors import ArtifactError
 from pavis.schema import ClientAuth, ServerTls
-from workers import accesslog
+from workers import accesslog, ratelimit
 from workers.accesslog import Exchange
-from workers.heads import disposition, error_body, error_response, response_head
+from workers.heads import (
+    PLAIN_TEXT,
+    disposition,
+    error_body,
+    error_response,
+    own_fields,
+    response_head,
+)
 from workers.http import ClientGone, HttpError, Request
 from workers.metrics import METRICS
 from workers.proxy import forward
@@ -199,6 +207,15 @@ class Connection(Client):
             raise HttpError(404, "no route")
         rt = state.route(ri)
         ex.route = rt.name
+        if rt.rate_limits:
+            decision, refused = ratelimit.check(
+                self.runtime.buckets, self.client_ip, req, rt.rate_limits
+            )
+            if refused:
+                ex.error = "rate limited"
+                body = error_body(429)
+                fields = own_fields(429, len(body), PLAIN_TEXT, b"", frozenset()) + refused
+                return self._send_local(req, 429, fields, body, ex)
         if rt.kind == FORWARD:
             return forward(self, req, rt, ex)
         return self._local(req, rt, ex)
@@ -219,16 +236,23 @@ class Connection(Client):
         return True
 
     def _local(self, req: Request, rt: RouteRT, ex: Exchange) -> bool:
+        return self._send_local(req, rt.status, rt.local_fields, rt.local_body, ex)
+
+    def _send_local(
+        self, req: Request, status: int, fields: bytes, body: bytes, ex: Exchange
+    ) -> bool:
+        """An answer the proxy makes itself that keeps the connection (direct, redirect,
+        429): ``fields`` are its header-field lines."""
         keep = self._settle(req) and req.keep_alive and not self.runtime.draining
-        parts = response_head(rt.status, [rt.local_fields], b"", disposition(keep, req.http10))
+        parts = response_head(status, [fields], b"", disposition(keep, req.http10))
         sent = 0
         if req.method != b"HEAD":
-            parts.append(rt.local_body)
-            sent = len(rt.local_body)
+            parts.append(body)
+            sent = len(body)
         self.reader.stream.send_soon(
             b"".join(parts), time.monotonic() + self.reader.keepalive_timeout
         )
-        ex.status = rt.status
+        ex.status = status
         ex.bytes = sent
         return keep
 

@@ -114,7 +114,7 @@ def own_fields(
     return b"".join(n + b": " + v + b"\r\n" for n, v in fields if n.lower() not in drop)
 
 
-_PLAIN_TEXT = b"text/plain; charset=utf-8"
+PLAIN_TEXT = b"text/plain; charset=utf-8"
 _ERRORS: dict[int, bytes] = {}  # status * 4 + keep * 2 + head_only → the whole answer
 
 
@@ -124,7 +124,7 @@ def error_response(status: int, keep: bool, head_only: bool) -> bytes:
     data = _ERRORS.get(key)
     if data is None:
         body = error_body(status)
-        fields = own_fields(status, len(body), _PLAIN_TEXT, b"", frozenset())
+        fields = own_fields(status, len(body), PLAIN_TEXT, b"", frozenset())
         # Only "close" is ever said: an HTTP/1.0 client is not told keep-alive, so after an
         # error it closes the connection itself.
         parts = response_head(status, [fields], b"", disposition(keep, False))

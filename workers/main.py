@@ -145,6 +145,7 @@ class Worker:
             load.wake_fd = self.wake_fds[self.slot]
             load.after = list(self.wake_fds[self.slot + 1 :])
         self.runtime = Runtime(state, load)
+        self.runtime.buckets = _attach_buckets(self.name)
         self.registry.keep_only(state)
         self.servers = self._serve(state)
         sub.ack(gen, state.digest)
@@ -267,6 +268,8 @@ class Worker:
             traceback.print_exc()
             self._reject(gen, "build_failed", str(exc))
             return
+        if runtime.buckets is None:  # made before the first generation with a rate limit
+            runtime.buckets = _attach_buckets(self.name)
         old = runtime.state
         runtime.state = state  # the one reference every new request reads
         for lname, handshake, context, tls in certificates:
@@ -331,6 +334,12 @@ class Worker:
             self._publish_stats()  # the drained requests count too
         self.registry.close()
         return EXIT_OK
+
+
+def _attach_buckets(name: str) -> Any:
+    from workers.ratelimit import attach
+
+    return attach(name)
 
 
 def _server_context(tls: Any) -> Any:

@@ -15,7 +15,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from pavis import stats
-from pavis.stats import BUCKETS, RESULTS, ClusterStats, EndpointStats, WorkerStats
+from pavis.stats import (
+    BUCKETS,
+    RESULTS,
+    RL_DECISIONS,
+    ClusterStats,
+    EndpointStats,
+    RateLimitStats,
+    WorkerStats,
+)
 from shm.control import STATS_MAX
 
 _ERROR_INDEX = {
@@ -49,7 +57,7 @@ class ClusterCounters:
 
 
 class Metrics:
-    __slots__ = ("codes", "buckets", "duration_sum", "clusters", "accept_errors")
+    __slots__ = ("codes", "buckets", "duration_sum", "clusters", "accept_errors", "rate_limits")
 
     def __init__(self) -> None:
         self.codes = [0] * len(stats.CODE_CLASSES)
@@ -57,6 +65,8 @@ class Metrics:
         self.duration_sum = 0.0
         self.clusters: dict[str, ClusterCounters] = {}
         self.accept_errors = 0  # counted by workers.accept
+        # (virtual host, route) → decisions by RL_DECISIONS position (workers.ratelimit)
+        self.rate_limits: dict[tuple[str, str], list[int]] = {}
 
     def request(self, status: int, seconds: float) -> None:
         """One finished request: its status and its time from first byte read to answer."""
@@ -73,12 +83,22 @@ class Metrics:
             counters = self.clusters[name] = ClusterCounters()
         return counters
 
+    def rate_limit(self, vhost: str, route: str) -> list[int]:
+        """The decision counters of one limit ("" route: the virtual host's own); looked up
+        once per generation per route, incremented in place by the request path."""
+        key = (vhost, route)
+        counts = self.rate_limits.get(key)
+        if counts is None:
+            counts = self.rate_limits[key] = [0] * len(RL_DECISIONS)
+        return counts
+
     def snapshot(self, requests: int, clusters: Iterable[Any]) -> bytes:
         """The encoded ``WorkerStats`` of this worker, with the health of the endpoints of
         ``clusters`` (the serving generation's ``ClusterRT``s; typed ``Any`` because the
         compiled build would otherwise reject the tests' stand-ins, and this runs once a
         second). What the stats area cannot hold is dropped:
-        endpoints first (and counted), then — only past some 400 cluster names — clusters."""
+        endpoints first (and counted), then rate-limit counters, then — only past some 400
+        cluster names — clusters."""
         eps = []
         for c in clusters:
             for ep in c.endpoints:
@@ -100,12 +120,17 @@ class Metrics:
             eps,
             0,
             self.accept_errors,
+            [RateLimitStats(v, r, list(c)) for (v, r), c in self.rate_limits.items()],
         )
         data = stats.encode(snap)
         while len(data) > STATS_MAX and snap.endpoints:
             keep = len(snap.endpoints) * STATS_MAX // len(data) - 1
             snap.endpoints = snap.endpoints[: max(0, keep)]
             snap.endpoints_dropped = len(eps) - len(snap.endpoints)
+            data = stats.encode(snap)
+        while len(data) > STATS_MAX and snap.rate_limits:
+            keep = len(snap.rate_limits) * STATS_MAX // len(data) - 1
+            snap.rate_limits = snap.rate_limits[: max(0, keep)]
             data = stats.encode(snap)
         while len(data) > STATS_MAX and snap.clusters:
             snap.clusters = snap.clusters[: len(snap.clusters) * STATS_MAX // len(data) - 1]

@@ -13,6 +13,7 @@ import itertools
 import os
 from typing import Any
 
+from shm.buckets import Buckets
 from workers.accept import Load
 from workers.http import ClientReader
 from workers.state import State
@@ -45,6 +46,8 @@ class Runtime:
         self.inflight = 0
         self.draining = False
         self.conns: set[Client] = set()
+        # The instance's rate-limit segment (``workers.ratelimit.attach``); None: not attached.
+        self.buckets: Buckets | None = None
 
 
 class Client:

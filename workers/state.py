@@ -31,11 +31,13 @@ from pavis.schema import (
     Redirect,
     Retry,
     Route,
+    VirtualHost,
 )
 from workers.balance import ClusterRT, EndpointRT
 from workers.heads import own_fields
 from workers.health import Health
 from workers.pool import Pool
+from workers.ratelimit import limits_of
 
 EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verification is cheap
 
@@ -96,11 +98,25 @@ class RouteRT:
         "replay_any",
         "resp_head_max",
         "resp_headers_max",
+        "rate_limits",
     )
 
-    def __init__(self, index: int, route: Route, clusters: list[ClusterRT], limits: Limits) -> None:
+    def __init__(
+        self,
+        index: int,
+        route: Route,
+        clusters: list[ClusterRT],
+        limits: Limits,
+        vhost: VirtualHost | None = None,
+    ) -> None:
         self.index = index
         self.name = route.name
+        # Empty for a route without a limit: the request path tests it and goes on.
+        self.rate_limits = (
+            limits_of(vhost.name, vhost.rate_limit, route.name, route.rate_limit)
+            if vhost is not None
+            else ()
+        )
         self.req_drop = _drop_set(route.request_headers)
         self.req_extra = _lines(route.request_headers.set) + _lines(route.request_headers.add)
         self.resp_drop = _drop_set(route.response_headers)
@@ -319,5 +335,7 @@ class State:
     def route(self, i: int) -> RouteRT:
         rt = self.route_rts[i]
         if rt is None:
-            rt = self.route_rts[i] = RouteRT(i, self.routes[i], self.clusters, self.limits)
+            route = self.routes[i]
+            rt = RouteRT(i, route, self.clusters, self.limits, self.vhosts[route.vhost])
+            self.route_rts[i] = rt
         return rt

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pavis.compiler import certs, index
 from pavis.compiler.intent import ClusterSpec, Config, ListenerSpec
+from pavis.compiler.ratelimit import compile_limit
 from pavis.compiler.routes import RouteCodec
 from pavis.errors import Problem
 from pavis.schema import (
@@ -107,13 +108,16 @@ class _Codec(RouteCodec):
             ids: list[int] = []
             for j, rspec in enumerate(vspec.routes):
                 ids.append(len(routes))
-                routes.append(self.route(v, j, rspec, by_name, clusters))
+                routes.append(self.route(v, j, rspec, by_name, clusters, vspec.name))
             vhosts.append(
                 VirtualHost(
                     name=vspec.name,
                     domains=tuple(domains),
                     routes=tuple(ids),
                     index=index.route_index([(i, routes[i].match) for i in ids]),
+                    rate_limit=compile_limit(
+                        self, vspec.rate_limit, f"$.virtual_hosts[{v}].rate_limit", vspec.name, ""
+                    ),
                 )
             )
         return Model(

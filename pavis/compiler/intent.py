@@ -191,6 +191,18 @@ class HeaderOpsSpec(_I):
     remove: list[str] = msgspec.field(default_factory=list)
 
 
+class RateLimitKeyHeader(_I):
+    header: str  # requests are counted per value of this request header
+
+
+class RateLimitSpec(_I):
+    rate: str  # "N/s", "N/m" or "N/h"
+    burst: int | None = None  # default: N, the count in ``rate``
+    key: Literal["client_ip", "route"] | RateLimitKeyHeader = "client_ip"
+    delay: bool = False  # wait (up to the burst) instead of answering 429 at once
+    dry_run: bool = False  # count what would be rejected, reject nothing
+
+
 class RouteSpec(_I):
     match: MatchSpec
     name: str = ""  # default: "route<N>", N its position in the virtual host
@@ -199,12 +211,14 @@ class RouteSpec(_I):
     direct: DirectSpec | None = None
     request_headers: HeaderOpsSpec = msgspec.field(default_factory=HeaderOpsSpec)
     response_headers: HeaderOpsSpec = msgspec.field(default_factory=HeaderOpsSpec)
+    rate_limit: RateLimitSpec | None = None
 
 
 class VirtualHostSpec(_I):
     name: str
     domains: list[str]
     routes: list[RouteSpec] = msgspec.field(default_factory=list)
+    rate_limit: RateLimitSpec | None = None  # every routed request of the host, before a route's
 
 
 class Config(_I):

@@ -24,6 +24,7 @@ from pavis.compiler.intent import (
     RetrySpec,
     RouteSpec,
 )
+from pavis.compiler.ratelimit import compile_limit
 from pavis.compiler.values import STATUS_CLASS, Values
 from pavis.schema import (
     Cluster,
@@ -56,6 +57,7 @@ class RouteCodec(Values):
         spec: RouteSpec,
         by_name: dict[str, int],
         clusters: tuple[Cluster, ...],
+        vhost_name: str = "",
     ) -> Route:
         path = f"$.virtual_hosts[{v}].routes[{j}]"
         actions = [
@@ -89,13 +91,15 @@ class RouteCodec(Values):
             action = msgspec.structs.replace(
                 action, rewrite=msgspec.structs.replace(action.rewrite, strip=strip)
             )
+        name = spec.name or f"route{j}"
         return Route(
-            name=spec.name or f"route{j}",
+            name=name,
             vhost=v,
             match=match,
             action=action,
             request_headers=header_ops(spec.request_headers),
             response_headers=header_ops(spec.response_headers),
+            rate_limit=compile_limit(self, spec.rate_limit, f"{path}.rate_limit", vhost_name, name),
         )
 
     def match(self, path: str, spec: MatchSpec) -> Match:

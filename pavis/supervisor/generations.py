@@ -44,6 +44,7 @@ from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Store
 from pavis.supervisor.control import Respond
 from pavis.supervisor.history import History
 from pavis.supervisor.notify import monotonic_usec, notify
+from pavis.supervisor.reaction import Reaction, reaction_for
 from pavis.supervisor.sockets import listeners_changed
 from pavis.supervisor.source import build
 from pavis.supervisor.source import read as read_file
@@ -104,6 +105,7 @@ class Generations:
         self.reload_source = reload_source  # what a reload without a path reads
         self.lock = threading.RLock()
         self.publisher: Publisher | None = None
+        self.reaction: Reaction | None = None  # rate-limit buckets, kept across reloads
         self.current: Generation | None = None
         self.retained: dict[int, Generation] = {}  # still in shm
         self._live = live
@@ -123,6 +125,7 @@ class Generations:
     def boot(self, data: bytes, source: str, model: Model, checksum: str) -> Generation:
         """Publish and activate the first generation (no worker runs yet)."""
         assert self.publisher is not None
+        self.reaction = reaction_for(model, self.reaction, self.publisher)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
         gen = Generation(number, checksum, source, model)
@@ -144,6 +147,9 @@ class Generations:
         return self.lock.acquire(timeout=timeout)
 
     def close(self) -> None:
+        if self.reaction is not None:
+            self.reaction.close()
+            self.reaction = None
         if self.publisher is not None:
             self.publisher.close(unlink=True)
 
@@ -358,6 +364,7 @@ class Generations:
         target = next((g for g in self.retained.values() if g.checksum == checksum), None)
         if target is None or target.number not in self.publisher.retained():
             try:
+                self.reaction = reaction_for(change.model, self.reaction, self.publisher)
                 number = self.publisher.publish(change.data)
             except ShmError as exc:  # no_space, write_failed: nothing was made current
                 raise self.history.reject(op, change.source, str(exc), checksum) from None

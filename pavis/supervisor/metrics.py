@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 
 import pavis
-from pavis.stats import BUCKETS, CODE_CLASSES, RESULTS
+from pavis.stats import BUCKETS, CODE_CLASSES, RESULTS, RL_DECISIONS
 from pavis.supervisor import events
 from pavis.supervisor.generations import Generations
 from pavis.supervisor.totals import Collector, Sampler, Totals, View
@@ -58,7 +58,10 @@ class Exposition:
         pub = sup.gens.publisher
         view = self._collector.sample(pub) if pub is not None else None
         last = (sup.gens.history.last_ok, sup.gens.history.last_success)
-        return families(sup.status(), view, events.counts(), last)
+        yield from families(sup.status(), view, events.counts(), last)
+        reaction = sup.gens.reaction
+        if reaction is not None:
+            yield from rate_limit_segment(reaction.keys, *reaction.counters())
 
 
 def registry(supervisor: Supervisor, collector: Collector) -> CollectorRegistry:
@@ -114,6 +117,7 @@ def families(
         yield from _requests(view.totals)
         yield from _upstreams(view.totals)
         yield from _endpoints(view)
+        yield from _rate_limits(view.totals)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -297,4 +301,33 @@ def _endpoints(view: View) -> Iterator[Metric]:
         "pavis_stats_endpoints_dropped",
         "Endpoints left out of worker snapshots to fit the shm stats area (16 KiB per worker).",
         dropped,
+    )
+
+
+def _rate_limits(t: Totals) -> Iterator[Metric]:
+    decisions = CounterMetricFamily(
+        "pavis_rate_limit_decisions_total",
+        'Requests under a rate limit by decision (route "": the virtual host\'s own limit; '
+        "dry_run: would have been rejected; unkeyed: the key's header was absent, not "
+        "limited; untracked: let through, the bucket segment being full).",
+        labels=["virtual_host", "route", "decision"],
+    )
+    for (vhost, route), counts in sorted(t.rate_limits.items()):
+        for i, decision in enumerate(RL_DECISIONS):
+            decisions.add_metric([vhost, route, decision], counts[i])
+    yield decisions
+
+
+def rate_limit_segment(keys: int, untracked: int, reclaimed: int) -> Iterator[Metric]:
+    """The shared bucket segment's own counters (read from it, not from the workers)."""
+    yield _gauge("pavis_rate_limit_segment_keys", "Keys the rate-limit segment can track.", keys)
+    yield CounterMetricFamily(
+        "pavis_rate_limit_untracked_total",
+        "Requests let through untracked because their key's bucket held only live keys.",
+        value=untracked,
+    )
+    yield CounterMetricFamily(
+        "pavis_rate_limit_reclaimed_total",
+        "Segment slots taken over from a key whose state had expired.",
+        value=reclaimed,
     )

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from pavis import stats
-from pavis.stats import BUCKETS, CODE_CLASSES, RESULTS, WorkerStats
+from pavis.stats import BUCKETS, CODE_CLASSES, RESULTS, RL_DECISIONS, WorkerStats
 
 SAMPLE_S = 1.0  # the sampler thread's period: as often as workers publish
 
@@ -45,6 +45,7 @@ class Totals:
         self.ejections: dict[tuple[str, str], int] = {}
         self.turns: dict[tuple[str, str], list[int]] = {}  # [downs, ups] of active probes
         self.accept_errors = 0
+        self.rate_limits: dict[tuple[str, str], list[int]] = {}  # (vhost, route) → decisions
 
     def add(self, snap: WorkerStats) -> None:
         self.requests += snap.requests
@@ -66,6 +67,10 @@ class Totals:
             turns = self.turns.setdefault(key, [0, 0])
             turns[0] += e.downs
             turns[1] += e.ups
+        for r in snap.rate_limits:
+            counts = self.rate_limits.setdefault((r.virtual_host, r.route), [0] * len(RL_DECISIONS))
+            for i, n in enumerate(r.decisions):
+                counts[i] += n
 
     def merged(self, other: Totals) -> Totals:
         out = Totals()
@@ -90,6 +95,9 @@ class Totals:
                 turns = out.turns.setdefault(key, [0, 0])
                 turns[0] += downs
                 turns[1] += ups
+            for key, counts in t.rate_limits.items():
+                mine = out.rate_limits.setdefault(key, [0] * len(RL_DECISIONS))
+                out.rate_limits[key] = [a + b for a, b in zip(mine, counts, strict=True)]
         return out
 
 

@@ -84,6 +84,7 @@ def hand_model() -> s.Model:
             s.Direct(200, b"ok\n", "text/plain"),
             no_ops,
             no_ops,
+            s.RateLimitOff(),
         ),
         s.Route(
             "v1",
@@ -94,6 +95,10 @@ def hand_model() -> s.Model:
             forward,
             s.HeaderOps(("cookie",), (("x-env", "prod"),), ()),
             s.HeaderOps(("server",), (), (("via", "pavis"),)),
+            s.RateLimit(
+                bytes(range(16)), "10/s", 100_000_000, 20, "header", "x-api-key", False, False,
+                '"route";q=20;w=2',
+            ),
         ),
         s.Route(
             "legacy",
@@ -102,6 +107,7 @@ def hand_model() -> s.Model:
             s.Redirect(301, "https://example.com/new"),
             no_ops,
             no_ops,
+            s.RateLimitOff(),
         ),
         s.Route(
             "bin",
@@ -110,6 +116,7 @@ def hand_model() -> s.Model:
             s.Direct(200, b"\xff\x00binary", "application/octet-stream"),
             no_ops,
             no_ops,
+            s.RateLimitOff(),
         ),
         s.Route(
             "slow",
@@ -125,6 +132,7 @@ def hand_model() -> s.Model:
             ),
             no_ops,
             no_ops,
+            s.RateLimitOff(),
         ),
     )
     api_index = s.RouteIndex(
@@ -148,8 +156,12 @@ def hand_model() -> s.Model:
         access_log=s.AccessLog("-"),
         clusters=(api, canary),
         virtual_hosts=(
-            s.VirtualHost("api", ("api.example.com", "*.api.example.com"), (0, 1, 2), api_index),
-            s.VirtualHost("other", ("*",), (3, 4), other_index),
+            s.VirtualHost("api", ("api.example.com", "*.api.example.com"), (0, 1, 2), api_index, s.RateLimitOff()),
+            s.VirtualHost(
+                "other", ("*",), (3, 4), other_index,
+                s.RateLimit(bytes(16), "5/m", 12_000_000_000, 5, "client_ip", "", True, True,
+                            '"virtual_host";q=5;w=60'),
+            ),
         ),
         domains=s.DomainIndex(
             exact={"api.example.com": 0}, suffix={".api.example.com": 0}, prefix={}, default=1

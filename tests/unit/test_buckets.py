@@ -48,6 +48,31 @@ def test_an_idle_key_gets_its_burst_then_one_per_interval(instance: str) -> None
         ]
 
 
+def test_the_delayed_mode_waits_one_interval_per_request_of_the_burst(instance: str) -> None:
+    """``wait_ns`` spaces an allowed burst at the rate (the first at once); ``reset_ns`` is
+    when the whole burst is back."""
+    buckets.create(instance, keys=64, mode=0o600, gid=None)
+    with buckets.attach(instance) as b:
+        t = 10**12
+        got = [b.take(LIMIT, b"k", 100 * MS, 3, t) for _ in range(4)]
+        assert [v.wait_ns for v in got[:3]] == [0, 100 * MS, 200 * MS]
+        assert [v.reset_ns for v in got] == [100 * MS, 200 * MS, 300 * MS, 300 * MS]
+        assert not got[3].allowed and got[3].wait_ns == 0
+        assert not b.take(LIMIT, b"k", 100 * MS, 3, t + 50 * MS).allowed  # queue still full
+        v = b.take(LIMIT, b"k", 100 * MS, 3, t + 100 * MS)  # one interval on: one more place
+        assert v.allowed and v.wait_ns == 200 * MS
+
+
+def test_a_segment_another_user_owns_is_refused(instance: str) -> None:
+    buckets.create(instance, keys=8, mode=0o600, gid=None)
+    os.chown(f"/dev/shm/pavis.{instance}.rl", 65534, 65534)  # nobody's now
+    if os.stat(f"/dev/shm/pavis.{instance}.rl").st_uid != 65534:
+        pytest.skip("needs root to give the segment away")
+    with pytest.raises(ShmError) as caught:
+        buckets.attach(instance)
+    assert caught.value.reason == "hostile"
+
+
 def test_a_rejection_does_not_consume(instance: str) -> None:
     buckets.create(instance, keys=8, mode=0o600, gid=None)
     with buckets.attach(instance) as b:

@@ -34,7 +34,7 @@ CONSTRAINTS = {
     "invalid_pem", "out_of_range", "invalid_upgrade", "unsafe_upgrade",
     "invalid_certificate", "invalid_key", "key_mismatch", "certificate_expired",
     "certificate_not_yet_valid", "duplicate_certificate_name",
-    "invalid_query_name", "invalid_query_value",
+    "invalid_query_name", "invalid_query_value", "invalid_rate",
 }  # fmt: skip
 
 
