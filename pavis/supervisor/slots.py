@@ -36,7 +36,7 @@ BOOT_GRACE = 15.0  # a new worker gets this long before its heartbeat is judged
 
 _RESET_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD,
-    signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE,
+    signal.SIGUSR1, signal.SIGUSR2,
 )  # fmt: skip
 
 
@@ -85,6 +85,9 @@ def spawn(
         signal.set_wakeup_fd(-1)
         for sig in _RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        # Ignored, as Python sets it at start-up: a write to a client that went away must
+        # fail with EPIPE for that connection, not kill the worker and all its others.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for s in socks:
             # detach() first: the socket object must not close a reused number later.
             _close(s.detach())

@@ -59,6 +59,31 @@ def _served(port: int) -> bytes:
     return data
 
 
+def test_clients_that_leave_right_after_the_handshake_do_not_kill_the_worker(
+    tmp_path: Path,
+) -> None:
+    """TLS 1.3 sends session tickets after the handshake: to a client already gone, that
+    write fails with EPIPE — for that connection only."""
+    sv = Serve(tmp_path, workers=1)
+    crt, key = self_signed(tmp_path, "a.test")
+    try:
+        sv.start(_config(sv, crt, key))
+        (before,) = [w["pid"] for w in sv.status()["workers"]]
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", sv.port), timeout=5) as raw:
+                ctx.wrap_socket(raw, server_hostname="a.test").close()
+        time.sleep(0.5)
+        assert _served(sv.port).endswith(b"served")
+        (after,) = [w["pid"] for w in sv.status()["workers"]]
+        assert after == before, "the worker was replaced"
+        assert "SIGPIPE" not in sv.log.read_text()
+    finally:
+        sv.cleanup()
+
+
 def test_a_stalled_handshake_is_cut_off_and_failures_do_not_flood_the_log(tmp_path: Path) -> None:
     sv = Serve(tmp_path, workers=1)
     crt, key = self_signed(tmp_path, "a.test")
