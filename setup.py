@@ -45,6 +45,7 @@ COMPILED = [
     "workers/state.py",
     "workers/health.py",
     "workers/metrics.py",
+    "workers/ratelimit.py",
 ]
 MANIFEST = "workers/_compiled.json"
 
