@@ -73,6 +73,16 @@ def tree_cpu_s(root: int) -> float:
     return reaped + sum(procstat.cpu_seconds(p) for p in procstat.tree(root))
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return raw[raw.rindex(")") + 2 :].split()[0] != "Z"
+
+
 def wait_workers(proxy: setup.Proxy, count: int, timeout: float = 15.0) -> list[int]:
     """The proxy's worker pids once it has ``count`` of them again (after a worker died)."""
     deadline = time.monotonic() + timeout
@@ -157,6 +167,7 @@ class Bench:
         self.pairs: dict[str, setup.Pair] = {}
         self.refused: dict[str, str] = {}  # setup → why pavis is not in it
         self.notes: list[str] = []
+        self.resumption: dict[str, int] = {}
         self.certs: setup.Certs | None = None
         self.upload_lua = self.work / "upload.lua"
         self.upstream = 0
@@ -194,6 +205,10 @@ class Bench:
             if status != 200:
                 self.notes.append(f"{pair.setup.name}/{p.name}: GET / answered {status}")
             wrk.run(f"http://127.0.0.1:{p.ports.plain}/", connections=50, duration=1)
+            if p.ports.tls:
+                n = resumed(p.ports.tls, setup.SNI_NAME)
+                self.resumption[p.name] = n
+                self.notes.append(f"{p.name}: TLS sessions resumed on {n} of 8 new connections")
             if p.ports.sni:
                 for sni, want in ((setup.SNI_NAME, setup.SNI_NAME), ("other.invalid", "default")):
                     got = peer_cn(p.ports.sni, sni)
@@ -233,8 +248,12 @@ class Bench:
                     timeout_s=5.0 if scenario.upload_bytes else 2.0,
                 )
             cpu = tree_cpu_s(proxy.root_pid) - before
-            w_cpu = [procstat.cpu_seconds(p) - b for p, b in zip(workers, w_before, strict=True)]
-            lost = len(set(workers) - set(proxy.worker_pids()))
+            # A worker that died reads 0: its share is unknown, not negative.
+            w_cpu = [
+                max(0.0, procstat.cpu_seconds(p) - b)
+                for p, b in zip(workers, w_before, strict=True)
+            ]
+            lost = sum(not alive(p) for p in workers)
             if holder is not None:
                 idle_open = holder.still_open()
         finally:
@@ -245,7 +264,7 @@ class Bench:
             round=rnd, scenario=scenario.name, target=target, order=order, rps=r.rps,
             p50_ms=r.p50_ms, p99_ms=r.p99_ms, requests=r.requests, failed=r.failed, cpu_s=cpu,
             cpu_us_per_req=cpu / r.requests * 1e6 if r.requests else float("nan"),
-            worker_cpu_split=[round(max(0.0, c) / total, 3) for c in w_cpu] if total > 0 else [],
+            worker_cpu_split=[round(c / total, 3) for c in w_cpu] if total > 0 else [],
             pss_before=pss_before, pss_after=pss_after, idle_open=idle_open, lost_workers=lost,
             command=r.command,
         )  # fmt: skip
@@ -296,6 +315,31 @@ def peer_cn(port: int, sni: str) -> str:
         return "(no certificate)"
     names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else "(no CN)"
+
+
+def resumed(port: int, sni: str, tries: int = 8) -> int:
+    """How many of ``tries`` new connections resumed the previous connection's TLS session
+    (wrk resumes too, so a proxy that cannot pays a full handshake per connection)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    session = None
+    reused = 0
+    for _ in range(tries + 1):
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                ctx.wrap_socket(raw, server_hostname=sni, session=session) as s,
+            ):
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: tls.check\r\nConnection: close\r\n\r\n")
+                while s.recv(4096):  # TLS 1.3 tickets arrive with the answer
+                    pass
+                reused += session is not None and s.session_reused
+                session = s.session
+        except OSError:
+            session = None
+    return reused
 
 
 def plan(scenario: Scenario, rnd: int) -> list[tuple[str, str, str]]:
@@ -367,6 +411,7 @@ def run(
         "summaries": summaries,
         "overall": report.overall(summaries),
         "notes": bench.notes,
+        "tls_sessions_resumed_of_8": bench.resumption,
         "seconds": round(time.monotonic() - started, 1),
     }  # fmt: skip
 
