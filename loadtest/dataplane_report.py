@@ -119,7 +119,7 @@ def verdict(scenario: Scenario, s: dict[str, Any]) -> dict[str, Any]:
     ]
     met = all(ok for *_, ok in checks)
     parts = [
-        f"{what} {value:.2f}x ({'>=' if what == 'req/s' else '<='} {goal:.2f}) "
+        f"{what} {_f(value, '.2f')}x ({'>=' if what == 'req/s' else '<='} {goal:.2f}) "
         f"{'ok' if ok else 'MISSED'}"
         for what, value, goal, ok in checks
     ]

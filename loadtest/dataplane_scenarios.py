@@ -29,8 +29,8 @@ class Setup:
 
     name: str
     workers: int = 2
-    # A TLS listener (one certificate) and an SNI listener (two). A setup of its own, so
-    # that whatever TLS does to a proxy's workers stays out of the plain scenarios.
+    # A TLS listener (one certificate) and an SNI listener (two). Setups of their own, so
+    # that whatever one TLS scenario does to a proxy's workers stays out of the others.
     tls: bool = False
     idle: bool = False  # nginx: room for 10,000 more connections per worker
     rate_limit: bool = False  # a rate-limited route beside the plain one
@@ -41,6 +41,7 @@ SETUPS = {
     for s in (
         Setup("main"),
         Setup("tls", tls=True),
+        Setup("sni", tls=True),
         Setup("idle", idle=True),
         Setup("w4", workers=4),
         Setup("ratelimit", rate_limit=True),
@@ -87,7 +88,7 @@ SCENARIOS = (
     ),
     Scenario(
         "sni-close50",
-        "tls",
+        "sni",
         50,
         "TLS 1.3, a handshake per request, certificate chosen by SNI (2 on the listener)",
         listener="sni",
