@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -192,7 +193,7 @@ class Bench:
             self.progress(f"starting pavis and nginx with {st.workers} workers ({name})")
             pair, refused = setup.start_pair(self.work, st, port, self.certs)
             self.pairs[name] = pair
-            self.stops.append(lambda pair=pair: setup.stop_pair(pair))
+            self.stops.append(functools.partial(setup.stop_pair, pair))
             if refused:
                 self.refused[name] = refused
                 self.progress(f"{name}: pavis skipped: {refused}")
@@ -340,7 +341,7 @@ def resumed(port: int, sni: str, tries: int = 8) -> int:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: tls.check\r\nConnection: close\r\n\r\n")
                 while s.recv(4096):  # TLS 1.3 tickets arrive with the answer
                     pass
-                reused += session is not None and s.session_reused
+                reused += int(session is not None and bool(s.session_reused))
                 session = s.session
         except OSError:
             session = None
@@ -373,6 +374,7 @@ def run(
     scenarios: tuple[Scenario, ...], rounds: int, duration: float,
     progress: Progress = stderr_progress,
 ) -> dict[str, Any]:  # fmt: skip
+    load_at_start = os.getloadavg()
     bench = Bench(duration, progress)
     runs: list[Run] = []
     started = time.monotonic()
@@ -412,7 +414,8 @@ def run(
             "rounds": rounds, "duration_s": duration, "scenarios": [asdict(s) for s in scenarios],
             "wrk_threads": 2, "tls_suite": setup.TLS_SUITE,
         },
-        "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_at_start,
+                    "load_avg_at_end": os.getloadavg(),
                     "nginx": nginx.available(), "wrk": wrk.available()},
         "runs": [asdict(r) for r in runs],
         "summaries": summaries,
@@ -451,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"not installed: {', '.join(missing)}", file=sys.stderr)
         return 2
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        stderr_progress(
+            f"load average {load:.1f} before the start: other work on this machine skews the figures"
+        )
     est = estimate_s(scenarios, a.rounds, a.duration)
     stderr_progress(
         f"{len(scenarios)} scenarios x {a.rounds} rounds x {a.duration:g} s: about "

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.dataplane_scenarios import MIB, P99_MAX, RPS_MIN, Scenario
+from loadtest.dataplane_scenarios import (
+    CPU_MAX_CLOSE,
+    CPU_MAX_KEEPALIVE,
+    MIB,
+    P99_MAX,
+    RPS_MIN,
+    Scenario,
+)
 
 
 @dataclass
@@ -223,8 +230,8 @@ def _extras(s: dict[str, Any]) -> list[str]:
 
 
 def plot(summaries: Sequence[dict[str, Any]], path: Path) -> bool:
-    """A bar chart of the three ratios per scenario, with the goal lines; False (and nothing
-    written) without matplotlib."""
+    """A bar chart of the three ratios per scenario, with the goal's bounds (dashed: req/s and
+    p99, dotted: CPU); False (and nothing written) without matplotlib."""
     try:
         import matplotlib
 
@@ -243,8 +250,13 @@ def plot(summaries: Sequence[dict[str, Any]], path: Path) -> bool:
     ):
         xs = [i + (k - 1) * width for i in range(len(names))]
         ax.bar(xs, [s[key] for s in rows], width, label=f"{label} pavis / nginx")
-    for y in (RPS_MIN, P99_MAX):
-        ax.axhline(y, color="grey", linewidth=0.8, linestyle="--")
+    for y, style in (
+        (RPS_MIN, "--"),
+        (P99_MAX, "--"),
+        (CPU_MAX_KEEPALIVE, ":"),
+        (CPU_MAX_CLOSE, ":"),
+    ):
+        ax.axhline(y, color="grey", linewidth=0.8, linestyle=style)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("pavis / nginx (median over rounds)")
     ax.legend(fontsize="small")

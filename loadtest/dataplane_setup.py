@@ -360,7 +360,10 @@ def start_pair(
         if refused is not None:
             return pair, f"pavctl check rejects the {setup.name} configuration: {refused}"
         pv = servers.Pavis(d / "pavis", setup.workers)
-        pv.start(config, pv_ports.plain)
+        try:
+            pv.start(config, pv_ports.plain)
+        except RuntimeError as exc:  # it stopped itself; the other setups still run
+            return pair, f"pavis did not start for the {setup.name} setup: {exc}"[:800]
         pair.proxies["pavis"] = Proxy("pavis", pv_ports, pv.pid, pv.stop)
     except BaseException:
         stop_pair(pair)

@@ -34,9 +34,10 @@ def test_one_tiny_round_reports_every_scenario_and_cleans_up(tmp_path: Path) -> 
     """ka10 and the rate-limited route, one round of 1 s runs (about 10 s)."""
     before = set(procstat.tree(os.getpid()))
     out = tmp_path / "rounds.json"
+    png = tmp_path / "ratios.png"
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadtest.bench_proxy", "--duration", "1", "--rounds", "1",
-         "--scenarios", "ka10,ratelimit", "--json", str(out)],
+         "--scenarios", "ka10,ratelimit", "--json", str(out), "--plot", str(png)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -73,8 +74,17 @@ def test_one_tiny_round_reports_every_scenario_and_cleans_up(tmp_path: Path) -> 
         assert targets == ["nginx", "nginx-plain", "pavis", "pavis-plain"]
         assert "feature_cpu_us_per_req" in rl["pavis"]
 
+    assert png.exists() == _has_matplotlib()  # the plot is optional, never an error
     assert set(procstat.tree(os.getpid())) == before
     assert list(Path("/dev/shm").glob(f"pavis.b{proc.pid}x*")) == []
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_every_setup_configuration_is_accepted(tmp_path: Path) -> None:
