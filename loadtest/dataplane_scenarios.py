@@ -40,6 +40,7 @@ SETUPS = {
     s.name: s
     for s in (
         Setup("main"),
+        Setup("bodies"),  # its own pair: a client cut short mid-body must not touch ka*
         Setup("tls", tls=True),
         Setup("sni", tls=True),
         Setup("idle", idle=True),
@@ -96,7 +97,7 @@ SCENARIOS = (
     ),
     Scenario(
         "body64k",
-        "main",
+        "bodies",
         50,
         "64 KiB responses, keep-alive, 50 connections",
         path="/64k",
@@ -104,7 +105,7 @@ SCENARIOS = (
     ),
     Scenario(
         "body1m",
-        "main",
+        "bodies",
         10,
         "1 MiB responses, keep-alive, 10 connections",
         path="/1m",
@@ -112,7 +113,7 @@ SCENARIOS = (
     ),
     Scenario(
         "upload10m",
-        "main",
+        "bodies",
         10,
         "10 MiB POST bodies, keep-alive, 10 connections",
         path="/upload",
