@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import dataplane_setup, nginx, procstat, servers, wrk
+from loadtest.dataplane_probe import IdleHolder
 from loadtest.dataplane_scenarios import SETUPS
 from tests.helpers import free_port
 
@@ -122,8 +123,6 @@ def test_idle_holder_opens_checks_and_closes(tmp_path: Path) -> None:
     port, _pid, stop = dataplane_setup.start_upstream(tmp_path)
     holder = None
     try:
-        from loadtest.dataplane import IdleHolder
-
         holder = IdleHolder(port, 300)
         assert holder.ready() == 300
         assert holder.still_open() == 300
