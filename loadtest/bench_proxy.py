@@ -13,13 +13,14 @@ requests) is the figure that belongs to the proxy alone.
 ``busiest`` in the table is the busiest worker's share of the workers' CPU: 0.50 is an even
 split over two workers, 1.00 means one worker served everything.
 
-Run alone: ``python -m loadtest.bench_proxy [--quick] [--duration S] [--repeats N]``.
+``run`` is the proxy step of ``python -m loadtest.bench`` (the upstream directly, nginx and
+pavis, small GETs). Run alone, ``python -m loadtest.bench_proxy [--rounds N] [--duration S]
+[--scenarios a,b] [--json OUT]`` runs the data-plane scenarios of ``loadtest.dataplane``:
+TLS, large bodies, uploads, idle connections, 4 workers, rate limiting, beside nginx.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest import nginx, procstat, servers, wrk
+from loadtest import dataplane, nginx, procstat, servers, wrk
 from tests.helpers import free_port
 
 Progress = Callable[[str], None]
@@ -356,31 +357,9 @@ def format_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 s per run, 1 round")
-    ap.add_argument("--duration", type=float, help="seconds per wrk run")
-    ap.add_argument("--repeats", type=int, help="rounds (medians are reported)")
-    ap.add_argument("--upstream", choices=("nginx", "python"), default="nginx")
-    ap.add_argument("--targets", default="direct,nginx,pavis")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--json", type=Path, help="write the full result here")
-    a = ap.parse_args(argv)
-    res = run(
-        duration=a.duration or (2 if a.quick else 10),
-        repeats=a.repeats or (1 if a.quick else 3),
-        upstream_kind=a.upstream,
-        targets=tuple(a.targets.split(",")),
-        workers=a.workers,
-    )
-    print(format_table(res.summary()))
-    for name, mem in res.memory.items():
-        mib = [f"{b / 2**20:.1f}" for b in mem["worker_private_bytes"]]
-        print(f"{name}: {mem['processes']} processes, private MiB per worker: {', '.join(mib)}")
-    for note in res.notes:
-        print(f"note: {note}")
-    if a.json:
-        a.json.write_text(json.dumps(res.as_dict(), indent=2))
-    return 0
+    """``python -m loadtest.bench_proxy``: every data-plane scenario, pavis beside nginx, in
+    rounds, with the verdict against the goal (``loadtest.dataplane``)."""
+    return dataplane.main(argv)
 
 
 if __name__ == "__main__":
