@@ -12,7 +12,19 @@ instead of restarting a slot that keeps exiting with either.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a live `pavctl` command ~10 ms
+if TYPE_CHECKING:
+    from typing import NamedTuple
+
+    class _Problem(NamedTuple):
+        path: str
+        constraint: str
+        message: str
+
+else:
+    _Problem = namedtuple("_Problem", ("path", "constraint", "message"))
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -37,15 +49,14 @@ class PavisError(Exception):
         return self.message
 
 
-class Problem(NamedTuple):
+class Problem(_Problem):
     """One compile-time finding: where (a JSONPath-like field path), which rule, and why.
 
-    A NamedTuple, not a dataclass: frozen, ordered and hashable alike, and importing
-    ``dataclasses`` (with ``inspect``) would cost every ``pavctl`` command ~12 ms."""
+    A named tuple, not a dataclass: frozen, ordered and hashable alike, and importing
+    ``dataclasses`` (with ``inspect``) would cost every ``pavctl`` command ~12 ms; made with
+    ``collections.namedtuple`` (typed as a NamedTuple) because ``typing`` costs ~10 ms."""
 
-    path: str
-    constraint: str
-    message: str
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message} ({self.constraint})"

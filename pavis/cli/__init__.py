@@ -20,9 +20,12 @@ Exit codes (see docs/OPERATIONS.md): 0 ok · 1 rejected or invalid · 2 usage ·
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from pavis.errors import PavisError
+
+TYPE_CHECKING = False  # not typing's: a live command would pay ~10 ms to import it
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def __getattr__(name: str) -> Any:

@@ -11,14 +11,16 @@ checks that both agree.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable
-from typing import Any
 
 from pavis.control_client import default_control_path, request
 from pavis.errors import ControlError, UsageError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a live command ~10 ms of ~25
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 CLIENT_MARGIN = 120.0  # beyond --timeout: compiling a large config happens before the wait
 
@@ -90,13 +92,19 @@ def _echo(text: str) -> None:
     print(text, flush=True)
 
 
+def _pretty(value: Any) -> str:
+    import json  # only --json needs the indenting encoder
+
+    return json.dumps(value, indent=2)
+
+
 # ---------------------------------------------------------------------------------- reload
 
 
 def _print_flip(answer: dict[str, Any], as_json: bool) -> None:
     if as_json:
         answer = {k: v for k, v in answer.items() if k != "ok"}
-        _echo(json.dumps(answer, indent=2))
+        _echo(_pretty(answer))
         return
     _echo(
         f"generation {answer['generation']} checksum {answer['checksum']} "
@@ -135,7 +143,7 @@ def status(as_json: bool, expect: str | None, control: str | None, name: str) ->
     """`pavctl status`; with ``expect``, drift is an error (exit 1)."""
     st = request(_control_path(control, name), {"op": "status"}, 10.0)["status"]
     if as_json:
-        _echo(json.dumps(st, indent=2))
+        _echo(_pretty(st))
     else:
         _print_status(st)
     if expect is not None:
@@ -193,7 +201,7 @@ def history(as_json: bool, control: str | None, name: str) -> None:
     """`pavctl history`."""
     entries = request(_control_path(control, name), {"op": "history"}, 10.0)["history"]
     if as_json:
-        _echo(json.dumps(entries, indent=2))
+        _echo(_pretty(entries))
         return
     _echo(f"{'time':20}  {'op':8}  {'gen':>5}  {'checksum':32}  {'outcome':9}  source")
     for e in entries:

@@ -21,6 +21,9 @@ from pavis.cli import COMMANDS
 from tests.e2e.helpers_proc import Serve, needs_workers
 
 HEAVY = ("yaml", "msgspec", "httptools", "gevent", "pavis.compiler", "pavis.artifact")
+# The stdlib's Python layers a plain live command does without (they cost it more CPU than
+# the interpreter's own start): the C modules _socket and _json do its work.
+LAYERS = ("typing", "json", "socket", "selectors", "re", "enum")
 
 # Runs the CLI and writes the names of every imported module to the file given first.
 PROBE = (
@@ -73,6 +76,8 @@ def test_live_commands_import_nothing_heavy(sv: Serve) -> None:
         assert heavy(modules) == [], (args, heavy(modules))
         # A plain command line does not even need click (it costs more than Python's start).
         assert "click" not in modules, args
+        if "--json" not in args:  # --json indents with the json package
+            assert sorted(modules & set(LAYERS)) == [], (args, sorted(modules & set(LAYERS)))
 
 
 def test_an_unreachable_supervisor_is_still_exit_3_and_cheap(tmp_path: Path) -> None:
