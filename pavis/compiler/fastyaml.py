@@ -65,6 +65,47 @@ _SYNTAX_PAIRS = (
     # where PyYAML reads a signed one as text.
     + tuple(g + n for g in (b"S", b"C", b"M", b"O") for n in (b"DN", b"PDN"))
 )
+
+
+def _position_tables() -> tuple[bytes, tuple[bytes, ...]]:
+    """``_SYNTAX_PAIRS`` as byte tables for ``_has_syntax_pair``: each distinct tail (what
+    follows a pair's first class) gets a bit; the first table maps a class to the bits of
+    the tails that make a pair after it, the k-th position table a class to the bits of the
+    tails that allow it k places after that (every tail shorter than k allows anything)."""
+    tails = sorted({pair[1:] for pair in _SYNTAX_PAIRS})
+    bit = {tail: 1 << k for k, tail in enumerate(tails)}
+    assert len(bit) <= 8  # one byte per position
+    first = bytearray(256)
+    for pair in _SYNTAX_PAIRS:
+        first[pair[0]] |= bit[pair[1:]]
+    positions = []
+    for k in range(max(map(len, tails))):
+        table = bytearray(256)
+        for tail in tails:
+            for c in range(256) if len(tail) <= k else (tail[k],):
+                table[c] |= bit[tail]
+        positions.append(bytes(table))
+    return bytes(first), tuple(positions)
+
+
+_FIRST_TABLE, _POSITION_TABLES = _position_tables()
+
+
+def _has_syntax_pair(classes: bytes) -> bool:
+    """Whether one of ``_SYNTAX_PAIRS`` occurs in ``classes``: one pass per table over the
+    text as one big integer (a byte per class), instead of one substring search per pair.
+    Bit t of byte i of ``tails`` says tail t is written from i on."""
+    padded = classes + b"x" * len(_POSITION_TABLES)  # every tail may end at the last class
+
+    def marks(table: bytes) -> int:
+        return int.from_bytes(padded.translate(table), "little")
+
+    tails = -1
+    for k, table in enumerate(_POSITION_TABLES):
+        tails &= marks(table) >> (8 * k)
+    return marks(_FIRST_TABLE) & (tails >> 8) != 0
+
+
 _RARE = re.compile(r"[&*!%@`|>]")  # anchor, alias, tag, directive, reserved, block scalar
 _BEFORE_RARE = frozenset(" \n\r[]{},:?")  # where such an indicator would be syntax
 _MARKER = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.MULTILINE)
@@ -96,7 +137,7 @@ def plain(text: str) -> bool:
     starts = classes[:3]
     if starts[:1] in b"CQEM" or starts.startswith((b"DN", b"PDN")):
         return False
-    if any(map(classes.__contains__, _SYNTAX_PAIRS)):
+    if _has_syntax_pair(classes):
         return False
     for m in _RARE.finditer(text):
         at = m.start()
@@ -160,9 +201,12 @@ def load(text: str, resolve: Resolver) -> Any:
         return SLOW
     # A key given twice survives in the emitted text and not in the decoded dicts. Every key
     # is written ``"key": ``; a ``": `` inside a string is always ``\\": ``.
-    if _keys(emitted) != _keys(json.dumps(doc)):
+    if _keys(emitted) != _count_keys(doc):
         return SLOW
-    for value in set(_JSON_STRING.findall(emitted)):
+    # Without a backslash every ``"`` opens or closes a string: the strings are every other
+    # piece between them (a C-level split instead of a regex over the whole text).
+    strings = emitted.split('"')[1::2] if "\\" not in emitted else _JSON_STRING.findall(emitted)
+    for value in set(strings):
         maybe_typed = not value or value[0] in _MAYBE_TYPED
         if maybe_typed and resolve(value.replace('\\"', '"')) not in _TEXT:
             return SLOW
@@ -171,6 +215,21 @@ def load(text: str, resolve: Resolver) -> Any:
 
 def _keys(json_text: str) -> int:
     return json_text.count('": ') - json_text.count('\\": ')
+
+
+def _count_keys(doc: Any) -> int:
+    """The keys of every object in ``doc`` (what ``_keys`` counts in its JSON text)."""
+    n = 0
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            n += len(node)
+            stack.extend(node.values())
+        elif kind is list:
+            stack.extend(node)
+    return n
 
 
 def _emit_json(data: bytes) -> str | None:
