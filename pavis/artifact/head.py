@@ -12,6 +12,9 @@ refused here exactly as ``read`` refuses them, without the whole model ever bein
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import msgspec
 
 from pavis.artifact.format import HEADER_SIZE, Header, verify
@@ -30,9 +33,12 @@ class Head(msgspec.Struct, frozen=True, gc=False, array_like=True):
     limits: Limits
 
 
-_HEAD = msgspec.msgpack.Decoder(Head)
-_LAZY = msgspec.msgpack.Decoder(LazyModel)
-_ROUTE = msgspec.msgpack.Decoder(Route)
+@functools.cache
+def _decoders() -> tuple[Any, Any, Any]:
+    """(head, lazy model, route) decoders, made on first use: every CLI command imports
+    this module, and building a decoder for ``Route`` costs milliseconds."""
+    dec = msgspec.msgpack.Decoder
+    return dec(Head), dec(LazyModel), dec(Route)
 
 
 def head_of(model: Model | Head) -> Head:
@@ -53,7 +59,7 @@ def read_head(data: bytes | memoryview, *, check: bool = True) -> tuple[Header, 
     try:
         if check:
             _check(payload)
-        head = _HEAD.decode(payload)
+        head: Head = _decoders()[0].decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ArtifactError(
             "decode_failed", f"payload does not decode to the model: {exc}"
@@ -62,9 +68,10 @@ def read_head(data: bytes | memoryview, *, check: bool = True) -> tuple[Header, 
 
 
 def _check(payload: memoryview) -> None:
-    lazy = _LAZY.decode(payload)
+    _, lazy_decoder, route_decoder = _decoders()
+    lazy = lazy_decoder.decode(payload)
     for i, raw in enumerate(lazy.routes):
         try:
-            _ROUTE.decode(raw)
+            route_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise msgspec.ValidationError(f"route {i}: {exc}") from None
