@@ -12,6 +12,7 @@ child (it only compiles and answers).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -139,6 +140,9 @@ def _result(
 
 
 def _child(sender: Any, data: bytes, path: str, memory_mb: int) -> None:
+    # It exits once it answered: a collection would only walk the supervisor's objects and
+    # the compile's (acyclic) graph again, and touch pages the fork shares with its parent.
+    gc.disable()
     signal.set_wakeup_fd(-1)
     for sig in _SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
