@@ -32,7 +32,6 @@ import re
 import threading
 from collections.abc import Callable
 from itertools import repeat
-from operator import add, ne
 from typing import Any
 
 ryml: Any
@@ -106,7 +105,12 @@ def _has_syntax_pair(classes: bytes) -> bool:
     return marks(_FIRST_TABLE) & (tails >> 8) != 0
 
 
-_RARE = re.compile(r"[&*!%@`|>]")  # anchor, alias, tag, directive, reserved, block scalar
+_RARE_CHARS = "&*!%@`|>"  # anchor, alias, tag, directive, reserved, block scalar
+_RARE = re.compile(f"[{re.escape(_RARE_CHARS)}]")
+# ``_flow_balanced``: openers become ``(``, closers ``)``, ``\r`` a line break, the rest goes.
+_BRACKETS = bytes.maketrans(b"[{]}\r", b"(())\n")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[{]}\r\n")
+_MAX_PASSES = 16
 _BEFORE_RARE = frozenset(" \n\r[]{},:?")  # where such an indicator would be syntax
 _MARKER = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.MULTILINE)
 _LEADING_MARKER = re.compile(r"\A(?:[ ]*(?:#[^\n]*)?\n)*---[ ]*\n")
@@ -133,25 +137,24 @@ def plain(text: str) -> bool:
         return False
     if not text.replace("\n", "").replace("\r", "").isprintable():  # tabs, control characters
         return False
-    classes = text.encode("ascii").translate(_CLASS_OF)
+    raw = text.encode("ascii")
+    classes = raw.translate(_CLASS_OF)
     starts = classes[:3]
     if starts[:1] in b"CQEM" or starts.startswith((b"DN", b"PDN")):
         return False
     if _has_syntax_pair(classes):
         return False
-    for m in _RARE.finditer(text):
-        at = m.start()
-        if at == 0 or text[at - 1] in _BEFORE_RARE:
-            return False
-    lines = text.splitlines()
+    if any(map(text.__contains__, _RARE_CHARS)):
+        for m in _RARE.finditer(text):
+            at = m.start()
+            if at == 0 or text[at - 1] in _BEFORE_RARE:
+                return False
     # A flow collection over several lines: PyYAML's rules.
-    opened = map(add, map(str.count, lines, repeat("[")), map(str.count, lines, repeat("{")))
-    closed = map(add, map(str.count, lines, repeat("]")), map(str.count, lines, repeat("}")))
-    if any(map(ne, opened, closed)):
+    if not _flow_balanced(raw):
         return False
     # ``- `` opens an entry only where its line begins (after spaces and other entries).
-    rest = list(map(str.lstrip, lines, repeat(" -")))
-    if any(map(str.__contains__, rest, repeat("- "))) or any(map(str.endswith, rest, repeat("-"))):
+    rest = "\n".join(map(str.lstrip, text.splitlines(), repeat(" -")))
+    if "- " in rest or "-\n" in rest or rest.endswith("-"):
         return False
     if "#" in text:  # a comment after a flow item or a quote: PyYAML's rules
         for m in re.finditer("#", text):
@@ -164,6 +167,22 @@ def plain(text: str) -> bool:
     if "---" in text or "..." in text:
         return _MARKER.search(text) is None
     return True
+
+
+def _flow_balanced(raw: bytes) -> bool:
+    """Every line of ``raw`` opens as many flow collections (``[``, ``{``) as it closes.
+
+    The brackets alone, a line break between lines: a line balances exactly when deleting
+    adjacent opposite pairs empties it (counts are all that matter, so ``)(`` goes too).
+    Each pass is a C-level replace; a line nested deeper than ``_MAX_PASSES`` is left to
+    PyYAML, which keeps this linear in the text."""
+    brackets = raw.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(_MAX_PASSES):
+        reduced = brackets.replace(b"()", b"").replace(b")(", b"")
+        if reduced == brackets:
+            return b"(" not in reduced and b")" not in reduced
+        brackets = reduced
+    return False
 
 
 def load(text: str, resolve: Resolver) -> Any:
