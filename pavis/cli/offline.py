@@ -113,11 +113,14 @@ def check(config: str, quiet: bool) -> None:
     """
     from pavis.compiler import gc_paused
 
-    with gc_paused():  # sealed and decoded back whole, as workers will: acyclic, like the compile
+    # Sealed and decoded back whole, as workers will, with the GC paused like the compile;
+    # the model is dropped inside the pause, so the collection after it has nothing to walk.
+    with gc_paused():
         data = artifact.seal(_compile(config))
         header, model = artifact.read(data)
-    if not quiet:
         counts = ", ".join(f"{n} {k}" for k, n in _counts(model).items())
+        del model
+    if not quiet:
         click.echo(f"{config}: ok, {counts}; checksum {header.checksum}")
 
 

@@ -43,10 +43,14 @@ def gc_paused() -> Iterator[None]:
 
 def compile_source(source: ingest.Source) -> Validated:
     with gc_paused():
+        # Each stage's input is dropped once used: what is alive when the pause ends is
+        # what the first collection after it walks.
         document = ingest.parse(source)
         config = shape.to_intent(document, source.origin)
+        del document
         try:
             model, problems = codec.build(config, source.base_dir)
+            del config
             return validate.validate(model, problems, source.origin)
         finally:
             regex.clear_cache()
