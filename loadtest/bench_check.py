@@ -16,6 +16,7 @@ Run alone:  python -m loadtest.bench_check [--sizes 10000,100000] [--runs 5] [--
 from __future__ import annotations
 
 import argparse
+import compileall
 import shutil
 import statistics
 import subprocess
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
+import pavis
 from loadtest import servers
 from pavis.compiler import ingest
 from tests.helpers import free_port
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reloads", type=int, default=100, help="reloads for the PSS figure (10k)")
     a = ap.parse_args(argv)
     nginx = shutil.which("nginx")
+    # Bytecode as an installed pavis has it (pip compiles at install): with
+    # PYTHONDONTWRITEBYTECODE set, or a fresh checkout, every run would compile the sources.
+    compileall.compile_dir(Path(pavis.__file__).parent, quiet=1)
     root = Path(tempfile.mkdtemp(prefix="pavis-bench-check-"))
     pavctl = servers.pavctl_argv()
     print(f"{'routes':>8} {'pavctl check':>13} {'nginx -t':>9} {'ratio':>6} {'PyYAML only':>12}")
