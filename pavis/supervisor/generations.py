@@ -57,8 +57,7 @@ PRUNE_EVERY = 32  # accepted changes between two prunes of the store
 
 @dataclass(frozen=True)
 class Generation:
-    """A published generation as the supervisor knows it: its head, never its route table
-    (the workers decode that; a supervisor holding it grew by a table per generation)."""
+    """A published generation as the supervisor knows it: its head, never its route table."""
 
     number: int
     checksum: str
@@ -246,8 +245,7 @@ class Generations:
                 return _Change(src.path, digest=src.digest, holds=built_from_src)
             with self._compiling:
                 built = build(src)
-            # Only the head is decoded here: a compile child decoded its artifact whole
-            # before answering; an artifact file is decoded piece by piece (``read_head``).
+            # A compile child decoded its artifact whole; an artifact file is checked here.
             header, head = read_head(built.data, check=not built.decoded)
         except PavisError as exc:
             raise self.history.reject("reload", source, str(exc), code=exc.code) from None
