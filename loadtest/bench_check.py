@@ -5,8 +5,9 @@ table usually is) and an nginx config of N ``location`` blocks; timing, as fresh
 ``pavctl check -q`` and ``nginx -t -q`` of each (median of ``--runs``); timing
 ``pavctl reload CONFIG --wait`` of two such configs in turn against a running ``pavis serve``
 (each a compile in the supervisor's compile child and a flip); and the supervisor's PSS after
-the first reload and after ``--reloads`` of them. For reference it also times PyYAML alone
-building the same document in this process (what every YAML document cost before the fast
+the first reload and after ``--reloads`` of them (the trail after 1, 10, 25, 50, 100, and the
+ratio of the last to the first beside the goal of 1.10). For reference it also times PyYAML
+alone building the same document in this process (what every YAML document cost before the fast
 path of ``pavis.compiler.fastyaml``). Must not: assert anything; tests never time things.
 
 Run alone:  python -m loadtest.bench_check [--sizes 10000,100000] [--runs 5] [--reloads 100]
@@ -15,6 +16,7 @@ Run alone:  python -m loadtest.bench_check [--sizes 10000,100000] [--runs 5] [--
 from __future__ import annotations
 
 import argparse
+import compileall
 import shutil
 import statistics
 import subprocess
@@ -26,6 +28,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
+import pavis
 from loadtest import servers
 from pavis.compiler import ingest
 from tests.helpers import free_port
@@ -72,6 +75,19 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+PSS_GOAL = 1.10  # PSS after the last reload at most this times PSS after the first
+
+
+def pss_verdict(first_mib: float, last_mib: float, count: int) -> str:
+    """The memory row: PSS after reload ``count`` over PSS after the first, beside the goal."""
+    ratio = last_mib / first_mib if first_mib else float("nan")
+    met = "met" if ratio <= PSS_GOAL else "missed"
+    return (
+        f"supervisor PSS after {count} reloads / after the first: {last_mib:.1f} / "
+        f"{first_mib:.1f} MiB = {ratio:.2f}x (goal <= {PSS_GOAL:.2f}x: {met})"
+    )
+
+
 def reloads(root: Path, n: int, count: int, runs: int) -> dict[str, Any]:
     """Reload two n-route configs in turn ``count`` times; wall medians and supervisor PSS."""
     port = free_port()
@@ -115,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reloads", type=int, default=100, help="reloads for the PSS figure (10k)")
     a = ap.parse_args(argv)
     nginx = shutil.which("nginx")
+    # Bytecode as an installed pavis has it (pip compiles at install): with
+    # PYTHONDONTWRITEBYTECODE set, or a fresh checkout, every run would compile the sources.
+    compileall.compile_dir(Path(pavis.__file__).parent, quiet=1)
     root = Path(tempfile.mkdtemp(prefix="pavis-bench-check-"))
     pavctl = servers.pavctl_argv()
     print(f"{'routes':>8} {'pavctl check':>13} {'nginx -t':>9} {'ratio':>6} {'PyYAML only':>12}")
@@ -143,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             trail = ", ".join(f"{k}: {v:.1f}" for k, v in r["pss_trail"].items())
             print(f"supervisor PSS (MiB) after N reloads: {trail}")
+            print(pss_verdict(r["pss_first_mib"], r["pss_last_mib"], a.reloads))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

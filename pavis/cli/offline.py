@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from pavis import artifact
-from pavis.artifact.view import to_view
 from pavis.errors import IngestError, UsageError
 from pavis.schema import Model, Validated
 
@@ -112,10 +111,16 @@ def check(config: str, quiet: bool) -> None:
       site.yaml: ok, 1 listeners, 2 clusters, 3 endpoints, 1 virtual_hosts, 4 routes;
       checksum 5b0e...  (what `pavctl compile` would write)
     """
-    data = artifact.seal(_compile(config))
-    header, model = artifact.read(data)
-    if not quiet:
+    from pavis.compiler import gc_paused
+
+    # Sealed and decoded back whole, as workers will, with the GC paused like the compile;
+    # the model is dropped inside the pause, so the collection after it has nothing to walk.
+    with gc_paused():
+        data = artifact.seal(_compile(config))
+        header, model = artifact.read(data)
         counts = ", ".join(f"{n} {k}" for k, n in _counts(model).items())
+        del model
+    if not quiet:
         click.echo(f"{config}: ok, {counts}; checksum {header.checksum}")
 
 
@@ -212,6 +217,8 @@ def inspect(source: str, as_json: bool) -> None:
     info = _header_view(header, len(data))
     counts = _counts(model)
     if as_json:
+        from pavis.artifact.view import to_view  # only here: check and compile never need it
+
         _dump({"artifact": info, "counts": counts, "model": to_view(model)})
         return
     click.echo(f"artifact        {source}")

@@ -32,7 +32,6 @@ import re
 import threading
 from collections.abc import Callable
 from itertools import repeat
-from operator import add, ne
 from typing import Any
 
 ryml: Any
@@ -65,7 +64,53 @@ _SYNTAX_PAIRS = (
     # where PyYAML reads a signed one as text.
     + tuple(g + n for g in (b"S", b"C", b"M", b"O") for n in (b"DN", b"PDN"))
 )
-_RARE = re.compile(r"[&*!%@`|>]")  # anchor, alias, tag, directive, reserved, block scalar
+
+
+def _position_tables() -> tuple[bytes, tuple[bytes, ...]]:
+    """``_SYNTAX_PAIRS`` as byte tables for ``_has_syntax_pair``: each distinct tail (what
+    follows a pair's first class) gets a bit; the first table maps a class to the bits of
+    the tails that make a pair after it, the k-th position table a class to the bits of the
+    tails that allow it k places after that (every tail shorter than k allows anything)."""
+    tails = sorted({pair[1:] for pair in _SYNTAX_PAIRS})
+    bit = {tail: 1 << k for k, tail in enumerate(tails)}
+    assert len(bit) <= 8  # one byte per position
+    first = bytearray(256)
+    for pair in _SYNTAX_PAIRS:
+        first[pair[0]] |= bit[pair[1:]]
+    positions = []
+    for k in range(max(map(len, tails))):
+        table = bytearray(256)
+        for tail in tails:
+            for c in range(256) if len(tail) <= k else (tail[k],):
+                table[c] |= bit[tail]
+        positions.append(bytes(table))
+    return bytes(first), tuple(positions)
+
+
+_FIRST_TABLE, _POSITION_TABLES = _position_tables()
+
+
+def _has_syntax_pair(classes: bytes) -> bool:
+    """Whether one of ``_SYNTAX_PAIRS`` occurs in ``classes``: one pass per table over the
+    text as one big integer (a byte per class), instead of one substring search per pair.
+    Bit t of byte i of ``tails`` says tail t is written from i on."""
+    padded = classes + b"x" * len(_POSITION_TABLES)  # every tail may end at the last class
+
+    def marks(table: bytes) -> int:
+        return int.from_bytes(padded.translate(table), "little")
+
+    tails = -1
+    for k, table in enumerate(_POSITION_TABLES):
+        tails &= marks(table) >> (8 * k)
+    return marks(_FIRST_TABLE) & (tails >> 8) != 0
+
+
+_RARE_CHARS = "&*!%@`|>"  # anchor, alias, tag, directive, reserved, block scalar
+_RARE = re.compile(f"[{re.escape(_RARE_CHARS)}]")
+# ``_flow_balanced``: openers become ``(``, closers ``)``, ``\r`` a line break, the rest goes.
+_BRACKETS = bytes.maketrans(b"[{]}\r", b"(())\n")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[{]}\r\n")
+_MAX_PASSES = 16
 _BEFORE_RARE = frozenset(" \n\r[]{},:?")  # where such an indicator would be syntax
 _MARKER = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.MULTILINE)
 _LEADING_MARKER = re.compile(r"\A(?:[ ]*(?:#[^\n]*)?\n)*---[ ]*\n")
@@ -92,25 +137,24 @@ def plain(text: str) -> bool:
         return False
     if not text.replace("\n", "").replace("\r", "").isprintable():  # tabs, control characters
         return False
-    classes = text.encode("ascii").translate(_CLASS_OF)
+    raw = text.encode("ascii")
+    classes = raw.translate(_CLASS_OF)
     starts = classes[:3]
     if starts[:1] in b"CQEM" or starts.startswith((b"DN", b"PDN")):
         return False
-    if any(map(classes.__contains__, _SYNTAX_PAIRS)):
+    if _has_syntax_pair(classes):
         return False
-    for m in _RARE.finditer(text):
-        at = m.start()
-        if at == 0 or text[at - 1] in _BEFORE_RARE:
-            return False
-    lines = text.splitlines()
+    if any(map(text.__contains__, _RARE_CHARS)):
+        for m in _RARE.finditer(text):
+            at = m.start()
+            if at == 0 or text[at - 1] in _BEFORE_RARE:
+                return False
     # A flow collection over several lines: PyYAML's rules.
-    opened = map(add, map(str.count, lines, repeat("[")), map(str.count, lines, repeat("{")))
-    closed = map(add, map(str.count, lines, repeat("]")), map(str.count, lines, repeat("}")))
-    if any(map(ne, opened, closed)):
+    if not _flow_balanced(raw):
         return False
     # ``- `` opens an entry only where its line begins (after spaces and other entries).
-    rest = list(map(str.lstrip, lines, repeat(" -")))
-    if any(map(str.__contains__, rest, repeat("- "))) or any(map(str.endswith, rest, repeat("-"))):
+    rest = "\n".join(map(str.lstrip, text.splitlines(), repeat(" -")))
+    if "- " in rest or "-\n" in rest or rest.endswith("-"):
         return False
     if "#" in text:  # a comment after a flow item or a quote: PyYAML's rules
         for m in re.finditer("#", text):
@@ -123,6 +167,22 @@ def plain(text: str) -> bool:
     if "---" in text or "..." in text:
         return _MARKER.search(text) is None
     return True
+
+
+def _flow_balanced(raw: bytes) -> bool:
+    """Every line of ``raw`` opens as many flow collections (``[``, ``{``) as it closes.
+
+    The brackets alone, a line break between lines: a line balances exactly when deleting
+    adjacent opposite pairs empties it (counts are all that matter, so ``)(`` goes too).
+    Each pass is a C-level replace; a line nested deeper than ``_MAX_PASSES`` is left to
+    PyYAML, which keeps this linear in the text."""
+    brackets = raw.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(_MAX_PASSES):
+        reduced = brackets.replace(b"()", b"").replace(b")(", b"")
+        if reduced == brackets:
+            return b"(" not in reduced and b")" not in reduced
+        brackets = reduced
+    return False
 
 
 def load(text: str, resolve: Resolver) -> Any:
@@ -160,9 +220,12 @@ def load(text: str, resolve: Resolver) -> Any:
         return SLOW
     # A key given twice survives in the emitted text and not in the decoded dicts. Every key
     # is written ``"key": ``; a ``": `` inside a string is always ``\\": ``.
-    if _keys(emitted) != _keys(json.dumps(doc)):
+    if _keys(emitted) != _count_keys(doc):
         return SLOW
-    for value in set(_JSON_STRING.findall(emitted)):
+    # Without a backslash every ``"`` opens or closes a string: the strings are every other
+    # piece between them (a C-level split instead of a regex over the whole text).
+    strings = emitted.split('"')[1::2] if "\\" not in emitted else _JSON_STRING.findall(emitted)
+    for value in set(strings):
         maybe_typed = not value or value[0] in _MAYBE_TYPED
         if maybe_typed and resolve(value.replace('\\"', '"')) not in _TEXT:
             return SLOW
@@ -171,6 +234,21 @@ def load(text: str, resolve: Resolver) -> Any:
 
 def _keys(json_text: str) -> int:
     return json_text.count('": ') - json_text.count('\\": ')
+
+
+def _count_keys(doc: Any) -> int:
+    """The keys of every object in ``doc`` (what ``_keys`` counts in its JSON text)."""
+    n = 0
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            n += len(node)
+            stack.extend(node.values())
+        elif kind is list:
+            stack.extend(node)
+    return n
 
 
 def _emit_json(data: bytes) -> str | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +86,8 @@ def parse(source: Source) -> Any:
     if source.syntax == "json":
         return _parse_json(text, source.origin)
     if source.syntax == "toml":
+        import tomllib  # here: most configs are YAML
+
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -10,6 +10,7 @@ Must not: build lookup tables or whole sections (``codec`` does).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import msgspec
 
@@ -49,7 +50,17 @@ _PROTOCOL = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+(/[!#$%&'*+.^_`|~0-9a-z-]+)?")
 _NEVER_UPGRADE = frozenset(("h2c", "h2"))
 
 
+_ENCODE = msgspec.msgpack.Encoder().encode
+
+
 class RouteCodec(Values):
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(base_dir)
+        # Forward actions built without a problem, by the encoding of their spec: a big route
+        # table repeats a few (``forward: {cluster: up}``) thousands of times, and one frozen
+        # value serves them all (see ``forward``).
+        self._forwards: dict[bytes, Forward] = {}
+
     def route(
         self,
         v: int,
@@ -60,17 +71,17 @@ class RouteCodec(Values):
         vhost_name: str = "",
     ) -> Route:
         path = f"$.virtual_hosts[{v}].routes[{j}]"
-        actions = [
-            name
-            for name, value in (
-                ("forward", spec.forward),
-                ("redirect", spec.redirect),
-                ("direct", spec.direct),
-            )
-            if value is not None
-        ]
         action: Forward | Redirect | Direct
-        if len(actions) != 1:
+        if (spec.forward is None) + (spec.redirect is None) + (spec.direct is None) != 2:
+            actions = [
+                name
+                for name, value in (
+                    ("forward", spec.forward),
+                    ("redirect", spec.redirect),
+                    ("direct", spec.direct),
+                )
+                if value is not None
+            ]
             got = ", ".join(actions) if actions else "none"
             self.add(
                 path,
@@ -103,6 +114,11 @@ class RouteCodec(Values):
         )
 
     def match(self, path: str, spec: MatchSpec) -> Match:
+        if not (spec.methods or spec.headers or spec.query):  # most routes: a path alone
+            if spec.prefix is not None and spec.exact is None and spec.regex is None:
+                return Match(kind="prefix", path=spec.prefix, methods=(), headers=(), query=())
+            if spec.exact is not None and spec.prefix is None and spec.regex is None:
+                return Match(kind="exact", path=spec.exact, methods=(), headers=(), query=())
         kinds = [
             (kind, value)
             for kind, value in (
@@ -161,6 +177,24 @@ class RouteCodec(Values):
         return kinds[0] if kinds else ("present", "")
 
     def forward(self, path: str, spec: ForwardSpec, by_name: dict[str, int]) -> Forward:
+        """The action of ``spec``: a function of ``spec`` and ``by_name`` alone (``path``
+        only names its problems), so a spec met again without a problem the first time gets
+        the same value back (keep it so: whatever else a forward reads must be fixed for the
+        whole build)."""
+        try:
+            key = _ENCODE(spec)
+        except OverflowError:  # an integer beyond msgpack's (a problem the build reports)
+            return self._forward(path, spec, by_name)
+        found = self._forwards.get(key)
+        if found is not None:
+            return found
+        before = len(self.problems)
+        built = self._forward(path, spec, by_name)
+        if len(self.problems) == before:
+            self._forwards[key] = built
+        return built
+
+    def _forward(self, path: str, spec: ForwardSpec, by_name: dict[str, int]) -> Forward:
         refs: list[tuple[str, str, int]] = []  # (name, path of the name, weight)
         if spec.cluster is not None and spec.clusters is not None:
             self.add(path, "conflicting_fields", "give either cluster or clusters, not both")

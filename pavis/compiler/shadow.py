@@ -6,6 +6,7 @@ without comparing all pairs. Must not: run a regex that ``regex.problem`` refuse
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from pavis.compiler import regex
@@ -39,9 +40,10 @@ def shadowed(path: str, routes: list[Route], out: list[Problem]) -> None:
     exact: dict[str, list[int]] = {}
     prefix: dict[str, list[int]] = {}
     regexes: dict[str, list[int]] = {}
+    tables = {"exact": exact, "prefix": prefix, "regex": regexes}
     by_literal: dict[str, list[int]] = {}  # safe regexes by literal start
-    lengths: set[int] = set()
-    literal_lengths: set[int] = set()
+    lengths: list[int] = []  # of the prefixes so far, ascending
+    literal_lengths: list[int] = []  # of the safe regexes' literal starts, ascending
     tries = MAX_SHADOW_REGEX_TRIES
     patterns: dict[str, re.Pattern[str]] = {}
     for j, r in enumerate(routes):
@@ -49,12 +51,15 @@ def shadowed(path: str, routes: list[Route], out: list[Problem]) -> None:
         # every path this route can match starts with ``covered``
         covered = regex.literal_prefix(m.path) if m.kind == "regex" else m.path
         earlier: list[int] = []
-        for length in sorted(lengths):
-            if length <= len(covered):
-                earlier.extend(prefix.get(covered[:length], ()))
+        for length in lengths:
+            if length > len(covered):
+                break
+            found = prefix.get(covered[:length])
+            if found:
+                earlier.extend(found)
         if m.kind == "exact":
             earlier.extend(exact.get(m.path, ()))
-            for length in sorted(literal_lengths):
+            for length in literal_lengths:
                 if length > len(m.path):
                     break
                 for i in by_literal.get(m.path[:length], ()):
@@ -79,10 +84,16 @@ def shadowed(path: str, routes: list[Route], out: list[Problem]) -> None:
                     )
                 )
                 break
-        table = {"exact": exact, "prefix": prefix, "regex": regexes}[m.kind]
-        table.setdefault(m.path, []).append(j)
+        tables[m.kind].setdefault(m.path, []).append(j)
         if m.kind == "prefix":
-            lengths.add(len(m.path))
+            _add_length(lengths, len(m.path))
         elif m.kind == "regex" and regex.problem(m.path) is None:  # never run an unsafe one
             by_literal.setdefault(covered, []).append(j)
-            literal_lengths.add(len(covered))
+            _add_length(literal_lengths, len(covered))
+
+
+def _add_length(lengths: list[int], length: int) -> None:
+    """Keep ``lengths`` ascending and without repeats (a route table has few lengths)."""
+    at = bisect.bisect_left(lengths, length)
+    if at == len(lengths) or lengths[at] != length:
+        lengths.insert(at, length)

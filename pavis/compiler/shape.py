@@ -11,6 +11,7 @@ path (a valid file) costs one ``msgspec.convert``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -19,7 +20,12 @@ import msgspec.inspect as mi
 from pavis.compiler.intent import Config
 from pavis.errors import ConfigError, Problem
 
-_ROOT_INFO = mi.type_info(Config)
+
+@functools.cache
+def _root_info() -> mi.Type:
+    """msgspec's description of ``Config``: built for the first invalid file only (a valid
+    one never needs it, and building it costs more than converting a small file)."""
+    return mi.type_info(Config)
 
 
 def to_intent(raw: Any, source: str = "") -> Config:
@@ -29,7 +35,7 @@ def to_intent(raw: Any, source: str = "") -> Config:
         return config
     except msgspec.ValidationError as exc:
         problems: list[Problem] = []
-        _walk(raw, _ROOT_INFO, "$", problems)
+        _walk(raw, _root_info(), "$", problems)
         if not problems:  # the walker is stricter than msgspec everywhere; keep msgspec's word
             problems.append(_from_msgspec(str(exc)))
         raise ConfigError(problems, source) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 _DURATION = re.compile(r"(?:\d+(?:ms|s|m|h))+")
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h)")
@@ -34,6 +35,7 @@ MAX_SIZE = 1024**4
 _HOSTNAME_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE)
 
 
+@lru_cache(maxsize=256)  # a big route table repeats a few timeouts thousands of times
 def duration_ms(text: str) -> int | str:
     """``"250ms"``, ``"5s"``, ``"1m30s"``, ``"1h"`` → milliseconds; else an error message."""
     if not _DURATION.fullmatch(text):

@@ -223,8 +223,10 @@ def _route(model: Model, path: str, r: Route, out: list[Problem]) -> None:
             fields.regex_pattern(f"{qp}.regex", q.value, out)
         elif q.kind in ("exact", "prefix"):
             fields.query_value(f"{qp}.{q.kind}", q.value, out)
-    _header_ops(f"{path}.request_headers", r.request_headers, out)
-    _header_ops(f"{path}.response_headers", r.response_headers, out)
+    if r.request_headers.remove or r.request_headers.set or r.request_headers.add:
+        _header_ops(f"{path}.request_headers", r.request_headers, out)
+    if r.response_headers.remove or r.response_headers.set or r.response_headers.add:
+        _header_ops(f"{path}.response_headers", r.response_headers, out)
     action = r.action
     if isinstance(action, Forward):
         _forward(f"{path}.forward", r, action, out)

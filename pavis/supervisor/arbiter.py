@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from pavis.artifact import read
+from pavis.artifact import read_head
 from pavis.errors import PavisError
 from pavis.schema import Admin
 from pavis.store import Store
@@ -112,7 +112,7 @@ class Arbiter:
         data, source, gens.reload_source = fleet_host.initial_artifact(
             self.opts.source, gens.store, self.opts.fleet, self._wake_r
         )
-        header, model = read(data)
+        _, model = read_head(data)  # the head only: the supervisor never holds the routes
         checksum = gens.store.put(data)
         # The instance lock first: a second supervisor of this name fails on it, not on a port.
         # One slot per worker: workers compare their connection counts with every other
@@ -344,7 +344,7 @@ class Arbiter:
         pids = {s.pid for s in self.slots if s.alive}
         drain = STOP_MARGIN
         if self.gens.current is not None:
-            drain += self.gens.current.model.limits.drain_timeout_ms / 1000
+            drain += self.gens.current.head.limits.drain_timeout_ms / 1000
         if sig == signal.SIGQUIT:
             drain = 1.0
         for pid in pids:

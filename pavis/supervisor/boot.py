@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from pavis.artifact import Head
 from pavis.errors import PavisError
 from pavis.schema import Model
 from pavis.store import Store
@@ -75,7 +76,7 @@ def initial_artifact(source: str | None, store: Store) -> tuple[bytes, str, str]
     return data, origin, reload_source
 
 
-def bind_taking_over(name: str, model: Model) -> dict[str, socket.socket]:
+def bind_taking_over(name: str, model: Head | Model) -> dict[str, socket.socket]:
     """Bind the listeners; first tell workers orphaned by a dead supervisor of this name
     to drain, since they still hold the ports (see ``orphans``)."""
     left = orphans.find(name)

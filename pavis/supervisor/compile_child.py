@@ -12,6 +12,7 @@ child (it only compiles and answers).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -60,8 +61,11 @@ def compile_config(data: bytes, path: str) -> tuple[bytes, bool]:
     """Compile and seal the config ``data`` read from ``path`` in a child process.
 
     Returns (artifact bytes, whether the compile read other files — TLS PEM files — whose
-    content the artifact embeds). Raises the compiler's own error for an invalid config, and
-    ``CompileMemory``, ``CompileTimeout`` or ``CompileCrashed`` when the child failed.
+    content the artifact embeds). The child decoded the bytes back whole before answering
+    (an artifact that would not decode is refused there, with ``read``'s reason), so the
+    supervisor needs to decode only their head. Raises the compiler's own error for an
+    invalid config, and ``CompileMemory``, ``CompileTimeout`` or ``CompileCrashed`` when the
+    child failed.
     """
     memory_mb, timeout = limits()
     # Imported here, once: every child then starts with the compiler loaded.
@@ -136,6 +140,9 @@ def _result(
 
 
 def _child(sender: Any, data: bytes, path: str, memory_mb: int) -> None:
+    # It exits once it answered: a collection would only walk the supervisor's objects and
+    # the compile's (acyclic) graph again, and touch pages the fork shares with its parent.
+    gc.disable()
     signal.set_wakeup_fd(-1)
     for sig in _SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
@@ -146,12 +153,13 @@ def _child(sender: Any, data: bytes, path: str, memory_mb: int) -> None:
     limit = mapped + memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        from pavis.artifact import seal
+        from pavis.artifact import read, seal
         from pavis.compiler import compile_text
         from pavis.compiler.ingest import syntax_of
 
         validated = compile_text(data, syntax_of(path), origin=path)
         sealed = seal(validated)
+        read(sealed)  # what the workers will decode: here, where its memory goes away
         kind = _SEALED_READS_FILES if _reads_files(validated.model) else _SEALED
         sender.send_bytes(kind + sealed)
     except MemoryError:

@@ -19,11 +19,11 @@ import select
 import signal
 import socket
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from pavis.artifact import verify
+from pavis.artifact import Head, verify
 from pavis.errors import PavisError, UsageError
 from pavis.schema import Model
 from pavis.store import Store
@@ -36,6 +36,7 @@ log = logging.getLogger("pavis.supervisor")
 APPLY_TIMEOUT = 10.0  # seconds for every worker to acknowledge a fleet artifact
 BOOT_READ_S = 3.0  # how long a boot waits for etcd before using last-known-good
 _STOP = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+_M = TypeVar("_M", Head, Model)
 
 
 class Supervisor(Protocol):
@@ -71,7 +72,7 @@ def split_address(address: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def with_binds(model: Model, binds: dict[str, str]) -> Model:
+def with_binds(model: _M, binds: dict[str, str]) -> _M:
     """``model`` with the overridden listeners' addresses: what this host binds. Only the
     sockets change: the artifact (and every check against it) keeps its own addresses."""
     names = {lst.name for lst in model.listeners}

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pavis.artifact import read
+from pavis.artifact import Head, head_of, read_head
 from pavis.errors import ControlError, PavisError, WaitTimeout
 from pavis.schema import Model
 from pavis.store import ACCEPTED, REJECTED, TIMEOUT, UNCHANGED, Store
@@ -58,12 +58,12 @@ PRUNE_EVERY = 32  # accepted changes between two prunes of the store
 
 @dataclass(frozen=True)
 class Generation:
-    """A published generation as the supervisor knows it."""
+    """A published generation as the supervisor knows it: its head, never its route table."""
 
     number: int
     checksum: str
     source: str
-    model: Model
+    head: Head
     source_digest: str = ""  # of the source bytes it was compiled from; "" = not comparable
 
 
@@ -73,13 +73,13 @@ def _always(current: Generation | None) -> bool:
 
 @dataclass(frozen=True)
 class _Change:
-    """A change made ready outside the lock: the artifact read and decoded (``data`` None:
-    the source is the current generation's, nothing to flip)."""
+    """A change made ready outside the lock: the artifact verified and its head decoded
+    (``data`` None: the source is the current generation's, nothing to flip)."""
 
     source: str
     data: bytes | None = None
     checksum: str = ""
-    model: Model | None = None
+    head: Head | None = None
     digest: str = ""  # of the source bytes; "" = unknown (an embedded file may change)
     holds: Callable[[Generation | None], bool] = field(default=_always)
 
@@ -122,13 +122,13 @@ class Generations:
             log.warning("/dev/shm/%s belongs to uid %d: left alone, never opened", entry, uid)
         return self.publisher
 
-    def boot(self, data: bytes, source: str, model: Model, checksum: str) -> Generation:
+    def boot(self, data: bytes, source: str, model: Head | Model, checksum: str) -> Generation:
         """Publish and activate the first generation (no worker runs yet)."""
         assert self.publisher is not None
         self.reaction = reaction_for(model, self.reaction, self.publisher)
         number = self.publisher.publish(data)
         self.publisher.activate(number)
-        gen = Generation(number, checksum, source, model)
+        gen = Generation(number, checksum, source, head_of(model))
         self.current = self.retained[number] = gen
         return gen
 
@@ -192,10 +192,10 @@ class Generations:
     ) -> dict[str, Any]:
         def prepare() -> _Change:
             try:
-                header, model = read(data)
+                header, head = read_head(data)
             except PavisError as exc:
                 raise self.history.reject(origin, source, str(exc)) from None
-            return _Change(source, data, header.checksum, model)
+            return _Change(source, data, header.checksum, head)
 
         return self._change(origin, wait, timeout, respond, prepare)
 
@@ -250,12 +250,14 @@ class Generations:
             if built_from_src(self.current):
                 return _Change(src.path, digest=src.digest, holds=built_from_src)
             with self._compiling:
-                data, reads_files = build(src)
-            header, model = read(data)
+                built = build(src)
+            # A compile child decoded its artifact whole; an artifact file is checked here.
+            header, head = read_head(built.data, check=not built.decoded)
         except PavisError as exc:
             raise self.history.reject("reload", source, str(exc), code=exc.code) from None
         # Embedded files (TLS PEM) may change under an unchanged config.
-        return _Change(source, data, header.checksum, model, "" if reads_files else src.digest)
+        digest = "" if built.reads_files else src.digest
+        return _Change(source, built.data, header.checksum, head, digest)
 
     def _prepare_rollback(self, to: str | None) -> _Change:
         cur = self.current
@@ -264,14 +266,14 @@ class Generations:
         source = f"rollback to {checksum}"
         try:
             data = self.store.get(checksum)
-            _, model = read(data)
+            _, head = read_head(data)
         except PavisError as exc:
             raise self.history.reject("rollback", source, str(exc)) from None
         # "The previous one" is relative to the current generation: resolved again if it moved.
         holds = (
             _always if to is not None else lambda c: c is not None and c.checksum == cur.checksum
         )
-        return _Change(source, data, checksum, model, holds=holds)
+        return _Change(source, data, checksum, head, holds=holds)
 
     def _retained_checksum(self, number: int) -> str | None:
         gen = self.retained.get(number)
@@ -294,9 +296,9 @@ class Generations:
         old = self.current
         if change.data is None or change.checksum == old.checksum:
             return self._same(op, change, t0, load_ms)
-        assert change.model is not None
+        assert change.head is not None
         data, checksum = change.data, change.checksum
-        changed = listeners_changed(old.model, change.model)
+        changed = listeners_changed(old.head, change.head)
         if changed:
             raise self.history.reject(op, change.source, changed, checksum)
         self.store.put(data)
@@ -359,7 +361,7 @@ class Generations:
         """The generation to activate: one still in shm with the same bytes is flipped to,
         not republished."""
         assert self.publisher is not None
-        assert change.data is not None and change.model is not None
+        assert change.data is not None and change.head is not None
         checksum, digest = change.checksum, change.digest
         target = next((g for g in self.retained.values() if g.checksum == checksum), None)
         if target is None or target.number not in self.publisher.retained():
@@ -368,7 +370,7 @@ class Generations:
                 number = self.publisher.publish(change.data)
             except ShmError as exc:  # no_space, write_failed: nothing was made current
                 raise self.history.reject(op, change.source, str(exc), checksum) from None
-            target = Generation(number, checksum, change.source, change.model, digest)
+            target = Generation(number, checksum, change.source, change.head, digest)
             self.retained[number] = target
         elif digest:
             target = self.retained[target.number] = replace(target, source_digest=digest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 
+from pavis.artifact import Head
 from pavis.errors import PavisError
 from pavis.schema import Admin, Listener, Model, ServerTls
 
@@ -19,7 +20,7 @@ class BindError(PavisError):
     code = "bind_failed"
 
 
-def listener_key(model: Model) -> tuple[tuple[str, str, int, bool], ...]:
+def listener_key(model: Head | Model) -> tuple[tuple[str, str, int, bool], ...]:
     """What a running supervisor cannot change: names, addresses, TLS on/off, admin address.
 
     TLS material (certificates) is per generation data that workers apply; whether a listener
@@ -33,7 +34,7 @@ def listener_key(model: Model) -> tuple[tuple[str, str, int, bool], ...]:
     return tuple(sorted(key))
 
 
-def listeners_changed(old: Model, new: Model) -> str:
+def listeners_changed(old: Head | Model, new: Head | Model) -> str:
     """'' if ``new`` can be served on ``old``'s sockets, else a reason naming the difference."""
     a, b = listener_key(old), listener_key(new)
     if a == b:

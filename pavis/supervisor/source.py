@@ -77,20 +77,27 @@ def read(path: str) -> Source:
     return Source(path, data, xxhash.xxh3_128_hexdigest(path.encode() + b"\0" + data))
 
 
-def build(src: Source) -> tuple[bytes, bool]:
-    """(artifact bytes, whether they embed other files than the source).
+@dataclass(frozen=True)
+class Built:
+    """Artifact bytes made from a source."""
 
-    An artifact is verified; a config is compiled and sealed in a child process under a
-    memory and a time limit (``compile_child``).
-    """
+    data: bytes
+    reads_files: bool  # they embed other files than the source (TLS PEM files)
+    decoded: bool  # a compile child decoded them whole: only their head is left to read
+
+
+def build(src: Source) -> Built:
+    """An artifact is verified; a config is compiled, sealed and decoded back in a child
+    process under a memory and a time limit (``compile_child``)."""
     if is_artifact(src.data):
         verify(src.data)
-        return src.data, False
+        return Built(src.data, reads_files=False, decoded=False)
     from pavis.supervisor.compile_child import compile_config
 
-    return compile_config(src.data, src.path)
+    data, reads_files = compile_config(src.data, src.path)
+    return Built(data, reads_files, decoded=True)
 
 
 def load(path: str) -> bytes:
     """A config (compiled and sealed) or an artifact (verified), as artifact bytes."""
-    return build(read(path))[0]
+    return build(read(path)).data

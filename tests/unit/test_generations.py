@@ -7,6 +7,7 @@ artifact file in-process), fleet-style bytes go through ``apply``.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -15,12 +16,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import CodeType, FrameType, FunctionType, MethodType, ModuleType
 
+import msgspec
 import pytest
+import xxhash
 
-from pavis.artifact import read, seal, verify
+from pavis.artifact import MAGIC, Head, LazyModel, read, seal, verify
+from pavis.artifact.format import _HEADER
 from pavis.compiler import compile_text
 from pavis.errors import ControlError, WaitTimeout
+from pavis.schema import FORMAT_VERSION, Model, Route, RouteIndex, VirtualHost
 from pavis.store import ACCEPTED, REJECTED, UNCHANGED, Store
 from pavis.supervisor.generations import Generations
 from shm import Subscriber
@@ -274,3 +280,65 @@ class _Reply:
 
     def gone(self) -> bool:
         return False
+
+
+# ---------------------------------------------------------------------------- what is kept
+
+
+_CODE = (type, ModuleType, FunctionType, MethodType, CodeType, FrameType)
+
+
+def _reachable(root: object) -> Iterator[object]:
+    """The data reachable from ``root`` (not through functions or modules, which lead to
+    everything; a ``gc=False`` Struct is reached, not looked into: enough to find a model)."""
+    seen = {id(root)}
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        yield obj
+        for ref in gc.get_referents(obj):
+            if id(ref) not in seen and not isinstance(ref, _CODE):
+                seen.add(id(ref))
+                stack.append(ref)
+
+
+def test_the_supervisor_keeps_the_head_of_each_generation_never_its_routes(world: World) -> None:
+    # A supervisor that kept the decoded model of every generation still in shm grew by a
+    # whole route table per reload; it keeps their heads (listeners, admin, limits) only.
+    world.boot()
+    world.gens.apply(B, source="b")
+    path = world.state / "c.pvs"
+    path.write_bytes(C)
+    world.gens.reload(str(path), wait=True, timeout=1.0)
+    world.gens.rollback(None, wait=True, timeout=1.0)
+    assert len(world.gens.retained) >= 2
+    for gen in [world.gens.current, *world.gens.retained.values()]:
+        assert gen is not None and isinstance(gen.head, Head)
+    held = {type(o) for o in _reachable([world.gens.current, world.gens.retained])}
+    assert not held & {Model, LazyModel, Route, VirtualHost, RouteIndex}, held
+
+
+def _with_bad_route(data: bytes) -> bytes:
+    """``data`` resealed (a valid checksum) with its route's name an integer."""
+    _, model = read(data)
+    route = msgspec.structs.replace(model.routes[0], name=7)  # type: ignore[arg-type]
+    payload = msgspec.msgpack.encode(msgspec.structs.replace(model, routes=(route,)))
+    digest = xxhash.xxh3_128_digest(payload)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, 1, bytes(7), len(payload), digest, bytes(24)) + (
+        payload
+    )
+
+
+def test_bytes_whose_routes_do_not_decode_are_refused_though_only_the_head_is_kept(
+    world: World,
+) -> None:
+    world.boot()
+    bad = _with_bad_route(B)
+    with pytest.raises(ControlError, match="does not decode to the model: route 0"):
+        world.gens.apply(bad, source="etcd revision 10")
+    path = world.state / "bad.pvs"
+    path.write_bytes(bad)
+    with pytest.raises(ControlError, match="does not decode"):
+        world.gens.reload(str(path), wait=True, timeout=1.0)
+    assert world.gens.current is not None and world.gens.current.number == 1
+    assert last(world) == ("reload", REJECTED, 0)
