@@ -94,6 +94,9 @@ class Limits(_S):
     drain_timeout_ms: int  # on graceful stop, in-flight requests get this long
     max_response_header_bytes: int  # an upstream response head (with 1xx heads) beyond → 502
     max_response_headers: int  # header count of one upstream response head; more → 502
+    # How many rate limits the virtual hosts and routes declare: a supervisor, which keeps
+    # only an artifact's head, creates the shared bucket segment when this is not 0.
+    rate_limits: int = 0
 
 
 class AccessLogOff(msgspec.Struct, tag="off", **_OPTS):

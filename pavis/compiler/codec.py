@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from pavis.compiler import certs, index
 from pavis.compiler.intent import ClusterSpec, Config, ListenerSpec
 from pavis.compiler.ratelimit import compile_limit
@@ -40,6 +42,7 @@ from pavis.schema import (
     Outlier,
     OutlierOff,
     Pool,
+    RateLimit,
     Route,
     ServerTls,
     TlsOff,
@@ -120,11 +123,14 @@ class _Codec(RouteCodec):
                     ),
                 )
             )
+        declared = sum(isinstance(v.rate_limit, RateLimit) for v in vhosts) + sum(
+            isinstance(r.rate_limit, RateLimit) for r in routes
+        )
         return Model(
             format_version=FORMAT_VERSION,
             listeners=listeners,
             admin=admin,
-            limits=limits,
+            limits=msgspec.structs.replace(limits, rate_limits=declared),
             access_log=access_log,
             clusters=clusters,
             virtual_hosts=tuple(vhosts),

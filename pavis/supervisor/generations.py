@@ -366,7 +366,7 @@ class Generations:
         target = next((g for g in self.retained.values() if g.checksum == checksum), None)
         if target is None or target.number not in self.publisher.retained():
             try:
-                self.reaction = reaction_for(change.model, self.reaction, self.publisher)
+                self.reaction = reaction_for(change.head, self.reaction, self.publisher)
                 number = self.publisher.publish(change.data)
             except ShmError as exc:  # no_space, write_failed: nothing was made current
                 raise self.history.reject(op, change.source, str(exc), checksum) from None

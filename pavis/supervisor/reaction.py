@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import posix_ipc  # type: ignore[import-not-found]  # no stubs published
 
-from pavis.schema import Model, RateLimit
+from pavis.artifact import Head
+from pavis.schema import Model
 from shm import Publisher, ShmError, buckets, names
 
 KEYS = 65536  # keys tracked at once, over every limit of the instance
@@ -68,14 +69,13 @@ def open_segment(name: str, mode: int, gid: int | None) -> Reaction:
         raise
 
 
-def limited(model: Model) -> bool:
-    """Whether any virtual host or route of ``model`` has a rate limit."""
-    return any(isinstance(vh.rate_limit, RateLimit) for vh in model.virtual_hosts) or any(
-        isinstance(r.rate_limit, RateLimit) for r in model.routes
-    )
+def limited(head: Head | Model) -> bool:
+    """Whether any virtual host or route of the generation has a rate limit (the compiler
+    counts them into its limits, so the head says)."""
+    return head.limits.rate_limits > 0
 
 
-def reaction_for(model: Model, current: Reaction | None, pub: Publisher) -> Reaction | None:
+def reaction_for(model: Head | Model, current: Reaction | None, pub: Publisher) -> Reaction | None:
     """The segment ``model`` needs: ``current``, or a new one if ``model`` is the first
     generation with a limit (ShmError "no_space" if /dev/shm cannot hold it: that generation
     is then refused like one that does not fit)."""

@@ -186,4 +186,20 @@ def test_diff_shows_a_changed_virtual_host_limit() -> None:
     assert [(c.section, c.key) for c in changes] == [("virtual_host", "main")]
     assert "rate_limit.rate" in {f.path for f in changes[0].fields}
     added = diff_models(model(yaml("")), a)
-    assert [f.path for c in added for f in c.fields] == ["rate_limit"]
+    # The limit itself, and the count in the limits that tells a supervisor to make the segment.
+    assert sorted(f.path for c in added for f in c.fields) == ["rate_limit", "rate_limits"]
+
+
+def test_the_head_counts_the_limits_a_supervisor_makes_the_segment_for() -> None:
+    """The supervisor keeps only an artifact's head: the count there says whether the
+    generation needs the shared bucket segment."""
+    from pavis.artifact import read_head, seal
+    from pavis.compiler import compile_text as compile_validated
+    from pavis.supervisor.reaction import limited
+
+    counts = []
+    for text in (yaml(""), yaml("{rate: 5/m}"), yaml("{rate: 5/m}", "{rate: 9/s}")):
+        data = seal(compile_validated(text, "yaml"))
+        _, head = read_head(data)
+        counts.append((head.limits.rate_limits, limited(head)))
+    assert counts == [(0, False), (1, True), (2, True)]
