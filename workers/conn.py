@@ -20,7 +20,7 @@ from typing import Any
 
 from pavis.errors import ArtifactError
 from pavis.schema import ClientAuth, ServerTls
-from workers import accesslog
+from workers import accesslog, otlp
 from workers.accesslog import Exchange
 from workers.heads import disposition, error_body, error_response, response_head
 from workers.http import ClientGone, HttpError, Request
@@ -29,7 +29,7 @@ from workers.proxy import forward
 from workers.relay import Abort
 from workers.runtime import Client, Runtime
 from workers.state import FORWARD, RouteRT, State
-from workers.tls import identity
+from workers.tls import handshake, identity
 
 _record = METRICS.request  # bound once: the request path pays one call, no lookups
 
@@ -54,6 +54,7 @@ def serve_tls_connection(
     load.opened()
     try:
         conn = Connection(runtime, sock, addr, proto)
+        conn.tls_version, conn.sni = handshake(sock)
         peer = identity(sock)
         if peer:
             conn.peer = peer
@@ -138,6 +139,9 @@ class Connection(Client):
 
     def handle(self, req: Request, state: State) -> bool:
         ex = Exchange()
+        tracer = state.tracer
+        if tracer is not None:  # before routing: header matchers see what is sent upstream
+            ex.trace = tracer.begin(req.headers)
         try:
             keep = self._dispatch(req, state, ex)
         except HttpError as exc:
@@ -165,7 +169,11 @@ class Connection(Client):
         _record(ex.status, time.time() - req.started)
         log = state.log
         if log is not None:
-            log.write(accesslog.line(ex, req, state, self.address))
+            log.write(accesslog.line(ex, req, state, self.address, self.tls_version, self.sni))
+        if tracer is not None and tracer.exporter is not None:
+            tr = ex.trace
+            if tr is not None and tr.sampled:
+                otlp.record(tracer.exporter, tr, ex, req, self.address)
         return keep
 
     def _bad_head(self, exc: HttpError) -> None:
@@ -181,7 +189,7 @@ class Connection(Client):
         state = self.runtime.state
         log = state.log
         if log is not None:
-            log.write(accesslog.line(ex, req, state, self.address))
+            log.write(accesslog.line(ex, req, state, self.address, self.tls_version, self.sni))
 
     def _dispatch(self, req: Request, state: State, ex: Exchange) -> bool:
         # The target was split and Host checked when the head was read (``workers.request``).

@@ -49,7 +49,16 @@ class ClusterCounters:
 
 
 class Metrics:
-    __slots__ = ("codes", "buckets", "duration_sum", "clusters", "accept_errors")
+    __slots__ = (
+        "codes",
+        "buckets",
+        "duration_sum",
+        "clusters",
+        "accept_errors",
+        "access_log_dropped",
+        "spans_exported",
+        "spans_dropped",
+    )
 
     def __init__(self) -> None:
         self.codes = [0] * len(stats.CODE_CLASSES)
@@ -57,6 +66,9 @@ class Metrics:
         self.duration_sum = 0.0
         self.clusters: dict[str, ClusterCounters] = {}
         self.accept_errors = 0  # counted by workers.accept
+        self.access_log_dropped = 0  # lines a full buffer refused (workers.logfile)
+        self.spans_exported = 0  # spans a receiver accepted (workers.otlp)
+        self.spans_dropped = 0  # spans lost: queue full, export failed or unavailable
 
     def request(self, status: int, seconds: float) -> None:
         """One finished request: its status and its time from first byte read to answer."""
@@ -100,6 +112,9 @@ class Metrics:
             eps,
             0,
             self.accept_errors,
+            self.access_log_dropped,
+            self.spans_exported,
+            self.spans_dropped,
         )
         data = stats.encode(snap)
         while len(data) > STATS_MAX and snap.endpoints:

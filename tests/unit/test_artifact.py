@@ -144,6 +144,7 @@ def hand_model() -> s.Model:
         admin=s.Admin("127.0.0.1", 9901),
         limits=s.Limits(8192, 65536, 100, 1048576, 10000, 60000, 10000, 65536, 100),
         access_log=s.AccessLog("-"),
+        tracing=s.TracingOff(),
         clusters=(api, canary),
         virtual_hosts=(
             s.VirtualHost("api", ("api.example.com", "*.api.example.com"), (0, 1, 2), api_index),
