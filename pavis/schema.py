@@ -104,6 +104,7 @@ class AccessLog(msgspec.Struct, tag="json", **_OPTS):
     """One JSON line per request; path ``-`` means stdout."""
 
     path: str
+    buffer_bytes: int  # lines a worker holds for a writer that is behind; beyond, dropped
 
 
 class TracingOff(msgspec.Struct, tag="off", **_OPTS):

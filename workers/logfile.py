@@ -1,7 +1,7 @@
 """An access-log destination that never blocks a worker: a bounded buffer and a writer thread.
 
 Owns: ``AccessLogFile`` — the descriptor of one access-log path (``-``: stdout), the buffer
-of lines not written yet (at most ``BUFFER_MAX`` bytes; a line that does not fit is dropped
+of lines not written yet (at most ``access_log.buffer`` bytes; a line that does not fit is dropped
 and counted in ``workers.metrics``), the thread that writes them (a blocking ``os.write`` of
 a regular file, a pipe or a FIFO waits there, never in the gevent hub), reopening the path
 for logrotate, and closing.
@@ -24,7 +24,6 @@ from collections import deque
 
 from workers.metrics import METRICS
 
-BUFFER_MAX = 4 * 1024 * 1024  # bytes of lines waiting per file per worker
 WRITE_MAX = 256 * 1024  # lines joined into one write
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
@@ -32,6 +31,7 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 class AccessLogFile:
     __slots__ = (
         "path",
+        "buffer",
         "fd",
         "lines",
         "queued",
@@ -43,8 +43,9 @@ class AccessLogFile:
         "failed",
     )
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, buffer: int) -> None:
         self.path = path
+        self.buffer = buffer  # bytes of lines that may wait; the generation may change it
         self.fd = 1 if path == "-" else os.open(path, _FLAGS, 0o640)
         self.lines: deque[bytes] = deque()
         self.queued = 0  # bytes appended (written only by the request path)
@@ -60,7 +61,7 @@ class AccessLogFile:
 
     def write(self, line: bytes) -> None:
         """Queue ``line``; dropped (and counted) when the buffer is full or closed."""
-        if self.closing or self.queued - self.written + len(line) > BUFFER_MAX:
+        if self.closing or self.queued - self.written + len(line) > self.buffer:
             METRICS.access_log_dropped += 1
             return
         self.queued += len(line)

@@ -199,10 +199,11 @@ class Registry:
                 print(f"pavis worker: access log {f.path}: cannot reopen ({exc.strerror}); "
                       "still writing to the file it had", file=sys.stderr)  # fmt: skip
 
-    def log(self, path: str) -> AccessLogFile:
-        f = self.logs.get(path)
+    def log(self, spec: AccessLog) -> AccessLogFile:
+        f = self.logs.get(spec.path)
         if f is None:
-            f = self.logs[path] = AccessLogFile(path)
+            f = self.logs[spec.path] = AccessLogFile(spec.path, spec.buffer_bytes)
+        f.buffer = spec.buffer_bytes
         return f
 
     def keep_only(self, state: State | None, wait: float = 0.0) -> None:
@@ -249,9 +250,7 @@ class State:
                 eps.append(ep)
             self.clusters.append(ClusterRT(c, eps))
         self.endpoint_keys = frozenset(keys)
-        self.log = (
-            reg.log(model.access_log.path) if isinstance(model.access_log, AccessLog) else None
-        )
+        self.log = reg.log(model.access_log) if isinstance(model.access_log, AccessLog) else None
         tr = model.tracing
         self.tracer = Tracer(tr) if isinstance(tr, Tracing) else None
         self.route_rts: list[RouteRT | None] = [None] * len(model.routes)

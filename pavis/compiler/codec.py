@@ -85,7 +85,10 @@ class _Codec(RouteCodec):
         )
         access_log: AccessLog | AccessLogOff = AccessLogOff()
         if cfg.access_log is not None:
-            access_log = AccessLog(path=cfg.access_log.path)
+            access_log = AccessLog(
+                path=cfg.access_log.path,
+                buffer_bytes=self.size(cfg.access_log.buffer, "$.access_log.buffer"),
+            )
         tracing: Tracing | TracingOff = TracingOff()
         if cfg.tracing is not None:
             tracing = self.tracing(cfg.tracing)

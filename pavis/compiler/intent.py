@@ -65,6 +65,7 @@ class LimitsSpec(_I):
 
 class AccessLogSpec(_I):
     path: str = "-"  # "-" = stdout
+    buffer: Size = "4MiB"  # per worker, lines waiting to be written
 
 
 class OtlpSpec(_I):

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pavis.compiler import fields, shadow, units
 from pavis.errors import ConfigError, Problem
 from pavis.schema import (
+    AccessLog,
     Admin,
     ClientAuth,
     Cluster,
@@ -129,6 +130,9 @@ def _limits(model: Model, out: list[Problem]) -> None:
         out,
     )
     fields.in_range("$.limits.max_response_headers", lim.max_response_headers, 1, 10_000, out)
+    if isinstance(model.access_log, AccessLog):
+        buf = model.access_log.buffer_bytes
+        fields.in_range("$.access_log.buffer", buf, 4096, 1024 * 1024 * 1024, out)
 
 
 def _tracing(model: Model, out: list[Problem]) -> None:
