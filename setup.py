@@ -45,6 +45,8 @@ COMPILED = [
     "workers/state.py",
     "workers/health.py",
     "workers/metrics.py",
+    "workers/trace.py",
+    "workers/logfile.py",
 ]
 MANIFEST = "workers/_compiled.json"
 

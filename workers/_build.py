@@ -27,7 +27,8 @@ from typing import Any
 # Mirrors COMPILED in setup.py (which the runtime cannot import).
 REQUEST_PATH = (
     "accept", "io", "request", "http", "upstream", "pool", "balance", "heads", "rewrite",
-    "relay", "proxy", "runtime", "accesslog", "conn", "state", "health", "metrics",
+    "relay", "proxy", "runtime", "accesslog", "conn", "state", "health", "metrics", "trace",
+    "logfile",
 )  # fmt: skip
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "_compiled.json"

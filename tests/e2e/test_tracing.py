@@ -231,9 +231,17 @@ def test_a_receiver_that_fails_never_fails_requests(
     assert len(log_lines(log, n + 1)) == n + 1
 
 
+def exposed(sv: Serve, name: str) -> float:
+    for line in get(sv.admin_port, "/metrics")[1].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exposed")
+
+
 def test_protobuf_is_loaded_only_to_send_a_span(tmp_path: Path) -> None:
     """Workers start without the exporter's wire format: a ``pavis serve`` worker whose
-    generation has ``otlp`` maps protobuf's extension only once it has a span to send."""
+    generation has ``otlp`` maps protobuf's extension only once it has a span to send, and
+    the span a refusing receiver did not take is counted in the supervisor's ``/metrics``."""
     hold, port = refusing_port()
     sv = Serve(tmp_path, workers=1)
     try:
@@ -245,6 +253,9 @@ def test_protobuf_is_loaded_only_to_send_a_span(tmp_path: Path) -> None:
         assert "/google/_upb/" not in maps.read_text()
         assert get(sv.port, "/")[0] == 200
         wait_for(lambda: "/google/_upb/" in maps.read_text(), 10, "the exporter to load")
+        # The refused export reaches the supervisor's exposition as a dropped span.
+        wait_for(lambda: exposed(sv, "pavis_trace_spans_dropped_total") == 1, 10, "the drop")
+        assert exposed(sv, "pavis_trace_spans_exported_total") == 0
     finally:
         sv.cleanup()
         hold.close()
