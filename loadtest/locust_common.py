@@ -66,6 +66,21 @@ def _headers(m: schema.Match) -> dict[str, str] | None:
     return out
 
 
+def _query(m: schema.Match) -> str | None:
+    """A query string that satisfies the route's query matchers ("" without any)."""
+    parts: list[str] = []
+    for q in m.query:
+        if q.kind == "exact":
+            parts.append(f"{q.name}={q.value}")
+        elif q.kind == "prefix":
+            parts.append(f"{q.name}={q.value}bench")
+        elif q.kind == "present":
+            parts.append(f"{q.name}=1")
+        elif q.kind == "regex":
+            return None  # no generic sample; skip the route
+    return "?" + "&".join(parts) if parts else ""
+
+
 def targets(config: str | Path | None = None) -> list[Target]:
     """One verified request per reachable route of ``config``."""
     path = Path(config or os.environ.get("PAVIS_CONFIG") or DEFAULT_CONFIG)
@@ -75,7 +90,8 @@ def targets(config: str | Path | None = None) -> list[Target]:
         vhost = model.virtual_hosts[route.vhost]
         url = _sample_path(route.match)
         headers = _headers(route.match)
-        if url is None or headers is None:
+        query = _query(route.match)
+        if url is None or headers is None or query is None:
             continue
         method = route.match.methods[0] if route.match.methods else "GET"
         host = _host(vhost.domains)
@@ -83,7 +99,7 @@ def targets(config: str | Path | None = None) -> list[Target]:
         v = lookup.find_vhost(model.domains, host)
         if (
             v != route.vhost
-            or lookup.find_route(model.routes, vhost.index, method, url, lower) != idx
+            or lookup.find_route(model.routes, vhost.index, method, url, lower, query) != idx
         ):
             continue  # our sample request would reach another route: leave this one out
         action = route.action
@@ -93,7 +109,9 @@ def targets(config: str | Path | None = None) -> list[Target]:
             expect = (action.status,)
         else:
             expect = ()
-        out.append(Target(f"{vhost.name}/{route.name}", method, host, url, headers, expect))
+        out.append(
+            Target(f"{vhost.name}/{route.name}", method, host, url + query, headers, expect)
+        )
     return out
 
 

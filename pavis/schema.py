@@ -149,7 +149,10 @@ class Pool(_S):
     max_connections: int  # per endpoint per worker; beyond it requests wait (pending)
     max_idle: int  # idle keep-alive connections kept per endpoint
     idle_timeout_ms: int
-    max_pending: int  # requests allowed to wait for a connection; beyond → 503 overflow
+    max_pending: int
+    # Idle connections beyond max_idle (left by a burst) are closed once idle this long;
+    # 0 closes them at once.
+    surplus_timeout_ms: int  # requests allowed to wait for a connection; beyond → 503 overflow
 
 
 class HealthCheckOff(msgspec.Struct, tag="off", **_OPTS):

@@ -92,7 +92,7 @@ class Worker:
         self.listeners = listeners
         self.wake_fds = wake_fds
         self.rejected = 0
-        self.tls_servers: dict[str, tuple[Any, Any]] = {}  # name → (StreamServer, its TLS)
+        self.tls_servers: dict[str, tuple[Any, Any]] = {}  # name → (TlsHandshake, its TLS)
         self.sub: Subscriber
         self.runtime: Runtime
         self.registry: Registry
@@ -162,6 +162,7 @@ class Worker:
         from pavis.schema import ServerTls
         from workers.accept import Acceptor
         from workers.conn import serve_connection, serve_tls_connection
+        from workers.handshake import TlsHandshake
 
         runtime = self.runtime
         servers: list[Any] = []
@@ -184,23 +185,28 @@ class Worker:
                 servers.append(acceptor)
                 continue
             gsock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-            handle = functools.partial(serve_tls_connection, runtime, b"https", lname)
-            server = StreamServer(gsock, handle, ssl_context=_server_context(tls))
+            handshake = TlsHandshake(
+                lname,
+                _server_context(tls),
+                lambda: runtime.state.limits.header_timeout_ms / 1000.0,
+                functools.partial(serve_tls_connection, runtime, b"https", lname),
+            )
+            server = StreamServer(gsock, handshake)
             server.max_accept = 1  # as workers.accept does, for the same reason
             server.start()
             servers.append(server)
-            self.tls_servers[lname] = (server, tls)
+            self.tls_servers[lname] = (handshake, tls)
         return servers
 
     def _new_certificates(self, state: State) -> list[tuple[str, Any, Any, Any]]:
-        """(name, server, context, tls) for each TLS listener whose material ``state`` changes;
+        """(name, handshake, context, tls) for each TLS listener whose material ``state`` changes;
         built before the flip so that a context that cannot be built rejects the
         generation."""
         changed = []
         for lst in state.listeners:
-            server, tls = self.tls_servers.get(lst.name, (None, None))
-            if server is not None and lst.tls != tls:
-                changed.append((lst.name, server, _server_context(lst.tls), lst.tls))
+            handshake, tls = self.tls_servers.get(lst.name, (None, None))
+            if handshake is not None and lst.tls != tls:
+                changed.append((lst.name, handshake, _server_context(lst.tls), lst.tls))
         return changed
 
     def _build(self, gen: int, registry: Registry) -> State:
@@ -263,9 +269,9 @@ class Worker:
             return
         old = runtime.state
         runtime.state = state  # the one reference every new request reads
-        for lname, server, context, tls in certificates:
-            server.wrap_socket = context.wrap_socket  # new handshakes use the new certificate
-            self.tls_servers[lname] = (server, tls)
+        for lname, handshake, context, tls in certificates:
+            handshake.context = context  # new handshakes use the new certificate
+            self.tls_servers[lname] = (handshake, tls)
         self.sub.ack(gen, state.digest)
         self.registry.keep_only(state)
         # ``old`` is freed when its last request ends; dropping it here, after the ack, keeps

@@ -216,7 +216,7 @@ def _done(ep: EndpointRT, up: UpConn, ex: Exchange, sent: int) -> None:
 def _tunnel(client: Client, up: UpConn) -> None:
     reader = client.reader
     down = reader.stream.to_gevent()  # blocking-style gevent I/O for the pumps
-    upstream = up.sock
+    upstream = up.sock = up.stream.to_gevent()  # a bare pooled socket becomes a gevent one
     up.stream.quiet()
     down.settimeout(None)
     upstream.settimeout(None)

@@ -215,6 +215,9 @@ class _Codec(RouteCodec):
                 ),
                 idle_timeout_ms=self.duration(pool.idle_timeout, f"{path}.pool.idle_timeout"),
                 max_pending=pool.max_pending,
+                surplus_timeout_ms=self.duration(
+                    pool.surplus_timeout, f"{path}.pool.surplus_timeout", allow_zero=True
+                ),
             ),
             health_check=hc,
             outlier=outlier,

@@ -91,6 +91,7 @@ class PoolSpec(_I):
     max_idle: int | None = None  # default: 32, or max_connections when that is smaller
     idle_timeout: str = "60s"
     max_pending: int = 1024
+    surplus_timeout: str = "1s"
 
 
 class HealthCheckSpec(_I):

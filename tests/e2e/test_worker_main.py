@@ -168,7 +168,8 @@ def test_a_stalled_first_worker_does_not_stall_new_clients(up: Upstream) -> None
     with Workers(unique_instance(), 2) as w:
         w.start(seal_yaml(one_cluster(w.port, up.address)))
         assert request(w.port, path="/bytes3")[0] == 200
-        assert accepted() == [1, 0]  # slot 0 had room: slot 1 left it alone
+        before = accepted()  # [1, 0] unless slot 0 was descheduled past STANDBY_S
+        assert sum(before) == 1
         os.kill(w.pids[0], signal.SIGSTOP)
         try:
             results: list[int] = []
@@ -182,12 +183,16 @@ def test_a_stalled_first_worker_does_not_stall_new_clients(up: Upstream) -> None
             for t in threads:
                 t.join(timeout=10)
             assert results == [200] * 6, results
-            assert accepted() == [1, 6]
+            assert accepted() == [before[0], before[1] + 6]
         finally:
             os.kill(w.pids[0], signal.SIGCONT)
-        time.sleep(0.2)  # slot 0 catches up on its overdue timers
-        assert request(w.port, path="/bytes3")[0] == 200
-        assert accepted() == [2, 6]  # running again, with room: slot 0's
+        # Running again, with room: slot 0 takes new clients (the first may still go to
+        # slot 1 while slot 0 catches up on its overdue timers).
+        for _ in range(20):
+            assert request(w.port, path="/bytes3")[0] == 200
+            if accepted()[0] > before[0]:
+                break
+        assert accepted()[0] > before[0], accepted()
 
 
 def test_listener_change_is_rejected(up: Upstream) -> None:

@@ -43,7 +43,9 @@ REASONS = {
 def hand_model() -> s.Model:
     """A small but complete model: every tagged union in both variants somewhere."""
     no_ops = s.HeaderOps(remove=(), set=(), add=())
-    pool = s.Pool(max_connections=128, max_idle=32, idle_timeout_ms=60000, max_pending=0)
+    pool = s.Pool(
+        max_connections=128, max_idle=32, idle_timeout_ms=60000, max_pending=0, surplus_timeout_ms=1000
+    )
     api = s.Cluster(
         name="api",
         endpoints=(s.Endpoint("127.0.0.1", 9001, 1), s.Endpoint("127.0.0.1", 9002, 2)),

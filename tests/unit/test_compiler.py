@@ -155,6 +155,7 @@ def test_every_default_is_materialised() -> None:
     assert c.lb == "round_robin" and c.connect_timeout_ms == 1000 and c.schedule == (0,)
     assert (c.pool.max_connections, c.pool.max_idle, c.pool.idle_timeout_ms) == (128, 32, 60_000)
     assert c.pool.max_pending == 1024  # requests queue for a busy pool, as nginx's do
+    assert c.pool.surplus_timeout_ms == 1000  # a burst's idle surplus is kept a second
     assert (lim.max_response_header_bytes, lim.max_response_headers) == (65536, 100)
     assert (c.health_check, c.outlier, c.tls) == (HealthCheckOff(), OutlierOff(), TlsOff())
     fwd, red, direct = (r.action for r in m.routes)
@@ -541,6 +542,25 @@ def test_rewrite_strip_is_materialised_by_the_compiler() -> None:
         (True, 4),
         (False, 0),
     ]
+
+
+def _pool_yaml(pool: str) -> str:
+    return (
+        HEAD
+        + f'clusters: [{{name: app, endpoints: ["127.0.0.1:9000"], pool: {pool}}}]\n'
+        + "virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, "
+        + "forward: {cluster: app}}]}]\n"
+    )
+
+
+def test_surplus_timeout_takes_zero_and_names_a_bad_duration() -> None:
+    assert model_of(_pool_yaml("{surplus_timeout: 0s}")).clusters[0].pool.surplus_timeout_ms == 0
+    assert model_of(_pool_yaml("{surplus_timeout: 2m}")).clusters[0].pool.surplus_timeout_ms == (
+        120_000
+    )
+    assert problems_of(_pool_yaml("{surplus_timeout: soon}")) == {
+        ("$.clusters[0].pool.surplus_timeout", "invalid_duration")
+    }
 
 
 def test_a_small_pool_keeps_as_many_idle_connections_as_it_has() -> None:
