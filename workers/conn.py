@@ -29,7 +29,7 @@ from workers.proxy import forward
 from workers.relay import Abort
 from workers.runtime import Client, Runtime
 from workers.state import FORWARD, RouteRT, State
-from workers.tls import handshake, identity
+from workers.tls import identity, negotiated
 
 _record = METRICS.request  # bound once: the request path pays one call, no lookups
 
@@ -54,7 +54,7 @@ def serve_tls_connection(
     load.opened()
     try:
         conn = Connection(runtime, sock, addr, proto)
-        conn.tls_version, conn.sni = handshake(sock)
+        conn.tls_version, conn.sni = negotiated(sock)
         peer = identity(sock)
         if peer:
             conn.peer = peer

@@ -47,7 +47,7 @@ def server_context(tls: ServerTls) -> Any:
     wildcards = {suffix: contexts[i] for suffix, i in tls.wildcards}
 
     def pick(sock: Any, server_name: str | None, _ctx: Any) -> None:
-        sock.pavis_sni = server_name or ""  # for the access log (``handshake``)
+        sock.pavis_sni = server_name or ""  # for the access log (``negotiated``)
         if server_name and tls.more:
             name = server_name.lower().rstrip(".")
             ctx = names.get(name)
@@ -86,7 +86,7 @@ def load_chain(ctx: Any, cert_pem: str, key_pem: str) -> None:
         ctx.load_cert_chain(cert, key)
 
 
-def handshake(sock: Any) -> tuple[str, str]:
+def negotiated(sock: Any) -> tuple[str, str]:
     """(TLS version, the server name the client sent, "" if none) of a finished handshake."""
     return sock.version() or "", getattr(sock, "pavis_sni", "")
 
