@@ -222,7 +222,8 @@ def test_a_receiver_that_fails_never_fails_requests(
             assert worker_stats(w).spans_exported == 0
             assert echo(w.port, "/echo")[0] == 200
         if rx is not None:
-            assert rx.posts >= 1 and rx.spans == []
+            wait_for(lambda: rx.posts >= 1, 10, "the receiver to be asked")
+            assert rx.spans == []
     finally:
         if rx is not None:
             rx.close()
