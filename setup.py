@@ -46,6 +46,8 @@ COMPILED = [
     "workers/health.py",
     "workers/metrics.py",
     "workers/ratelimit.py",
+    "workers/trace.py",
+    "workers/logfile.py",
 ]
 MANIFEST = "workers/_compiled.json"
 

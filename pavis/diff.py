@@ -77,6 +77,7 @@ def _items(model: Model) -> dict[str, dict[str, Any]]:
         "admin": to_view(model.admin),
         "limits": to_view(model.limits),
         "access_log": to_view(model.access_log),
+        "tracing": to_view(model.tracing),
     }
     for listener in model.listeners:
         _put(out["listener"], listener.name, to_view(listener))

@@ -16,7 +16,7 @@ from typing import Generic, Literal, TypeVar
 
 import msgspec
 
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 
 _OPTS = {"frozen": True, "gc": False, "array_like": True, "forbid_unknown_fields": True}
 
@@ -107,6 +107,36 @@ class AccessLog(msgspec.Struct, tag="json", **_OPTS):
     """One JSON line per request; path ``-`` means stdout."""
 
     path: str
+    buffer_bytes: int  # lines a worker holds for a writer that is behind; beyond, dropped
+
+
+class TracingOff(msgspec.Struct, tag="off", **_OPTS):
+    """pavis takes no part in traces: ``traceparent`` and ``tracestate`` are passed on like
+    any other field (the access log still shows a valid trace id it carries)."""
+
+
+class OtlpOff(msgspec.Struct, tag="off", **_OPTS):
+    """No spans are exported."""
+
+
+class Otlp(msgspec.Struct, tag="otlp", **_OPTS):
+    """One span per request, sent in batches to an OTLP/HTTP (protobuf) receiver."""
+
+    endpoint: str  # the full URL spans are POSTed to: http(s)://host:port/v1/traces
+    timeout_ms: int  # one export request, connect included
+    queue: int  # spans a worker holds for export; beyond it new ones are dropped (counted)
+    service_name: str  # the ``service.name`` resource attribute
+
+
+class Tracing(msgspec.Struct, tag="w3c", **_OPTS):
+    """W3C Trace Context: a valid ``traceparent`` continues its trace; an absent or invalid
+    one starts a new trace when ``generate`` is set (``tracestate`` is dropped with it)."""
+
+    generate: bool
+    # Fraction of the traces pavis starts that are marked sampled, decided from the trace id
+    # (its low 64 bits against ``sample * 2**64``, as OpenTelemetry's TraceIdRatioBased).
+    sample: float
+    exporter: OtlpOff | Otlp
 
 
 # --------------------------------------------------------------------------- clusters
@@ -339,6 +369,7 @@ class ModelOf(_S, Generic[R]):
     admin: AdminOff | Admin
     limits: Limits
     access_log: AccessLogOff | AccessLog
+    tracing: TracingOff | Tracing
     clusters: tuple[Cluster, ...]
     virtual_hosts: tuple[VirtualHost, ...]
     domains: DomainIndex

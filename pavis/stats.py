@@ -70,6 +70,9 @@ class WorkerStats(msgspec.Struct, **_OPTS):
     endpoints_dropped: int  # endpoints left out to fit the shm stats area
     accept_errors: int = 0  # accepts that failed for want of descriptors or memory
     rate_limits: list[RateLimitStats] = msgspec.field(default_factory=list)
+    access_log_dropped: int = 0  # access-log lines dropped: the writer's buffer was full
+    spans_exported: int = 0  # trace spans an OTLP receiver accepted
+    spans_dropped: int = 0  # trace spans lost: export queue full, export failed
 
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -28,7 +28,7 @@ from typing import Any
 REQUEST_PATH = (
     "accept", "io", "request", "http", "upstream", "pool", "balance", "heads", "rewrite",
     "relay", "proxy", "runtime", "accesslog", "conn", "state", "health", "metrics",
-    "ratelimit",
+    "ratelimit", "trace", "logfile",
 )  # fmt: skip
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "_compiled.json"

@@ -21,7 +21,7 @@ from typing import Any
 
 from pavis.errors import ArtifactError
 from pavis.schema import ClientAuth, ServerTls
-from workers import accesslog, ratelimit
+from workers import accesslog, otlp, ratelimit
 from workers.accesslog import Exchange
 from workers.heads import (
     PLAIN_TEXT,
@@ -37,7 +37,7 @@ from workers.proxy import forward
 from workers.relay import Abort
 from workers.runtime import Client, Runtime
 from workers.state import FORWARD, RouteRT, State
-from workers.tls import identity
+from workers.tls import identity, negotiated
 
 _record = METRICS.request  # bound once: the request path pays one call, no lookups
 
@@ -62,6 +62,7 @@ def serve_tls_connection(
     load.opened()
     try:
         conn = Connection(runtime, sock, addr, proto)
+        conn.tls_version, conn.sni = negotiated(sock)
         peer = identity(sock)
         if peer:
             conn.peer = peer
@@ -146,6 +147,9 @@ class Connection(Client):
 
     def handle(self, req: Request, state: State) -> bool:
         ex = Exchange()
+        tracer = state.tracer
+        if tracer is not None:  # before routing: header matchers see what is sent upstream
+            ex.trace = tracer.begin(req.headers)
         try:
             keep = self._dispatch(req, state, ex)
         except HttpError as exc:
@@ -173,7 +177,11 @@ class Connection(Client):
         _record(ex.status, time.time() - req.started)
         log = state.log
         if log is not None:
-            log.write(accesslog.line(ex, req, state, self.address))
+            log.write(accesslog.line(ex, req, state, self.address, self.tls_version, self.sni))
+        if tracer is not None and tracer.exporter is not None:
+            tr = ex.trace
+            if tr is not None and tr.sampled:
+                otlp.record(tracer.exporter, tr, ex, req, self.address)
         return keep
 
     def _bad_head(self, exc: HttpError) -> None:
@@ -189,7 +197,7 @@ class Connection(Client):
         state = self.runtime.state
         log = state.log
         if log is not None:
-            log.write(accesslog.line(ex, req, state, self.address))
+            log.write(accesslog.line(ex, req, state, self.address, self.tls_version, self.sni))
 
     def _dispatch(self, req: Request, state: State, ex: Exchange) -> bool:
         # The target was split and Host checked when the head was read (``workers.request``).
@@ -211,6 +219,7 @@ class Connection(Client):
             decision, refused = ratelimit.check(
                 self.runtime.buckets, self.client_ip, req, rt.rate_limits
             )
+            ex.rate_limit = decision
             if refused:
                 ex.error = "rate limited"
                 body = error_body(429)

@@ -332,6 +332,9 @@ class Worker:
         with contextlib.suppress(OSError, ValueError):
             self.sub.heartbeat(runtime.requests)
             self._publish_stats()  # the drained requests count too
+        from workers.otlp import EXPORTER
+
+        EXPORTER.close(1.0)  # queued spans get one last export
         self.registry.close()
         return EXIT_OK
 

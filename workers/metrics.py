@@ -57,7 +57,17 @@ class ClusterCounters:
 
 
 class Metrics:
-    __slots__ = ("codes", "buckets", "duration_sum", "clusters", "accept_errors", "rate_limits")
+    __slots__ = (
+        "codes",
+        "buckets",
+        "duration_sum",
+        "clusters",
+        "accept_errors",
+        "rate_limits",
+        "access_log_dropped",
+        "spans_exported",
+        "spans_dropped",
+    )
 
     def __init__(self) -> None:
         self.codes = [0] * len(stats.CODE_CLASSES)
@@ -67,6 +77,9 @@ class Metrics:
         self.accept_errors = 0  # counted by workers.accept
         # (virtual host, route) → decisions by RL_DECISIONS position (workers.ratelimit)
         self.rate_limits: dict[tuple[str, str], list[int]] = {}
+        self.access_log_dropped = 0  # lines a full buffer refused (workers.logfile)
+        self.spans_exported = 0  # spans a receiver accepted (workers.otlp)
+        self.spans_dropped = 0  # spans lost: queue full, export failed or unavailable
 
     def request(self, status: int, seconds: float) -> None:
         """One finished request: its status and its time from first byte read to answer."""
@@ -121,6 +134,9 @@ class Metrics:
             0,
             self.accept_errors,
             [RateLimitStats(v, r, list(c)) for (v, r), c in self.rate_limits.items()],
+            self.access_log_dropped,
+            self.spans_exported,
+            self.spans_dropped,
         )
         data = stats.encode(snap)
         while len(data) > STATS_MAX and snap.endpoints:

@@ -30,7 +30,7 @@ from workers.relay import first_piece, relay, send_upstream, stream_body
 from workers.rewrite import request_head
 from workers.runtime import Client, new_request_id
 from workers.state import RouteRT
-from workers.upstream import BadResponse, UpConn, UpstreamError, UpstreamTimeout
+from workers.upstream import BadResponse, UpConn, UpstreamError, UpstreamTimeout, peer_address
 
 REPLAY_MAX = 65536  # request bodies up to this size are buffered so a retry can resend them
 # Methods a proxy may send twice (RFC 9110 §9.2.2): a replay changes nothing upstream.
@@ -116,6 +116,10 @@ def forward(client: Client, req: Request, rt: RouteRT, ex: Exchange) -> bool:
             assert up is not None
             status = up.status
             counters.answered(status)
+            ex.upstream_status = status
+            if not up.peer:
+                up.peer = peer_address(up.sock)
+            ex.upstream_address = up.peer
             if (
                 status in rt.retry_statuses
                 and attempt + 1 < rt.attempts

@@ -64,6 +64,8 @@ class Client:
         "busy",
         "peer",
         "peer_forward",
+        "tls_version",
+        "sni",
     )
 
     def __init__(self, runtime: Runtime, sock: Any, addr: object, proto: bytes) -> None:
@@ -77,4 +79,6 @@ class Client:
         self.busy = False
         self.peer: list[tuple[bytes, bytes]] | None = None  # verified client certificate fields
         self.peer_forward = False  # ``peer`` is sent upstream too
+        self.tls_version = "-"  # of a TLS listener's connection (access log); "-": plain
+        self.sni = "-"  # the server name its client sent ("" none)
         self.reader = ClientReader(sock, runtime.state.limits)

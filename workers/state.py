@@ -12,8 +12,6 @@ old state is freed when the last such request drops it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 from typing import Any
 
@@ -31,13 +29,16 @@ from pavis.schema import (
     Redirect,
     Retry,
     Route,
+    Tracing,
     VirtualHost,
 )
 from workers.balance import ClusterRT, EndpointRT
 from workers.heads import own_fields
 from workers.health import Health
+from workers.logfile import AccessLogFile
 from workers.pool import Pool
 from workers.ratelimit import limits_of
+from workers.trace import Tracer
 
 EAGER_ROUTES = 2000  # below this, decode every route at flip time: full verification is cheap
 
@@ -186,37 +187,6 @@ class RouteRT:
 # ------------------------------------------------------------------------ endpoints registry
 
 
-class AccessLogFile:
-    __slots__ = ("path", "fd")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if path == "-":
-            self.fd = 1
-        else:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-
-    def write(self, line: bytes) -> None:
-        with contextlib.suppress(OSError):  # a full disk must not fail requests
-            os.write(self.fd, line)
-
-    def reopen(self) -> None:
-        """Write to a file at ``path`` again (after logrotate moved the old one): dup2 swaps
-        the descriptor in one step, so no line is written to a closed one. OSError: the old
-        file stays in use."""
-        if self.fd > 2:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            try:
-                os.dup2(fd, self.fd, inheritable=False)
-            finally:
-                os.close(fd)
-
-    def close(self) -> None:
-        if self.fd > 2:
-            os.close(self.fd)
-            self.fd = -1
-
-
 EndpointKey = tuple[Any, ...]
 
 
@@ -245,14 +215,16 @@ class Registry:
                 print(f"pavis worker: access log {f.path}: cannot reopen ({exc.strerror}); "
                       "still writing to the file it had", file=sys.stderr)  # fmt: skip
 
-    def log(self, path: str) -> AccessLogFile:
-        f = self.logs.get(path)
+    def log(self, spec: AccessLog) -> AccessLogFile:
+        f = self.logs.get(spec.path)
         if f is None:
-            f = self.logs[path] = AccessLogFile(path)
+            f = self.logs[spec.path] = AccessLogFile(spec.path, spec.buffer_bytes)
+        f.buffer = spec.buffer_bytes
         return f
 
-    def keep_only(self, state: State | None) -> None:
-        """Retire what ``state`` (the one now serving) does not use; start what it does."""
+    def keep_only(self, state: State | None, wait: float = 0.0) -> None:
+        """Retire what ``state`` (the one now serving) does not use; start what it does.
+        ``wait``: seconds an access log that is closed may take to write what it holds."""
         keys = state.endpoint_keys if state is not None else frozenset()
         for key in [k for k in self.endpoints if k not in keys]:
             ep = self.endpoints.pop(key)
@@ -263,10 +235,10 @@ class Registry:
                 self.endpoints[key].health.start()
         path = state.log.path if state is not None and state.log is not None else None
         for p in [p for p in self.logs if p != path]:
-            self.logs.pop(p).close()
+            self.logs.pop(p).close(wait)
 
     def close(self) -> None:
-        self.keep_only(None)
+        self.keep_only(None, 1.0)
 
 
 class State:
@@ -294,9 +266,9 @@ class State:
                 eps.append(ep)
             self.clusters.append(ClusterRT(c, eps))
         self.endpoint_keys = frozenset(keys)
-        self.log = (
-            reg.log(model.access_log.path) if isinstance(model.access_log, AccessLog) else None
-        )
+        self.log = reg.log(model.access_log) if isinstance(model.access_log, AccessLog) else None
+        tr = model.tracing
+        self.tracer = Tracer(tr) if isinstance(tr, Tracing) else None
         self.route_rts: list[RouteRT | None] = [None] * len(model.routes)
         self.vhost_cache: dict[bytes, int] = {}
         self.route_cache: dict[tuple[int, bytes, bytes], int] = {}

@@ -43,20 +43,20 @@ def server_context(tls: ServerTls) -> Any:
     pairs = ((tls.cert_pem, tls.key_pem), *((c.cert_pem, c.key_pem) for c in tls.more))
     contexts = [_context(cert, key, tls.client_auth) for cert, key in pairs]
     default = contexts[0]
-    if tls.more:
-        names = {name: contexts[i] for name, i in tls.names}
-        wildcards = {suffix: contexts[i] for suffix, i in tls.wildcards}
+    names = {name: contexts[i] for name, i in tls.names}
+    wildcards = {suffix: contexts[i] for suffix, i in tls.wildcards}
 
-        def pick(sock: Any, server_name: str | None, _ctx: Any) -> None:
-            if server_name:
-                name = server_name.lower().rstrip(".")
-                ctx = names.get(name)
-                if ctx is None:
-                    ctx = wildcards.get(name.partition(".")[2])
-                if ctx is not None and ctx is not default:
-                    sock.context = ctx
+    def pick(sock: Any, server_name: str | None, _ctx: Any) -> None:
+        sock.pavis_sni = server_name or ""  # for the access log (``negotiated``)
+        if server_name and tls.more:
+            name = server_name.lower().rstrip(".")
+            ctx = names.get(name)
+            if ctx is None:
+                ctx = wildcards.get(name.partition(".")[2])
+            if ctx is not None and ctx is not default:
+                sock.context = ctx
 
-        default.sni_callback = pick
+    default.sni_callback = pick
     return default
 
 
@@ -84,6 +84,11 @@ def load_chain(ctx: Any, cert_pem: str, key_pem: str) -> None:
             with os.fdopen(fd, "w") as f:
                 f.write(text)
         ctx.load_cert_chain(cert, key)
+
+
+def negotiated(sock: Any) -> tuple[str, str]:
+    """(TLS version, the server name the client sent, "" if none) of a finished handshake."""
+    return sock.version() or "", getattr(sock, "pavis_sni", "")
 
 
 def identity(sock: Any) -> list[tuple[bytes, bytes]]:

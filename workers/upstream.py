@@ -156,6 +156,16 @@ def connect(
     return sock
 
 
+def peer_address(sock: socket.socket) -> str:
+    """The ``ip:port`` (``[ip]:port``) a connection reached; "" if it is already gone."""
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return ""
+    host = str(addr[0])
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+
 class _Beyond(Exception):
     """Raised inside a parser callback to stop parsing (httptools wraps it)."""
 
@@ -193,10 +203,12 @@ class UpConn:
         "nheaders",
         "bad",
         "idle_pool",
+        "peer",
     )
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
+        self.peer = ""  # "ip:port" it is connected to, once asked (``peer_address``)
         self.stream = Stream(sock)
         self.parser = httptools.HttpResponseParser(self)
         self.reused = False

@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 
 from pavis.compiler import certs, index
-from pavis.compiler.intent import ClusterSpec, Config, ListenerSpec
+from pavis.compiler.intent import ClusterSpec, Config, ListenerSpec, TracingSpec
 from pavis.compiler.ratelimit import compile_limit
 from pavis.compiler.routes import RouteCodec
 from pavis.errors import Problem
@@ -39,6 +39,8 @@ from pavis.schema import (
     Limits,
     Listener,
     Model,
+    Otlp,
+    OtlpOff,
     Outlier,
     OutlierOff,
     Pool,
@@ -46,6 +48,8 @@ from pavis.schema import (
     Route,
     ServerTls,
     TlsOff,
+    Tracing,
+    TracingOff,
     UpstreamTls,
     VirtualHost,
 )
@@ -85,7 +89,13 @@ class _Codec(RouteCodec):
         )
         access_log: AccessLog | AccessLogOff = AccessLogOff()
         if cfg.access_log is not None:
-            access_log = AccessLog(path=cfg.access_log.path)
+            access_log = AccessLog(
+                path=cfg.access_log.path,
+                buffer_bytes=self.size(cfg.access_log.buffer, "$.access_log.buffer"),
+            )
+        tracing: Tracing | TracingOff = TracingOff()
+        if cfg.tracing is not None:
+            tracing = self.tracing(cfg.tracing)
 
         clusters = tuple(self.cluster(i, spec) for i, spec in enumerate(cfg.clusters))
         by_name: dict[str, int] = {}
@@ -132,11 +142,24 @@ class _Codec(RouteCodec):
             admin=admin,
             limits=msgspec.structs.replace(limits, rate_limits=declared),
             access_log=access_log,
+            tracing=tracing,
             clusters=clusters,
             virtual_hosts=tuple(vhosts),
             domains=index.domain_index(domain_entries),
             routes=tuple(routes),
         )
+
+    def tracing(self, spec: TracingSpec) -> Tracing:
+        exporter: Otlp | OtlpOff = OtlpOff()
+        if spec.otlp is not None:
+            o = spec.otlp
+            exporter = Otlp(
+                endpoint=o.endpoint,
+                timeout_ms=self.duration(o.timeout, "$.tracing.otlp.timeout"),
+                queue=o.queue,
+                service_name=o.service_name,
+            )
+        return Tracing(generate=spec.generate, sample=float(spec.sample), exporter=exporter)
 
     def listener(self, i: int, spec: ListenerSpec) -> Listener:
         path = f"$.listeners[{i}]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from pavis.compiler import regex
 from pavis.errors import Problem
@@ -110,6 +111,21 @@ def query_value(path: str, value: str, out: list[Problem]) -> None:
                 "space, '#' or '&' (values are matched undecoded: write %20, not a space)",
             )
         )
+
+
+def http_url(path: str, url: str, out: list[Problem]) -> None:
+    """An ``http://`` or ``https://`` URL with a host (and a valid port, if any)."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 1 <= parts.port <= 65535
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        out.append(
+            Problem(path, "invalid_url", f"{url!r} is not an http:// or https:// URL with a host")
+        )
+    elif BAD_VALUE.search(url) or " " in url or parts.fragment:
+        out.append(Problem(path, "invalid_url", f"{url!r} has spaces, control bytes or a #"))
 
 
 def regex_pattern(path: str, pattern: str, out: list[Problem]) -> None:

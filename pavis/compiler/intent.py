@@ -65,6 +65,20 @@ class LimitsSpec(_I):
 
 class AccessLogSpec(_I):
     path: str = "-"  # "-" = stdout
+    buffer: Size = "4MiB"  # per worker, lines waiting to be written
+
+
+class OtlpSpec(_I):
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    timeout: str = "5s"
+    queue: int = 2048  # spans per worker waiting for export
+    service_name: str = "pavis"
+
+
+class TracingSpec(_I):
+    generate: bool = True  # start a trace for a request that carries no valid traceparent
+    sample: float = 1.0  # fraction of the traces pavis starts that are marked sampled
+    otlp: OtlpSpec | None = None  # absent = no spans exported
 
 
 class EndpointSpec(_I):
@@ -229,6 +243,7 @@ class Config(_I):
     admin: AdminSpec | None = None
     limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
     access_log: AccessLogSpec | None = None
+    tracing: TracingSpec | None = None
     clusters: list[ClusterSpec] = msgspec.field(default_factory=list)
     virtual_hosts: list[VirtualHostSpec] = msgspec.field(default_factory=list)
 

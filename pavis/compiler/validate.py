@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pavis.compiler import fields, shadow, units
 from pavis.errors import ConfigError, Problem
 from pavis.schema import (
+    AccessLog,
     Admin,
     ClientAuth,
     Cluster,
@@ -25,11 +26,13 @@ from pavis.schema import (
     HeaderOps,
     HealthCheck,
     Model,
+    Otlp,
     Outlier,
     Redirect,
     Retry,
     Route,
     ServerTls,
+    Tracing,
     UpstreamTls,
     Validated,
     VirtualHost,
@@ -61,6 +64,7 @@ def check(model: Model) -> list[Problem]:
     for v, vh in enumerate(model.virtual_hosts):
         _vhost(model, v, vh, out)
     _limits(model, out)
+    _tracing(model, out)
     return out
 
 
@@ -126,6 +130,29 @@ def _limits(model: Model, out: list[Problem]) -> None:
         out,
     )
     fields.in_range("$.limits.max_response_headers", lim.max_response_headers, 1, 10_000, out)
+    if isinstance(model.access_log, AccessLog):
+        buf = model.access_log.buffer_bytes
+        fields.in_range("$.access_log.buffer", buf, 4096, 1024 * 1024 * 1024, out)
+
+
+def _tracing(model: Model, out: list[Problem]) -> None:
+    tr = model.tracing
+    if not isinstance(tr, Tracing):
+        return
+    if not 0.0 <= tr.sample <= 1.0:  # NaN fails both comparisons
+        out.append(Problem("$.tracing.sample", "out_of_range", f"{tr.sample} is not in 0-1"))
+    if isinstance(tr.exporter, Otlp):
+        o = tr.exporter
+        fields.http_url("$.tracing.otlp.endpoint", o.endpoint, out)
+        fields.in_range("$.tracing.otlp.queue", o.queue, 1, 1_000_000, out)
+        if not o.service_name or fields.BAD_VALUE.search(o.service_name):
+            out.append(
+                Problem(
+                    "$.tracing.otlp.service_name",
+                    "invalid_value",
+                    "the service name must be non-empty, without control characters",
+                )
+            )
 
 
 # ---------------------------------------------------------------------- clusters

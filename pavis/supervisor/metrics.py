@@ -217,6 +217,21 @@ def _requests(t: Totals) -> Iterator[Metric]:
         "Client accepts that failed for want of descriptors or memory (accepting pauses).",
         value=t.accept_errors,
     )
+    yield CounterMetricFamily(
+        "pavis_access_log_dropped_total",
+        "Access-log lines dropped because the log's buffer was full (its writer is blocked).",
+        value=t.access_log_dropped,
+    )
+    yield CounterMetricFamily(
+        "pavis_trace_spans_exported_total",
+        "Trace spans an OTLP receiver accepted.",
+        value=t.spans_exported,
+    )
+    yield CounterMetricFamily(
+        "pavis_trace_spans_dropped_total",
+        "Trace spans lost: the export queue was full, or an export failed.",
+        value=t.spans_dropped,
+    )
     req = CounterMetricFamily(
         "pavis_requests_total", "Requests answered, by status class.", labels=["code"]
     )

@@ -46,10 +46,16 @@ class Totals:
         self.turns: dict[tuple[str, str], list[int]] = {}  # [downs, ups] of active probes
         self.accept_errors = 0
         self.rate_limits: dict[tuple[str, str], list[int]] = {}  # (vhost, route) → decisions
+        self.access_log_dropped = 0
+        self.spans_exported = 0
+        self.spans_dropped = 0
 
     def add(self, snap: WorkerStats) -> None:
         self.requests += snap.requests
         self.accept_errors += snap.accept_errors
+        self.access_log_dropped += snap.access_log_dropped
+        self.spans_exported += snap.spans_exported
+        self.spans_dropped += snap.spans_dropped
         for i, n in enumerate(snap.codes):
             self.codes[i] += n
         for i, n in enumerate(snap.buckets):
@@ -77,6 +83,9 @@ class Totals:
         for t in (self, other):
             out.requests += t.requests
             out.accept_errors += t.accept_errors
+            out.access_log_dropped += t.access_log_dropped
+            out.spans_exported += t.spans_exported
+            out.spans_dropped += t.spans_dropped
             out.codes = [a + b for a, b in zip(out.codes, t.codes, strict=True)]
             out.buckets = [a + b for a, b in zip(out.buckets, t.buckets, strict=True)]
             out.duration_sum += t.duration_sum

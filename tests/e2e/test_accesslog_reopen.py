@@ -20,7 +20,9 @@ pytestmark = needs_workers
 
 FIELDS = {"time", "client", "method", "host", "path", "status", "route", "cluster", "endpoint",
           "upstream_ms", "attempts", "total_ms", "bytes", "request_id", "generation",
-          "checksum", "error", "client_cert"}  # fmt: skip
+          "checksum", "error", "client_cert", "protocol", "user_agent", "referer",
+          "request_bytes", "upstream_status", "upstream_address", "tls_version", "sni",
+          "rate_limit", "trace_id"}  # fmt: skip
 
 
 def test_the_documented_fields_are_the_fields() -> None:

@@ -68,6 +68,11 @@ VECTORS = [
       has=(b"GET /ok?&&=&a=1&&a HTTP/1.1\r\n",), closes=False),
     V("obs-text value", head(b"GET /t HTTP/1.1", b"Host: a", b"X-N: caf\xe9"), (200,), 1,
       has=(b"X-N: caf\xe9\r\n",)),
+    # ---- a User-Agent built to break or forge an access-log line is forwarded as written
+    # (the log side: tests/e2e/test_accesslog_fields.py)
+    V("hostile user agent", head(b"GET /ok HTTP/1.1", b"Host: a",
+      b'User-Agent: q" \\ "status": 500 \x85 \xff\xfe'), (200,), 1,
+      has=(b'User-Agent: q" \\ "status": 500 \x85 \xff\xfe\r\n',), closes=False),
     V("pipelined pair", head(b"GET /one HTTP/1.1", b"Host: a") + head(b"GET /admin HTTP/1.1",
       b"Host: a"), (200, 403), 1, has=(b"GET /one ",), lacks=(b"/admin",)),
     V("GET with a body", head(b"GET /g HTTP/1.1", b"Host: a", b"Content-Length: 3", body=b"abc"),

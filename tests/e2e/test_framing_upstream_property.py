@@ -68,7 +68,13 @@ def handler(conn: RawConn) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[Workers, RawUpstream]]:
+    # Mutated answers time out quickly (a truncated head waits for the rest); victims, on the
+    # same cluster and pool, get time to spare on a busy machine, so a slow victim is never
+    # mistaken for a crossed answer.
     routes = """
+      - name: victim
+        match: {prefix: /victim/}
+        forward: {cluster: c, timeout: 10s}
       - name: all
         match: {prefix: /}
         forward: {cluster: c, timeout: 400ms}

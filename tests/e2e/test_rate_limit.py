@@ -282,3 +282,40 @@ def test_the_segment_is_made_for_the_first_limit_and_gone_when_the_supervisor_st
         assert not segment.exists()
     finally:
         s.cleanup()
+
+
+def test_the_access_log_records_each_decision(tmp_path: Path) -> None:
+    """Each request's line says what the limiter decided: allowed, rejected, or "-" on a
+    route without a limit."""
+    import json
+
+    from tests.e2e.helpers_proc import get
+
+    s = Serve(tmp_path, workers=1)
+    log = tmp_path / "access.log"
+    body = f"""virtual_hosts:
+  - name: main
+    domains: ["*"]
+    routes:
+{_route("once", "{rate: 1/m, burst: 1, key: route}")}      - name: free
+        match: {{prefix: /}}
+        direct: {{status: 200, body: "free"}}
+"""
+    path = tmp_path / "log.yaml"
+    path.write_text(config(s.port, body, extra=f'access_log: {{path: "{log}"}}\n'))
+    try:
+        s.start(path)
+        assert [get(s.port, p)[0] for p in ("/once", "/once", "/free")] == [200, 429, 200]
+
+        def three() -> list[str] | None:
+            text = log.read_text().splitlines() if log.exists() else []
+            return text if len(text) >= 3 else None
+
+        recs = [json.loads(x) for x in wait_for(three, 10, "three access-log lines")]
+        assert [(r["status"], r["rate_limit"]) for r in recs] == [
+            (200, "allowed"),
+            (429, "rejected"),
+            (200, "-"),
+        ]
+    finally:
+        s.cleanup()

@@ -153,7 +153,8 @@ def hand_model() -> s.Model:
         ),
         admin=s.Admin("127.0.0.1", 9901),
         limits=s.Limits(8192, 65536, 100, 1048576, 10000, 60000, 10000, 65536, 100),
-        access_log=s.AccessLog("-"),
+        access_log=s.AccessLog("-", 4096),
+        tracing=s.TracingOff(),
         clusters=(api, canary),
         virtual_hosts=(
             s.VirtualHost("api", ("api.example.com", "*.api.example.com"), (0, 1, 2), api_index, s.RateLimitOff()),

@@ -247,7 +247,7 @@ def test_access_log_and_limits_take_sizes_and_durations() -> None:
         + "access_log: {}\n"
         + "limits: {max_body_bytes: 10MB, max_request_line: 4k, header_timeout: 1m30s}\n"
     )
-    assert m.access_log == AccessLog(path="-")
+    assert m.access_log == AccessLog(path="-", buffer_bytes=4 * 1024 * 1024)
     assert m.limits.max_body_bytes == 10_000_000 and m.limits.max_request_line == 4096
     assert m.limits.header_timeout_ms == 90_000
 

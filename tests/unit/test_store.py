@@ -21,6 +21,7 @@ def _artifact(tag: int) -> bytes:
         admin=schema.AdminOff(),
         limits=schema.Limits(8192, 65536, 100, tag, 10_000, 60_000, 5_000, 65536, 100),
         access_log=schema.AccessLogOff(),
+        tracing=schema.TracingOff(),
         clusters=(),
         virtual_hosts=(),
         domains=schema.DomainIndex({}, {}, {}, -1),
