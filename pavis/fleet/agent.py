@@ -11,7 +11,8 @@ Owns: two daemon threads, each with its own etcd client, so that nothing of the 
   target, never replays the ones in between, and loses no change. etcd unreachable: retry with
   backoff while the host keeps serving.
 - *report*: keep a lease and, under it, this host's report (``hosts/<host-id>``), rewritten
-  whenever what the host serves changes; a lease etcd no longer knows (expired during a
+  whenever what the host serves changes (at once after an apply, within ``REPORT_TICK``
+  otherwise, within ``READY_TICK`` when its readiness changes); a lease etcd no longer knows (expired during a
   partition) is replaced and the report written again.
 
 A rejected target (bad bytes, a listener change, workers that refused it) changes nothing and is
@@ -26,6 +27,7 @@ import contextlib
 import logging
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +42,7 @@ log = logging.getLogger("pavis.fleet")
 LEASE_TTL = 10  # seconds: a host that stops renewing vanishes from the fleet this long after
 WATCH_IDLE = 15.0  # an idle watch is re-opened after this long (a silent partition ends it)
 REPORT_TICK = 1.0  # how often the report is compared with what the host serves
+READY_TICK = 0.1  # how often the host's readiness (its /ready) is compared with the report's
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0  # etcd unreachable: retry delays
 RETRY_MIN, RETRY_MAX = 10.0, 300.0  # a rejected target is fetched again after this long
 
@@ -61,6 +64,9 @@ class Host(Protocol):
         every worker serves it. Raise ``PavisError`` (with the reason) if it is rejected."""
 
     def serving(self) -> Serving: ...
+
+    def ready(self) -> bool:
+        """What the host's admin ``/ready`` answers (cheap: asked every ``READY_TICK``)."""
 
 
 @dataclass
@@ -90,9 +96,11 @@ class Agent:
         self.binds = dict(binds)
         self.host = host
         self.lease_ttl = lease_ttl
-        # One client per thread; short deadlines: a thread retries on its own schedule.
-        self._follow_store = Store(endpoints, fleet, timeout=3.0, deadline=3.0)
-        self._report_store = Store(endpoints, fleet, timeout=2.0, deadline=2.0)
+        # One client per thread; short deadlines: a thread retries on its own schedule. Hosts
+        # start with different members, so that a publish does not land on one member only.
+        first = zlib.crc32(host_id.encode())
+        self._follow_store = Store(endpoints, fleet, timeout=3.0, deadline=3.0, first=first)
+        self._report_store = Store(endpoints, fleet, timeout=2.0, deadline=2.0, first=first)
         self.keys = self._follow_store.keys
         self._watch = Watch(self._follow_store)
         self._state = _State()
@@ -212,7 +220,8 @@ class Agent:
             label += " (canary)"
         t0 = time.monotonic()
         try:
-            data = self._follow_store.fetch(want.checksum)
+            # Not decoded here: the host's flip decodes it (and rejects it if it does not).
+            data = self._follow_store.fetch(want.checksum, decode=False)
             self.host.apply(data, want.checksum, label)
         except PavisError as exc:
             if isinstance(exc, FleetError) and exc.reason == "etcd_unreachable":
@@ -258,7 +267,7 @@ class Agent:
 
     def _report(self) -> None:
         written: HostReport | None = None
-        renewed = 0.0
+        renewed = compared = 0.0
         while not self._stop.is_set():
             try:
                 now = time.monotonic()
@@ -272,10 +281,16 @@ class Agent:
                         self.lease = 0
                         continue
                     renewed = now
-                current = self.report()
-                if current != written:
-                    put_report(self._report_store, current, self.lease)
-                    written = current
+                # Readiness is sampled often (a canary's soak watches it); the rest each tick,
+                # or at once when the follow thread says it changed.
+                due = self._changed.is_set() or now - compared >= REPORT_TICK
+                self._changed.clear()
+                if due or written is None or self.host.ready() != written.ready:
+                    compared = now
+                    current = self.report()
+                    if current != written:
+                        put_report(self._report_store, current, self.lease)
+                        written = current
             except PavisError as exc:
                 if "lease not found" in str(exc):
                     self.lease = 0
@@ -283,8 +298,7 @@ class Agent:
                 written = None  # etcd may have lost it; write again when it answers
             except Exception:
                 log.exception("fleet agent: unexpected error in the report thread")
-            self._changed.wait(REPORT_TICK)
-            self._changed.clear()
+            self._changed.wait(READY_TICK)
         if self.lease:
             with contextlib.suppress(PavisError):  # else it vanishes when the lease expires
                 self._report_store.revoke(self.lease)

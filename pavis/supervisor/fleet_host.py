@@ -45,6 +45,8 @@ class Supervisor(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def ready(self) -> bool: ...
+
 
 # ------------------------------------------------------------------------------- options
 
@@ -184,6 +186,9 @@ class FleetHost:
             "%s: %s generation %s in %.0f ms", label, answer.get("outcome"),
             answer.get("generation"), (time.monotonic() - t0) * 1000,
         )  # fmt: skip
+
+    def ready(self) -> bool:
+        return self._arb.ready()
 
     def serving(self) -> Any:
         from pavis.fleet.agent import Serving
