@@ -24,8 +24,6 @@ from pavis.fleet.status import HostView, assess, desired_json
 if TYPE_CHECKING:
     from pavis.fleet.store import Store
 
-_POLL_S = 0.5
-
 
 def _store(etcd: str, fleet: str) -> Store:
     # Imported here: the etcd client (requests & co.) would slow every other pavctl command.
@@ -170,13 +168,15 @@ def publish(
 
 def _wait(store: Store, desired: Desired, timeout: float, since: float = 0.0) -> None:
     """``since``: rejections older than this do not count (they answered an earlier copy)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    from pavis.fleet.reports import follow_reports
+
+    views: list[HostView] = []
+    for reports in follow_reports(store, time.monotonic() + timeout):
         views = [
             HostView(v.report, "lagging", v.age)
             if v.state == "rejected" and v.report.rejection and v.report.rejection.time < since
             else v
-            for v in assess(store.hosts(), desired.checksum, time.time())
+            for v in assess(list(reports.values()), desired.checksum, time.time())
         ]
         if not views:
             click.echo(f"no host reports in fleet {store.keys.fleet}: nothing to wait for")
@@ -190,14 +190,13 @@ def _wait(store: Store, desired: Desired, timeout: float, since: float = 0.0) ->
             raise FleetError(
                 "rejected_by_hosts", f"{len(rejected)} host(s) rejected it: {_describe(rejected)}"
             )
-        if time.monotonic() >= deadline:
-            raise FleetError(
-                "wait_timeout",
-                f"{len(lagging) + len(rejected)} of {len(views)} host(s) not on {desired.checksum} "
-                f"after {timeout:g}s: {_describe(lagging + rejected)}",
-                EXIT_TIMEOUT,
-            )
-        time.sleep(_POLL_S)
+    lagging = [v for v in views if v.state != "on"]
+    raise FleetError(
+        "wait_timeout",
+        f"{len(lagging)} of {len(views)} host(s) not on {desired.checksum} "
+        f"after {timeout:g}s: {_describe(lagging)}",
+        EXIT_TIMEOUT,
+    )
 
 
 # ---------------------------------------------------------------------------------- fleet
