@@ -45,20 +45,21 @@ def _etcd_options(f: Any) -> Any:
     )(f)  # fmt: skip
 
 
-def _sealed(source: str) -> bytes:
-    """The bytes of an artifact as they are, or a configuration compiled and sealed."""
+def _sealed(source: str) -> tuple[bytes, bool]:
+    """The bytes of an artifact as they are, or a configuration compiled and sealed; and
+    whether they were compiled here (then decoding them again proves nothing)."""
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise IngestError(f"cannot read {source}: {exc.strerror}") from None
     if artifact.is_artifact(data):
-        return data
+        return data, False
     # Imported here so that artifact-only publishes and `--help` stay cheap.
     from pavis.compiler import compile_path, compile_text
 
     if source == "-":
-        return artifact.seal(compile_text(data, "yaml", "<stdin>"))
-    return artifact.seal(compile_path(source))
+        return artifact.seal(compile_text(data, "yaml", "<stdin>")), True
+    return artifact.seal(compile_path(source)), True
 
 
 def _duration(text: str, what: str) -> float:
@@ -140,17 +141,19 @@ def publish(
       fleet edge generation 7 checksum 5b0e...
     """
     soak_s = _duration(soak, "--soak")
-    data = _sealed(source)
+    data, compiled = _sealed(source)
     store = _store(etcd, fleet)
     started, before = time.time(), store.get(store.keys.desired)
     if canary is not None:
         from pavis.fleet.canary import canary_publish
 
-        desired, moved = canary_publish(store, data, source, canary, soak_s, timeout, click.echo)
+        desired, moved = canary_publish(
+            store, data, source, canary, soak_s, timeout, click.echo, decode=not compiled
+        )
     else:
         from pavis.fleet.publish import publish as publish_bytes
 
-        desired, moved = publish_bytes(store, data, source)
+        desired, moved = publish_bytes(store, data, source, decode=not compiled)
     note = "" if moved else " (already desired: nothing changed)"
     click.echo(f"fleet {fleet} generation {desired.generation} checksum {desired.checksum}{note}")
     if wait:

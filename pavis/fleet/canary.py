@@ -23,7 +23,14 @@ from typing import Any
 from pavis.errors import EXIT_TIMEOUT, FleetError
 from pavis.fleet import layout
 from pavis.fleet.layout import Desired, HostReport
-from pavis.fleet.publish import _commit, _put, publish, publisher_id, store_artifact
+from pavis.fleet.publish import (
+    _commit,
+    _put,
+    publish,
+    publisher_id,
+    store_artifact,
+    write_stored,
+)
 from pavis.fleet.reports import follow_reports
 from pavis.fleet.store import Store, b64, verify
 
@@ -39,19 +46,21 @@ def canary_publish(
     soak: float,
     timeout: float,
     echo: Callable[[str], None],
+    decode: bool = True,
 ) -> tuple[Desired, bool]:
-    """Try ``data`` on ``count`` hosts for ``soak`` seconds, then publish it to the fleet."""
-    checksum = verify(data, source).checksum
+    """Try ``data`` on ``count`` hosts for ``soak`` seconds, then publish it to the fleet.
+    ``decode``: as for ``publish``."""
+    checksum = verify(data, source, decode=decode).checksum
     current = store.desired()
     if current is not None and current[0].checksum == checksum:
-        return publish(store, data, source)  # already desired: nothing to try
+        return publish(store, data, source, decode=False)  # already desired: nothing to try
     hosts = sorted(store.hosts(), key=lambda r: r.host_id)
     if not hosts:
         raise FleetError("no_hosts", f"--canary: no live host in fleet {store.keys.fleet}")
     canaries = [r.host_id for r in hosts[:count]]
-    if store_artifact(store, data, checksum):
-        manifest = layout.split(checksum, data)[0]
-        store.put(store.keys.manifest(checksum), layout.encode(manifest))
+    stored = store_artifact(store, data, checksum)
+    if stored is not None:
+        write_stored(store, stored)
     publisher = publisher_id()
     generation = (current[0].generation if current else 0) + 1
     target = Desired(

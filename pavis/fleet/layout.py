@@ -75,11 +75,15 @@ class Keys:
         self.history = f"{self.prefix}history/"
         self.artifacts = f"{self.prefix}artifacts/"
 
+    def artifact(self, checksum: str) -> str:
+        """The prefix of every key of one artifact."""
+        return f"{self.artifacts}{check_checksum(checksum)}/"
+
     def manifest(self, checksum: str) -> str:
-        return f"{self.artifacts}{check_checksum(checksum)}/manifest"
+        return f"{self.artifact(checksum)}manifest"
 
     def chunk(self, checksum: str, n: int) -> str:
-        return f"{self.artifacts}{check_checksum(checksum)}/{n}"
+        return f"{self.artifact(checksum)}{n}"
 
     def target(self, host_id: str) -> str:
         """One host's own target during a canary; it overrides desired for that host."""

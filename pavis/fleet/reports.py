@@ -1,9 +1,9 @@
 """Following the fleet's host reports as they change: what a publisher waits on.
 
 Owns: reading every live host report (``hosts/``) at one revision, then watching that range
-from the next revision, so a waiter sees each change as soon as etcd commits it instead of
-on its next poll, and misses none (a watch etcd cancels, or one that idles, only leads to
-reading the range again). Shared by ``pavctl publish --wait``, canaries and the benchmark.
+from the next revision and applying its events, so a waiter sees each change as soon as
+etcd commits it instead of on its next poll, and misses none (a watch etcd cancels, one
+that idles or a lost one leads to reading the range again). Shared by ``pavctl publish --wait``, canaries and the benchmark.
 Must not: decide what a report means (``pavis.fleet.status``, the callers), or write.
 """
 
@@ -29,13 +29,30 @@ def follow_reports(
     raises."""
     watch = Watch(store)
     hosts = store.keys.hosts
+    revision = 0  # 0: read the range again
+    reports: dict[str, HostReport] = {}
     while True:
-        reports, revision = store.hosts_at()
-        yield {r.host_id: r for r in reports}
+        if not revision:
+            found, revision = store.hosts_at()
+            reports = {r.host_id: r for r in found}
+        yield dict(reports)
         left = until - time.monotonic()
         if left <= 0:
             return
         try:
-            watch.wait(hosts, prefix_end(hosts), revision + 1, min(left, idle))
+            outcome = watch.wait(hosts, prefix_end(hosts), revision + 1, min(left, idle))
         except PavisError:  # etcd lost: the next read tries every endpoint, or raises
             time.sleep(min(0.2, max(0.0, until - time.monotonic())))
+            outcome = "closed"
+        if outcome != "changed":
+            revision = 0
+            continue
+        # The events bring the reports to their revision (one revision's events come whole).
+        for deleted, entry in watch.changes:
+            host_id = entry.key.removeprefix(hosts)
+            if deleted:
+                reports.pop(host_id, None)
+            else:
+                report = store.host_report(entry)
+                reports[report.host_id] = report
+        revision = watch.revision

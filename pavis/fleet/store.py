@@ -147,7 +147,7 @@ class Store:
         def op(c: Etcd3Client) -> Any:
             return c.post(c.get_url("/kv/range"), json=body)
 
-        return [_entry(kv) for kv in self.call(op).get("kvs", [])]
+        return [entry_of(kv) for kv in self.call(op).get("kvs", [])]
 
     def range_at(self, key: str, range_end: str) -> tuple[list[Entry], int]:
         """Every key in ``[key, range_end)`` and the store revision the read saw."""
@@ -158,7 +158,27 @@ class Store:
 
         result = self.call(op)
         revision = int(result.get("header", {}).get("revision", 0))
-        return [_entry(kv) for kv in result.get("kvs", [])], revision
+        return [entry_of(kv) for kv in result.get("kvs", [])], revision
+
+    def range_with_artifact(
+        self, key: str, range_end: str, checksum: str
+    ) -> tuple[list[Entry], int, list[Entry]]:
+        """``range_at`` and every key of artifact ``checksum`` (for ``fetch``), in one request
+        at one revision: a host that expects a new target reads it with its bytes."""
+        prefix = self.keys.artifact(checksum)
+        ranges = [
+            {"request_range": {"key": b64(key), "range_end": b64(range_end)}},
+            {"request_range": {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}},
+        ]
+        result = self.txn({"compare": [], "success": ranges})
+        revision = int(result.get("header", {}).get("revision", 0))
+        found = [
+            [entry_of(kv) for kv in r.get("response_range", {}).get("kvs", [])]
+            for r in result.get("responses", [])
+        ]
+        if len(found) != 2:
+            raise FleetError("etcd_refused", "etcd answered a two-range transaction oddly")
+        return found[0], revision, found[1]
 
     def keepalive(self, lease: int) -> int:
         """Renew ``lease``; its remaining TTL, 0 when etcd no longer knows it (expired)."""
@@ -229,15 +249,15 @@ class Store:
     def hosts_at(self) -> tuple[list[HostReport], int]:
         """Every live host report and the store revision they were read at."""
         entries, revision = self.range_at(self.keys.hosts, prefix_end(self.keys.hosts))
-        reports = []
-        for e in entries:
-            report = layout.decode(HostReport, e.key, e.value)
-            if e.key != self.keys.hosts + report.host_id:
-                raise FleetError(
-                    "malformed", f"etcd key {e.key}: report is for host {report.host_id!r}"
-                )
-            reports.append(report)
-        return reports, revision
+        return [self.host_report(e) for e in entries], revision
+
+    def host_report(self, e: Entry) -> HostReport:
+        report = layout.decode(HostReport, e.key, e.value)
+        if e.key != self.keys.hosts + report.host_id:
+            raise FleetError(
+                "malformed", f"etcd key {e.key}: report is for host {report.host_id!r}"
+            )
+        return report
 
     def history(self) -> list[HistoryEntry]:
         """Oldest first."""
@@ -254,12 +274,14 @@ class Store:
             raise FleetError("malformed", f"etcd key {key}: manifest is for {manifest.checksum}")
         return manifest
 
-    def fetch(self, checksum: str, decode: bool = True) -> bytes:
+    def fetch(self, checksum: str, decode: bool = True, read: list[Entry] | None = None) -> bytes:
         """The sealed bytes of ``checksum``, reassembled and verified like a local artifact:
         every chunk against the manifest, the whole, the header and checksum, and (``decode``)
-        a full decode. One request reads the manifest and every chunk, at one revision."""
-        prefix = self.keys.manifest(checksum).removesuffix("manifest")
-        found = {e.key: e for e in self.range(prefix, prefix=True)}
+        a full decode. One request reads the manifest and every chunk, at one revision
+        (none if ``read`` has them: the artifact's keys as ``range_with_artifact`` read them)."""
+        if read is None:
+            read = self.range(self.keys.artifact(checksum), prefix=True)
+        found = {e.key: e for e in read}
         key = self.keys.manifest(checksum)
         entry = found.get(key)
         if entry is None:
@@ -300,7 +322,7 @@ def verify(
     return header
 
 
-def _entry(kv: dict[str, Any]) -> Entry:
+def entry_of(kv: dict[str, Any]) -> Entry:
     return Entry(
         key=unb64(kv["key"]).decode(errors="replace"),
         value=unb64(kv.get("value", "")),

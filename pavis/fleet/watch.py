@@ -5,8 +5,12 @@ stream until the first event, a cancel (etcd cancels a watch whose start revisio
 compacted) or an idle timeout. etcd3gw's own ``Watcher`` hands events to a thread pool and
 drops cancels and compaction notices, which a host must see to re-read; so the stream is read
 here, with the same client and session.
-Must not: interpret the events: a change is only a reason to re-read the range (the caller
-does, at a new revision, so no change is ever lost and intermediate values are never replayed).
+The first message with events is kept (``changes``: every key it changed, and ``revision``,
+the newest revision among them): etcd never splits one revision's events over two messages,
+so a caller that applies them to what it read holds the range as of ``revision`` (not
+necessarily the latest: events may have queued while it was busy). A cancel, or an idle or
+lost stream, means reading the range again.
+Must not: interpret the values.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Literal
 import requests
 
 from pavis.errors import EXIT_UNREACHABLE, FleetError
-from pavis.fleet.store import Store, b64
+from pavis.fleet.store import Entry, Store, b64, entry_of
 
 Outcome = Literal["changed", "compacted", "idle", "closed"]
 CONNECT_TIMEOUT = 2.0
@@ -34,6 +38,10 @@ class Watch:
         self._lock = threading.Lock()
         self._response: requests.Response | None = None
         self._closed = False
+        # After "changed": (deleted, entry) for each event of the first message, and the
+        # newest mod_revision among them.
+        self.changes: list[tuple[bool, Entry]] = []
+        self.revision = 0
 
     def wait(self, key: str, range_end: str, start_revision: int, idle: float) -> Outcome:
         """Block until ``[key, range_end)`` changes at or after ``start_revision``."""
@@ -91,7 +99,12 @@ class Watch:
                 raise FleetError("etcd_refused", f"etcd at {url} ended the watch: {error}")
             if result.get("canceled"):
                 return "compacted"  # compaction, or any cancel: either way, re-read
-            if result.get("events"):
+            events = result.get("events")
+            if events:
+                self.changes = [
+                    (e.get("type") == "DELETE", entry_of(e.get("kv", {}))) for e in events
+                ]
+                self.revision = max(c[1].mod_revision for c in self.changes)
                 return "changed"
         if self._closed:
             return "closed"
