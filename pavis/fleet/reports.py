@@ -39,20 +39,27 @@ def follow_reports(
         left = until - time.monotonic()
         if left <= 0:
             return
+        # One stream for as long as it brings events: re-opening one from a past revision
+        # would wait for etcd's next history sync (up to 100 ms).
+        stream = watch.follow(hosts, prefix_end(hosts), revision + 1, min(left, idle))
         try:
-            outcome = watch.wait(hosts, prefix_end(hosts), revision + 1, min(left, idle))
+            for outcome in stream:
+                if outcome != "changed":
+                    break
+                # The events bring the reports to their revision (one revision's events come
+                # whole).
+                for deleted, entry in watch.changes:
+                    if deleted:
+                        reports.pop(entry.key.removeprefix(hosts), None)
+                    else:
+                        report = store.host_report(entry)
+                        reports[report.host_id] = report
+                revision = watch.revision
+                yield dict(reports)
+                if time.monotonic() >= until:
+                    return
         except PavisError:  # etcd lost: the next read tries every endpoint, or raises
             time.sleep(min(0.2, max(0.0, until - time.monotonic())))
-            outcome = "closed"
-        if outcome != "changed":
-            revision = 0
-            continue
-        # The events bring the reports to their revision (one revision's events come whole).
-        for deleted, entry in watch.changes:
-            host_id = entry.key.removeprefix(hosts)
-            if deleted:
-                reports.pop(host_id, None)
-            else:
-                report = store.host_report(entry)
-                reports[report.host_id] = report
-        revision = watch.revision
+        finally:
+            stream.close()
+        revision = 0  # the stream ended (idle, cancelled, lost): read again
