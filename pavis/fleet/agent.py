@@ -174,6 +174,13 @@ class Agent:
                 wait = self._sync({e.key: e for e in entries}, (hint, read) if read else None)
                 self.connected = True
                 delay = BACKOFF_MIN
+                if wait < 0:
+                    # It applied something: read again before watching. Reports written
+                    # meanwhile moved the store on, and etcd serves a watch from a past
+                    # revision only on its next history sync (every 100 ms): a publish right
+                    # after this one would wait for it.
+                    hint = ""
+                    continue
                 outcome = self._watch.wait(
                     self.keys.desired, self.keys.follow_end, revision + 1, wait
                 )
@@ -215,7 +222,7 @@ class Agent:
     def _sync(self, mine: dict[str, Entry], read: tuple[str, list[Entry]] | None) -> float:
         """Converge to desired or this host's target as ``mine`` (the followed range) has them
         (``read``: a checksum and its artifact's keys, already read); returns how long the
-        watch may idle."""
+        watch may idle, or -1 once it applied it (the range is read again first)."""
         desired = self._decode(mine.get(self.keys.desired))
         target = self._decode(mine.get(self.keys.target(self.host_id)))
         want, following = (target, "canary") if target is not None else (desired, "desired")
@@ -235,7 +242,7 @@ class Agent:
             return min(WATCH_IDLE, at - now)
         bytes_read = read[1] if read is not None and read[0] == want.checksum else None
         self._apply(want, following, mine[key].mod_revision, bytes_read)
-        return WATCH_IDLE
+        return -1.0 if self.host.serving().checksum == want.checksum else WATCH_IDLE
 
     def _decode(self, entry: Entry | None) -> Desired | None:
         if entry is None:
