@@ -24,8 +24,6 @@ from pavis.fleet.status import HostView, assess, desired_json
 if TYPE_CHECKING:
     from pavis.fleet.store import Store
 
-_POLL_S = 0.5
-
 
 def _store(etcd: str, fleet: str) -> Store:
     # Imported here: the etcd client (requests & co.) would slow every other pavctl command.
@@ -47,20 +45,21 @@ def _etcd_options(f: Any) -> Any:
     )(f)  # fmt: skip
 
 
-def _sealed(source: str) -> bytes:
-    """The bytes of an artifact as they are, or a configuration compiled and sealed."""
+def _sealed(source: str) -> tuple[bytes, bool]:
+    """The bytes of an artifact as they are, or a configuration compiled and sealed; and
+    whether they were compiled here (then decoding them again proves nothing)."""
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise IngestError(f"cannot read {source}: {exc.strerror}") from None
     if artifact.is_artifact(data):
-        return data
+        return data, False
     # Imported here so that artifact-only publishes and `--help` stay cheap.
     from pavis.compiler import compile_path, compile_text
 
     if source == "-":
-        return artifact.seal(compile_text(data, "yaml", "<stdin>"))
-    return artifact.seal(compile_path(source))
+        return artifact.seal(compile_text(data, "yaml", "<stdin>")), True
+    return artifact.seal(compile_path(source)), True
 
 
 def _duration(text: str, what: str) -> float:
@@ -142,17 +141,19 @@ def publish(
       fleet edge generation 7 checksum 5b0e...
     """
     soak_s = _duration(soak, "--soak")
-    data = _sealed(source)
+    data, compiled = _sealed(source)
     store = _store(etcd, fleet)
     started, before = time.time(), store.get(store.keys.desired)
     if canary is not None:
         from pavis.fleet.canary import canary_publish
 
-        desired, moved = canary_publish(store, data, source, canary, soak_s, timeout, click.echo)
+        desired, moved = canary_publish(
+            store, data, source, canary, soak_s, timeout, click.echo, decode=not compiled
+        )
     else:
         from pavis.fleet.publish import publish as publish_bytes
 
-        desired, moved = publish_bytes(store, data, source)
+        desired, moved = publish_bytes(store, data, source, decode=not compiled)
     note = "" if moved else " (already desired: nothing changed)"
     click.echo(f"fleet {fleet} generation {desired.generation} checksum {desired.checksum}{note}")
     if wait:
@@ -170,13 +171,15 @@ def publish(
 
 def _wait(store: Store, desired: Desired, timeout: float, since: float = 0.0) -> None:
     """``since``: rejections older than this do not count (they answered an earlier copy)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    from pavis.fleet.reports import follow_reports
+
+    views: list[HostView] = []
+    for reports in follow_reports(store, time.monotonic() + timeout):
         views = [
             HostView(v.report, "lagging", v.age)
             if v.state == "rejected" and v.report.rejection and v.report.rejection.time < since
             else v
-            for v in assess(store.hosts(), desired.checksum, time.time())
+            for v in assess(list(reports.values()), desired.checksum, time.time())
         ]
         if not views:
             click.echo(f"no host reports in fleet {store.keys.fleet}: nothing to wait for")
@@ -190,14 +193,13 @@ def _wait(store: Store, desired: Desired, timeout: float, since: float = 0.0) ->
             raise FleetError(
                 "rejected_by_hosts", f"{len(rejected)} host(s) rejected it: {_describe(rejected)}"
             )
-        if time.monotonic() >= deadline:
-            raise FleetError(
-                "wait_timeout",
-                f"{len(lagging) + len(rejected)} of {len(views)} host(s) not on {desired.checksum} "
-                f"after {timeout:g}s: {_describe(lagging + rejected)}",
-                EXIT_TIMEOUT,
-            )
-        time.sleep(_POLL_S)
+    lagging = [v for v in views if v.state != "on"]
+    raise FleetError(
+        "wait_timeout",
+        f"{len(lagging)} of {len(views)} host(s) not on {desired.checksum} "
+        f"after {timeout:g}s: {_describe(lagging)}",
+        EXIT_TIMEOUT,
+    )
 
 
 # ---------------------------------------------------------------------------------- fleet

@@ -23,11 +23,19 @@ from typing import Any
 from pavis.errors import EXIT_TIMEOUT, FleetError
 from pavis.fleet import layout
 from pavis.fleet.layout import Desired, HostReport
-from pavis.fleet.publish import _commit, _put, publish, publisher_id, store_artifact
+from pavis.fleet.publish import (
+    _commit,
+    _put,
+    publish,
+    publisher_id,
+    store_artifact,
+    write_stored,
+)
+from pavis.fleet.reports import follow_reports
 from pavis.fleet.store import Store, b64, verify
 
 LEASE_TTL = 10  # seconds: a dead publisher's canary targets vanish this long after it died
-POLL_S = 0.25
+POLL_S = 0.25  # during the soak, the publisher's lease is checked this often
 
 
 def canary_publish(
@@ -38,19 +46,21 @@ def canary_publish(
     soak: float,
     timeout: float,
     echo: Callable[[str], None],
+    decode: bool = True,
 ) -> tuple[Desired, bool]:
-    """Try ``data`` on ``count`` hosts for ``soak`` seconds, then publish it to the fleet."""
-    checksum = verify(data, source).checksum
+    """Try ``data`` on ``count`` hosts for ``soak`` seconds, then publish it to the fleet.
+    ``decode``: as for ``publish``."""
+    checksum = verify(data, source, decode=decode).checksum
     current = store.desired()
     if current is not None and current[0].checksum == checksum:
-        return publish(store, data, source)  # already desired: nothing to try
+        return publish(store, data, source, decode=False)  # already desired: nothing to try
     hosts = sorted(store.hosts(), key=lambda r: r.host_id)
     if not hosts:
         raise FleetError("no_hosts", f"--canary: no live host in fleet {store.keys.fleet}")
     canaries = [r.host_id for r in hosts[:count]]
-    if store_artifact(store, data, checksum):
-        manifest = layout.split(checksum, data)[0]
-        store.put(store.keys.manifest(checksum), layout.encode(manifest))
+    stored = store_artifact(store, data, checksum)
+    if stored is not None:
+        write_stored(store, stored)
     publisher = publisher_id()
     generation = (current[0].generation if current else 0) + 1
     target = Desired(
@@ -106,10 +116,6 @@ def _set_targets(
         raise FleetError("publish_conflict", "desired moved before the canary started")
 
 
-def _reports(store: Store) -> dict[str, HostReport]:
-    return {r.host_id: r for r in store.hosts()}
-
-
 def _problem(reports: dict[str, HostReport], host: str, checksum: str, since: float) -> str:
     r = reports.get(host)
     if r is None:
@@ -120,30 +126,27 @@ def _problem(reports: dict[str, HostReport], host: str, checksum: str, since: fl
 
 
 def _await(store: Store, canaries: list[str], checksum: str, since: float, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        reports = _reports(store)
+    reports: dict[str, HostReport] = {}
+    for reports in follow_reports(store, time.monotonic() + timeout):
         for h in canaries:
             problem = _problem(reports, h, checksum, since - 1)
             if problem:
                 raise FleetError("canary_failed", problem)
         if all(reports[h].on(checksum) and reports[h].ready for h in canaries):
             return
-        if time.monotonic() >= deadline:
-            lag = [h for h in canaries if not reports[h].on(checksum)]
-            raise FleetError(
-                "wait_timeout", f"canaries {', '.join(lag)} not on it after {timeout:g}s",
-                EXIT_TIMEOUT,
-            )  # fmt: skip
-        time.sleep(POLL_S)
+    lag = [h for h in canaries if h not in reports or not reports[h].on(checksum)]
+    raise FleetError(
+        "wait_timeout", f"canaries {', '.join(lag) or '(not ready)'} not on it after {timeout:g}s",
+        EXIT_TIMEOUT,
+    )  # fmt: skip
 
 
 def _soak(
     store: Store, canaries: list[str], checksum: str, since: float, soak: float, keeper: _Keeper
 ) -> None:
-    end = time.monotonic() + soak
-    while True:
-        reports = _reports(store)
+    """Each canary must stay registered, ready (its admin /ready, as its report says: a host
+    rewrites its report within ``READY_TICK`` of its readiness changing) and on it."""
+    for reports in follow_reports(store, time.monotonic() + soak, idle=POLL_S):
         for h in canaries:
             problem = _problem(reports, h, checksum, since - 1)
             if not problem and not reports[h].ready:
@@ -154,33 +157,27 @@ def _soak(
                 raise FleetError("canary_failed", problem)
         if keeper.lost:
             raise FleetError("canary_failed", "the canary's lease in etcd was lost")
-        if time.monotonic() >= end:
-            return
-        time.sleep(min(POLL_S, max(0.0, end - time.monotonic())))
 
 
 def _put_back(store: Store, canaries: list[str], old: str, timeout: float) -> str:
     if not old:
         return f"canaries {', '.join(canaries)} keep what they serve (the fleet had no desired)"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            reports = _reports(store)
-        except FleetError:
-            reports = {}
-        gone = [h for h in canaries if h not in reports]
-        lag = [h for h in canaries if h in reports and not reports[h].on(old)]
-        if not lag or time.monotonic() >= deadline:
-            back = [h for h in canaries if h not in gone and h not in lag]
-            parts = [f"{', '.join(back)} back on {old}"] if back else []
-            if lag:
-                parts.append(f"{', '.join(lag)} not back on {old} yet")
-            if gone:
-                parts.append(
-                    f"{', '.join(gone)} gone from the fleet (it follows desired if it returns)"
-                )
-            return "canaries: " + "; ".join(parts)
-        time.sleep(POLL_S)
+    reports: dict[str, HostReport] = {}
+    try:
+        for reports in follow_reports(store, time.monotonic() + timeout):
+            if all(h not in reports or reports[h].on(old) for h in canaries):
+                break
+    except FleetError:
+        pass  # etcd lost meanwhile: say what was seen last
+    gone = [h for h in canaries if h not in reports]
+    lag = [h for h in canaries if h in reports and not reports[h].on(old)]
+    back = [h for h in canaries if h not in gone and h not in lag]
+    parts = [f"{', '.join(back)} back on {old}"] if back else []
+    if lag:
+        parts.append(f"{', '.join(lag)} not back on {old} yet")
+    if gone:
+        parts.append(f"{', '.join(gone)} gone from the fleet (it follows desired if it returns)")
+    return "canaries: " + "; ".join(parts)
 
 
 class _Keeper:

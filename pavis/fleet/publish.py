@@ -15,12 +15,18 @@ import getpass
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pavis.errors import EXIT_REJECTED, FleetError
 from pavis.fleet import layout
 from pavis.fleet.layout import HISTORY_LIMIT, Desired, HistoryEntry
 from pavis.fleet.store import Entry, Store, b64, unb64, verify
+
+# The chunks of an artifact this small (as stored, compressed) go in the commit's own
+# transaction: one request, well under etcd's 1.5 MiB limit with the other operations.
+INLINE_BYTES = 1 << 20
+INLINE_CHUNKS = 64  # and far from etcd's 128 operations per transaction (--max-txn-ops)
 
 
 def publisher_id() -> str:
@@ -32,42 +38,63 @@ def publisher_id() -> str:
     return f"{user}@{socket.gethostname()}:{os.getpid()}"
 
 
-def store_artifact(store: Store, data: bytes, checksum: str) -> bool:
-    """Make sure ``checksum``'s chunks are in etcd; returns whether the manifest must be written.
+@dataclass(frozen=True)
+class Stored:
+    """An artifact to commit: its manifest, and the chunk writes that go in the same
+    transaction (none when the chunks were too big for it and were written first)."""
 
-    A stored copy that fails verification is overwritten (publishing the same bytes repairs it).
+    manifest: layout.Manifest
+    ops: list[dict[str, Any]]
+
+
+def store_artifact(store: Store, data: bytes, checksum: str) -> Stored | None:
+    """Prepare storing ``checksum``: None when etcd holds an intact copy already. A stored
+    copy that fails verification is overwritten (publishing the same bytes repairs it).
+
+    Chunks that fit one transaction (``INLINE_BYTES`` in all, as stored) are written by the
+    commit itself; bigger artifacts have their chunks written here, one request each.
     """
     try:
-        if store.fetch(checksum) == data:
-            return False
+        if store.fetch(checksum, decode=False) == data:
+            return None
     except FleetError as exc:
         if exc.exit_code != EXIT_REJECTED:
             raise
-    _, chunks = layout.split(checksum, data)
-    for n, chunk in enumerate(chunks):
-        store.put(store.keys.chunk(checksum, n), chunk)
-    return True
+    manifest, chunks = layout.split(checksum, data)
+    keys = [store.keys.chunk(checksum, n) for n in range(len(chunks))]
+    if sum(len(c) for c in chunks) <= INLINE_BYTES and len(chunks) <= INLINE_CHUNKS:
+        return Stored(manifest, [_put(k, c) for k, c in zip(keys, chunks, strict=True)])
+    for key, chunk in zip(keys, chunks, strict=True):
+        store.put(key, chunk)
+    return Stored(manifest, [])
+
+
+def write_stored(store: Store, stored: Stored) -> None:
+    """Write a prepared artifact (its inline chunks and its manifest) in one transaction."""
+    manifest = _put(store.keys.manifest(stored.manifest.checksum), layout.encode(stored.manifest))
+    store.txn({"compare": [], "success": [*stored.ops, manifest]})
 
 
 def publish(
-    store: Store, data: bytes, source: str, publisher: str | None = None
+    store: Store, data: bytes, source: str, publisher: str | None = None, decode: bool = True
 ) -> tuple[Desired, bool]:
-    """Verify ``data``, store it and point the fleet's desired at it.
+    """Verify ``data`` (``decode``: decode it fully too; not needed for bytes this process
+    just compiled), store it and point the fleet's desired at it.
 
     Returns the desired pointer and whether it moved: publishing the checksum desired already
     names changes nothing (so a pipeline may publish on every push).
     """
-    header = verify(data, source)
+    header = verify(data, source, decode=decode)
     checksum = header.checksum
     current = store.desired()
     if current is not None and current[0].checksum == checksum:
-        if store_artifact(store, data, checksum):  # the stored copy was damaged: repaired
-            store.put(store.keys.manifest(checksum), layout.encode(layout.split(checksum, data)[0]))
+        stored = store_artifact(store, data, checksum)
+        if stored is not None:  # the stored copy was damaged: repaired
+            write_stored(store, stored)
             _touch(store, current)
         return current[0], False
-    write_manifest = store_artifact(store, data, checksum)
-    manifest = layout.split(checksum, data)[0] if write_manifest else None
-    return _commit(store, current, checksum, source, publisher, "publish", manifest), True
+    stored = store_artifact(store, data, checksum)
+    return _commit(store, current, checksum, source, publisher, "publish", stored), True
 
 
 def _touch(store: Store, current: tuple[Desired, Entry]) -> None:
@@ -132,10 +159,12 @@ def _commit(
     source: str,
     publisher: str | None,
     action: Literal["publish", "rollback"],
-    manifest: layout.Manifest | None,
+    stored: Stored | None,
     extra: list[dict[str, Any]] | None = None,
 ) -> Desired:
-    """``extra``: more operations for the same transaction (a canary's target deletions)."""
+    """``stored``: the artifact's manifest and inline chunks to write, None when they are in
+    etcd already; ``extra``: more operations for the same transaction (a canary's target
+    deletions)."""
     keys = store.keys
     generation = current[0].generation + 1 if current else 1
     new = Desired(
@@ -163,8 +192,9 @@ def _commit(
         }  # fmt: skip
     ops: list[dict[str, Any]] = []
     compare = [guard]
-    if manifest is not None:
-        ops.append(_put(keys.manifest(checksum), layout.encode(manifest)))
+    if stored is not None:
+        ops.extend(stored.ops)
+        ops.append(_put(keys.manifest(checksum), layout.encode(stored.manifest)))
     else:
         # The artifact must still be there when desired points at it.
         compare.append(

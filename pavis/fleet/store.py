@@ -77,8 +77,14 @@ class Store:
     """One fleet in an etcd cluster reached through any of several endpoints."""
 
     def __init__(
-        self, endpoints: str, fleet: str, timeout: float = 5.0, deadline: float = 6.0
+        self,
+        endpoints: str,
+        fleet: str,
+        timeout: float = 5.0,
+        deadline: float = 6.0,
+        first: int = 0,
     ) -> None:
+        """``first``: the endpoint tried first (modulo their count; hosts spread their load)."""
         self.endpoints = parse_endpoints(endpoints)
         self.keys = Keys(fleet)
         self.deadline = deadline
@@ -86,7 +92,7 @@ class Store:
             Etcd3Client(host, port, api_path="/v3/", timeout=timeout)
             for host, port in self.endpoints
         ]
-        self._current = 0
+        self._current = first % len(self._clients)
 
     def close(self) -> None:
         for c in self._clients:
@@ -141,7 +147,7 @@ class Store:
         def op(c: Etcd3Client) -> Any:
             return c.post(c.get_url("/kv/range"), json=body)
 
-        return [_entry(kv) for kv in self.call(op).get("kvs", [])]
+        return [entry_of(kv) for kv in self.call(op).get("kvs", [])]
 
     def range_at(self, key: str, range_end: str) -> tuple[list[Entry], int]:
         """Every key in ``[key, range_end)`` and the store revision the read saw."""
@@ -152,7 +158,27 @@ class Store:
 
         result = self.call(op)
         revision = int(result.get("header", {}).get("revision", 0))
-        return [_entry(kv) for kv in result.get("kvs", [])], revision
+        return [entry_of(kv) for kv in result.get("kvs", [])], revision
+
+    def range_with_artifact(
+        self, key: str, range_end: str, checksum: str
+    ) -> tuple[list[Entry], int, list[Entry]]:
+        """``range_at`` and every key of artifact ``checksum`` (for ``fetch``), in one request
+        at one revision: a host that expects a new target reads it with its bytes."""
+        prefix = self.keys.artifact(checksum)
+        ranges = [
+            {"request_range": {"key": b64(key), "range_end": b64(range_end)}},
+            {"request_range": {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}},
+        ]
+        result = self.txn({"compare": [], "success": ranges})
+        revision = int(result.get("header", {}).get("revision", 0))
+        found = [
+            [entry_of(kv) for kv in r.get("response_range", {}).get("kvs", [])]
+            for r in result.get("responses", [])
+        ]
+        if len(found) != 2:
+            raise FleetError("etcd_refused", "etcd answered a two-range transaction oddly")
+        return found[0], revision, found[1]
 
     def keepalive(self, lease: int) -> int:
         """Renew ``lease``; its remaining TTL, 0 when etcd no longer knows it (expired)."""
@@ -218,15 +244,20 @@ class Store:
 
     def hosts(self) -> list[HostReport]:
         """Every live host report (a report vanishes with its host's lease)."""
-        reports = []
-        for e in self.range(self.keys.hosts, prefix=True):
-            report = layout.decode(HostReport, e.key, e.value)
-            if e.key != self.keys.hosts + report.host_id:
-                raise FleetError(
-                    "malformed", f"etcd key {e.key}: report is for host {report.host_id!r}"
-                )
-            reports.append(report)
-        return reports
+        return self.hosts_at()[0]
+
+    def hosts_at(self) -> tuple[list[HostReport], int]:
+        """Every live host report and the store revision they were read at."""
+        entries, revision = self.range_at(self.keys.hosts, prefix_end(self.keys.hosts))
+        return [self.host_report(e) for e in entries], revision
+
+    def host_report(self, e: Entry) -> HostReport:
+        report = layout.decode(HostReport, e.key, e.value)
+        if e.key != self.keys.hosts + report.host_id:
+            raise FleetError(
+                "malformed", f"etcd key {e.key}: report is for host {report.host_id!r}"
+            )
+        return report
 
     def history(self) -> list[HistoryEntry]:
         """Oldest first."""
@@ -243,32 +274,45 @@ class Store:
             raise FleetError("malformed", f"etcd key {key}: manifest is for {manifest.checksum}")
         return manifest
 
-    def fetch(self, checksum: str) -> bytes:
-        """The sealed bytes of ``checksum``, reassembled and verified like a local artifact."""
-        manifest = self.manifest(checksum)
-        if manifest is None:
+    def fetch(self, checksum: str, decode: bool = True, read: list[Entry] | None = None) -> bytes:
+        """The sealed bytes of ``checksum``, reassembled and verified like a local artifact:
+        every chunk against the manifest, the whole, the header and checksum, and (``decode``)
+        a full decode. One request reads the manifest and every chunk, at one revision
+        (none if ``read`` has them: the artifact's keys as ``range_with_artifact`` read them)."""
+        if read is None:
+            read = self.range(self.keys.artifact(checksum), prefix=True)
+        found = {e.key: e for e in read}
+        key = self.keys.manifest(checksum)
+        entry = found.get(key)
+        if entry is None:
             raise FleetError(
                 "not_found", f"artifact {checksum} is not stored in fleet {self.keys.fleet}"
             )
+        manifest = layout.decode(Manifest, key, entry.value)
+        if manifest.checksum != checksum:
+            raise FleetError("malformed", f"etcd key {key}: manifest is for {manifest.checksum}")
         chunks = []
         for n in range(manifest.chunks):
-            key = self.keys.chunk(checksum, n)
-            entry = self.get(key)
-            if entry is None:
+            chunk_key = self.keys.chunk(checksum, n)
+            chunk = found.get(chunk_key)
+            if chunk is None:
                 raise FleetError(
-                    "chunk_missing", f"etcd key {key}: chunk {n} of {manifest.chunks} is missing"
+                    "chunk_missing",
+                    f"etcd key {chunk_key}: chunk {n} of {manifest.chunks} is missing",
                 )
-            layout.check_chunk(manifest, key, n, entry.value)
-            chunks.append(entry.value)
-        data = layout.join(manifest, self.keys.manifest(checksum), chunks)
-        verify(data, f"artifact {checksum} in etcd", checksum)
+            chunks.append(layout.check_chunk(manifest, chunk_key, n, chunk.value))
+        data = layout.join(manifest, key, chunks)
+        verify(data, f"artifact {checksum} in etcd", checksum, decode)
         return data
 
 
-def verify(data: bytes, what: str, checksum: str | None = None) -> artifact.Header:
-    """Verify sealed bytes exactly as a local reload does (size, header, checksum, decode)."""
+def verify(
+    data: bytes, what: str, checksum: str | None = None, decode: bool = True
+) -> artifact.Header:
+    """Verify sealed bytes exactly as a local reload does (size, header, checksum, and unless
+    ``decode`` is false, a full decode: a host leaves that to its flip, which decodes anyway)."""
     try:
-        header, _ = artifact.read(data)
+        header = artifact.read(data)[0] if decode else artifact.verify(data)
     except ArtifactError as exc:
         raise FleetError(exc.reason, f"{what}: {exc.message}") from None
     if checksum is not None and header.checksum != checksum:
@@ -278,7 +322,7 @@ def verify(data: bytes, what: str, checksum: str | None = None) -> artifact.Head
     return header
 
 
-def _entry(kv: dict[str, Any]) -> Entry:
+def entry_of(kv: dict[str, Any]) -> Entry:
     return Entry(
         key=unb64(kv["key"]).decode(errors="replace"),
         value=unb64(kv.get("value", "")),

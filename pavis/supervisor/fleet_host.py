@@ -19,6 +19,7 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -29,6 +30,7 @@ from pavis.schema import Model
 from pavis.store import Store
 from pavis.supervisor import boot
 from pavis.supervisor.boot import FleetOptions as FleetOptions
+from pavis.supervisor.control import Reply
 from pavis.supervisor.generations import Generations
 
 log = logging.getLogger("pavis.supervisor")
@@ -45,6 +47,8 @@ class Supervisor(Protocol):
     gens: Generations
 
     def status(self) -> dict[str, Any]: ...
+
+    def ready(self) -> bool: ...
 
 
 # ------------------------------------------------------------------------------- options
@@ -144,6 +148,22 @@ def _pause(wake_fd: int, seconds: float) -> None:
 # ------------------------------------------------------------------------------- the host
 
 
+class _Served(Reply):
+    """The flip's answer channel with no client behind it: its answer (sent once every worker
+    serves the artifact, before the history and last-known-good reach the disk) only tells
+    the agent to report at once."""
+
+    def __init__(self, served: Callable[[], None]) -> None:  # no connection: nothing is sent
+        self._served = served
+
+    def __call__(self, answer: dict[str, Any]) -> None:
+        if answer.get("ok"):
+            self._served()
+
+    def gone(self) -> bool:
+        return False
+
+
 class FleetHost:
     """The agent of one supervisor, and what local reloads mean on a fleet host."""
 
@@ -174,17 +194,22 @@ class FleetHost:
 
     # The agent's Host interface (called in the agent's thread).
 
-    def apply(self, data: bytes, checksum: str, label: str) -> None:
+    def apply(self, data: bytes, checksum: str, label: str, served: Callable[[], None]) -> None:
         # Stored (last-known-good) by the flip, once every worker serves it; a rejected
         # artifact is not kept.
         if verify(data).checksum != checksum:
             raise PavisError(f"{label}: the bytes are not artifact {checksum}")
         t0 = time.monotonic()
-        answer = self._arb.gens.apply(data, source=label, origin="fleet", timeout=APPLY_TIMEOUT)
+        answer = self._arb.gens.apply(
+            data, source=label, origin="fleet", timeout=APPLY_TIMEOUT, respond=_Served(served)
+        )
         log.info(
             "%s: %s generation %s in %.0f ms", label, answer.get("outcome"),
             answer.get("generation"), (time.monotonic() - t0) * 1000,
         )  # fmt: skip
+
+    def ready(self) -> bool:
+        return self._arb.ready()
 
     def serving(self) -> Any:
         from pavis.fleet.agent import Serving

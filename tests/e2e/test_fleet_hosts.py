@@ -15,8 +15,11 @@ Invariants:
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,6 +208,69 @@ def test_a_canary_that_goes_silent_during_the_soak_aborts_and_comes_back(fleet: 
     assert _serving(fleet) == before
     fleet.wait_serving(before, timeout=40)  # h1 back on desired
     assert fleet.body("h1") == old_body(fleet, before).decode()
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60.0) -> str:
+    """The publisher's stdout up to the line containing ``marker`` (it prints as it goes)."""
+    assert proc.stdout is not None
+    seen, deadline = "", time.monotonic() + timeout
+    while marker not in seen:
+        readable, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if readable else ""
+        if not line:
+            raise AssertionError(f"publisher never printed {marker!r}: {seen}")
+        seen += line
+    return seen
+
+
+def test_a_canary_failing_ready_during_the_soak_aborts_and_every_canary_goes_back(
+    fleet: Fleet,
+) -> None:
+    """h1 and h2 take the canary; once the soak starts, h1's worker crash-loops (SIGKILLed
+    each time it is back), so h1's /ready fails: h1 says so in its report, the publisher
+    aborts, both canaries go back to desired (which never moved), h3 is never told."""
+    before = _serving(fleet)
+    path = fleet.write("unready", routes=2)
+    cs = checksum_of(path.read_bytes())
+    h1 = fleet.hosts["h1"]
+    proc = subprocess.Popen(
+        [*CLI, "publish", str(path), "--etcd", fleet.cluster.endpoints, "--fleet", fleet.name,
+         "--canary", "2", "--soak", "30s", "--timeout", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killed: set[int] = set()
+    try:
+        out = _read_until(proc, "soaking")
+        assert "canary: h1, h2 of 3 host(s)" in out, out
+        # Until the abort takes h1 off its canary target: kill every worker h1 starts.
+        while proc.poll() is None and fleet.reports()["h1"].following == "canary":
+            for w in h1.status()["workers"]:
+                if w["pid"] and w["pid"] not in killed:
+                    killed.add(w["pid"])
+                    os.kill(w["pid"], signal.SIGKILL)
+            sleep(0.2)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out + rest + err
+    assert "canary aborted, desired unchanged: canary h1 failed /ready during the soak" in err, err
+    assert f"canaries: h1, h2 back on {before}" in err and "(canary_aborted)" in err, err
+    assert killed
+    assert _serving(fleet) == before  # desired never moved
+    with fleet.store() as store:
+        assert store.get(store.keys.target("h1")) is None
+        assert store.get(store.keys.target("h2")) is None
+    reports = fleet.wait_serving(before, timeout=40)  # h1's worker is back, on the old one
+    for r in reports.values():
+        assert r.following == "desired", r
+        assert r.rejection is None or r.rejection.checksum != cs, r
+    body = old_body(fleet, before).decode()
+    assert {h: fleet.body(h) for h in fleet.hosts} == {h: body for h in fleet.hosts}
+    # h2 served it and went back; h3 was never told.
+    assert cs in {e["checksum"] for e in fleet.hosts["h2"].history()}
+    assert cs not in {e["checksum"] for e in fleet.hosts["h3"].history()}
 
 
 def test_a_disconnected_host_converges_to_the_latest_through_compaction(fleet: Fleet) -> None:

@@ -26,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+import xxhash
 
 from pavis import artifact
 from pavis.compiler import compile_path, compile_text
@@ -234,6 +236,31 @@ def test_corrupted_chunk_is_rejected_with_its_reason(etcd_cluster: Cluster, stor
     # Publishing the same bytes again repairs the stored copy.
     publish.publish(store, data, "c.yaml")
     assert store.fetch(checksum) == data
+
+
+def test_an_artifact_stored_by_the_first_format_is_refused_and_republishing_rewrites_it(
+    store: Store,
+) -> None:
+    """Format 1 (an earlier pavis) stored raw chunks and a manifest without ``format``."""
+    data = sealed("old", routes=20)
+    publish.publish(store, data, "old.yaml")
+    checksum = artifact.verify(data).checksum
+    manifest, _ = layout.split(checksum, data)
+    first = {k: v for k, v in msgspec.to_builtins(manifest).items() if k != "format"}
+    first["chunk_xxh3_64"] = [xxhash.xxh3_64_hexdigest(data)]
+    store.put(store.keys.chunk(checksum, 0), data)
+    store.put(store.keys.manifest(checksum), msgspec.json.encode(first))
+    with pytest.raises(FleetError) as exc:
+        store.fetch(checksum)
+    assert exc.value.reason == "layout_format" and exc.value.exit_code == 1
+    assert store.keys.manifest(checksum) in str(exc.value)
+    assert "publish the artifact again" in str(exc.value)
+
+    desired, moved = publish.publish(store, data, "old.yaml")  # already desired: repaired
+    assert not moved and desired.checksum == checksum
+    assert store.fetch(checksum) == data
+    stored = store.get(store.keys.chunk(checksum, 0))
+    assert stored is not None and len(stored.value) < len(data) // 2  # compressed again
 
 
 def test_malformed_desired_is_rejected_naming_the_key(

@@ -8,9 +8,11 @@ supervisor and every worker serve it.
 from __future__ import annotations
 
 import time
+import zlib
 
 import msgspec
 import pytest
+import xxhash
 
 from pavis.errors import EXIT_REJECTED, FleetError
 from pavis.fleet import layout
@@ -82,22 +84,38 @@ def test_malformed_desired_is_rejected_naming_the_key(value: bytes, says: str) -
 def test_split_and_join_give_the_exact_bytes() -> None:
     data = bytes(range(256)) * 41  # 10496 bytes: 3 chunks of 4096, the last one short
     manifest, chunks = layout.split(C1, data, chunk_size=4096)
-    assert (manifest.chunks, manifest.size, [len(c) for c in chunks]) == (
-        3,
-        len(data),
-        [4096, 4096, 2304],
-    )
+    assert (manifest.chunks, manifest.size, manifest.format) == (3, len(data), layout.FORMAT)
+    assert sum(len(c) for c in chunks) < len(data) // 4  # stored compressed
     decoded = layout.decode(Manifest, "/m", layout.encode(manifest))
-    for n, c in enumerate(chunks):
-        layout.check_chunk(decoded, f"/c/{n}", n, c)
-    assert layout.join(decoded, "/m", chunks) == data
+    raw = [layout.check_chunk(decoded, f"/c/{n}", n, c) for n, c in enumerate(chunks)]
+    assert [len(c) for c in raw] == [4096, 4096, 2304]
+    assert layout.join(decoded, "/m", raw) == data
 
     with pytest.raises(FleetError) as exc:
-        layout.check_chunk(decoded, "/c/2", 2, chunks[2][:-1])
-    assert exc.value.reason == "chunk_size_mismatch" and "/c/2" in str(exc.value)
-    with pytest.raises(FleetError) as exc:
         layout.check_chunk(decoded, "/c/0", 0, b"\xff" + chunks[0][1:])
-    assert exc.value.reason == "chunk_checksum_mismatch"
+    assert exc.value.reason == "chunk_checksum_mismatch" and "/c/0" in str(exc.value)
+    # A chunk that matches a forged digest but expands to another size, or not at all.
+    for stored, reason in (
+        (zlib.compress(raw[2][:-1]), "chunk_size_mismatch"),
+        (zlib.compress(raw[2] + b"x"), "chunk_size_mismatch"),
+        (b"not zlib", "chunk_corrupt"),
+    ):
+        forged = msgspec.structs.replace(
+            decoded, chunk_xxh3_64=[*decoded.chunk_xxh3_64[:2], xxhash.xxh3_64_hexdigest(stored)]
+        )
+        with pytest.raises(FleetError) as exc:
+            layout.check_chunk(forged, "/c/2", 2, stored)
+        assert exc.value.reason == reason and "/c/2" in str(exc.value)
+
+
+def test_a_manifest_of_another_layout_format_is_refused_clearly() -> None:
+    manifest, _ = layout.split(C1, b"x" * 100)
+    first = {k: v for k, v in msgspec.to_builtins(manifest).items() if k != "format"}
+    with pytest.raises(FleetError) as exc:
+        layout.decode(Manifest, "/m", msgspec.json.encode(first))
+    assert exc.value.reason == "layout_format"
+    assert "etcd key /m: artifact stored in layout format 1" in str(exc.value)
+    assert "publish the artifact again" in str(exc.value)
 
 
 @pytest.mark.parametrize(
