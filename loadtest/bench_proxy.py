@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import dataplane, nginx, procstat, servers, wrk
+from loadtest.dataplane_setup import pavis_config
 from tests.helpers import free_port
 
 Progress = Callable[[str], None]
@@ -53,52 +54,6 @@ SCENARIOS = (
     Scenario("keepalive-c100", 100),
     Scenario("close-c50", 50, ("Connection: close",)),
 )
-
-
-def pavis_config(port: int, upstream_port: int, which: str = "A", routes: int = 0) -> str:
-    """The pavis configuration under test: three virtual hosts, a few routes, header ops.
-
-    Traffic hits the catch-all host's ``/`` route, which forwards with a request header set and
-    response headers removed and set — the same work as ``nginx.proxy_conf``. ``/which``
-    answers ``which`` directly (the reload benchmark alternates it). ``routes`` adds that many
-    extra exact routes to the catch-all host (a bigger table, same traffic). No access log.
-    """
-    extra = "".join(
-        f"      - {{name: r{i}, match: {{exact: /r/{i}}}, forward: {{cluster: backend}}}}\n"
-        for i in range(routes)
-    )
-    return f"""\
-version: 1
-listeners:
-  - {{name: public, address: "127.0.0.1:{port}"}}
-clusters:
-  - name: backend
-    endpoints: ["127.0.0.1:{upstream_port}"]
-    pool: {{max_connections: 256, max_idle: 32, idle_timeout: 60s}}
-virtual_hosts:
-  - name: api
-    domains: ["api.example.com", "*.api.example.com"]
-    routes:
-      - {{name: health, match: {{exact: /healthz}}, direct: {{status: 200, body: "ok\\n"}}}}
-      - name: v1
-        match: {{prefix: /v1/, methods: [GET, HEAD]}}
-        forward: {{cluster: backend, rewrite: {{prefix: /}}}}
-  - name: www
-    domains: ["www.example.com"]
-    routes:
-      - {{name: home, match: {{prefix: /}}, redirect: {{status: 301, location: "https://example.com/"}}}}
-  - name: default
-    domains: ["*"]
-    routes:
-      - {{name: which, match: {{exact: /which}}, direct: {{status: 200, body: "{which}\\n"}}}}
-      - {{name: health, match: {{exact: /healthz}}, direct: {{status: 200, body: "ok\\n"}}}}
-{extra}      - {{name: static, match: {{prefix: /static/}}, forward: {{cluster: backend}}}}
-      - name: main
-        match: {{prefix: /}}
-        forward: {{cluster: backend}}
-        request_headers: {{set: {{x-env: bench}}}}
-        response_headers: {{remove: [server], set: {{x-served-by: pavis}}}}
-"""
 
 
 @dataclass

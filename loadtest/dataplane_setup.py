@@ -86,23 +86,8 @@ def raise_fd_limit(want: int = IDLE_FDS) -> int:
 
 
 def _nginx_conf(prefix: Path, workers: int, body: str, connections: int = 4096) -> str:
-    rlimit = f"worker_rlimit_nofile {IDLE_FDS};\n" if connections > 4096 else ""
-    return f"""\
-worker_processes {workers};
-{rlimit}pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections {connections}; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    keepalive_requests 1000000;
-{body}
-}}
-"""
+    rlimit = IDLE_FDS if connections > 4096 else 0
+    return nginx.conf(prefix, workers, body, connections, rlimit)
 
 
 def upstream_conf(prefix: Path, port: int) -> str:
@@ -226,34 +211,41 @@ def nginx_proxy_conf(
 RATE_LIMIT = '{rate: "1000000/s", burst: 1000000, key: client_ip}'
 
 
-def pavis_conf(setup: Setup, ports: Ports, upstream: int, certs: Certs | None) -> str:
-    """The ``loadtest.bench_proxy`` configuration with this setup's listeners and routes."""
-    listeners = f'  - {{name: public, address: "127.0.0.1:{ports.plain}"}}\n'
-    if setup.tls and certs is not None:
-        listeners += (
-            f'  - name: tls\n    address: "127.0.0.1:{ports.tls}"\n'
-            f"    tls: {{cert: {certs.tls[0]}, key: {certs.tls[1]}}}\n"
-            f'  - name: sni\n    address: "127.0.0.1:{ports.sni}"\n'
-            "    tls:\n      certificates:\n"
-            f"        - {{cert: {certs.sni_default[0]}, key: {certs.sni_default[1]}}}\n"
-            f"        - {{cert: {certs.sni_named[0]}, key: {certs.sni_named[1]}}}\n"
-        )
-    headers = (
-        "        request_headers: {set: {x-env: bench}}\n"
-        "        response_headers: {remove: [server], set: {x-served-by: pavis}}\n"
-    )
-    limited = (
-        "      - name: limited\n        match: {prefix: /rl/}\n        forward: {cluster: backend}\n"
-        f"        rate_limit: {RATE_LIMIT}\n{headers}"
-        if setup.rate_limit
+def pavis_config(
+    port: int,
+    upstream_port: int,
+    which: str | None = "A",
+    routes: int = 0,
+    *,
+    listeners: str | None = None,
+    extra_routes: str = "",
+) -> str:
+    """The pavis configuration under test: three virtual hosts, a few routes, header ops.
+
+    Traffic hits the catch-all host's ``/`` route, which forwards with a request header set and
+    response headers removed and set — the same work as ``nginx.proxy_conf``. ``/which``
+    answers ``which`` directly (the reload benchmark alternates it; None: no such route).
+    ``routes`` adds that many extra exact routes to the catch-all host (a bigger table, same
+    traffic), ``extra_routes`` routes of the caller's before the catch-all; ``listeners``
+    replaces the one plain listener on ``port``. No access log.
+    """
+    if listeners is None:
+        listeners = f'  - {{name: public, address: "127.0.0.1:{port}"}}\n'
+    answer = (
+        f'      - {{name: which, match: {{exact: /which}}, direct: {{status: 200, body: "{which}\\n"}}}}\n'
+        if which is not None
         else ""
+    )
+    extra = "".join(
+        f"      - {{name: r{i}, match: {{exact: /r/{i}}}, forward: {{cluster: backend}}}}\n"
+        for i in range(routes)
     )
     return f"""\
 version: 1
 listeners:
 {listeners}clusters:
   - name: backend
-    endpoints: ["127.0.0.1:{upstream}"]
+    endpoints: ["127.0.0.1:{upstream_port}"]
     pool: {{max_connections: 256, max_idle: 32, idle_timeout: 60s}}
 virtual_hosts:
   - name: api
@@ -270,12 +262,41 @@ virtual_hosts:
   - name: default
     domains: ["*"]
     routes:
-      - {{name: health, match: {{exact: /healthz}}, direct: {{status: 200, body: "ok\\n"}}}}
-      - {{name: static, match: {{prefix: /static/}}, forward: {{cluster: backend}}}}
-{limited}      - name: main
+{answer}      - {{name: health, match: {{exact: /healthz}}, direct: {{status: 200, body: "ok\\n"}}}}
+{extra}      - {{name: static, match: {{prefix: /static/}}, forward: {{cluster: backend}}}}
+{extra_routes}      - name: main
         match: {{prefix: /}}
         forward: {{cluster: backend}}
-{headers}"""
+        request_headers: {{set: {{x-env: bench}}}}
+        response_headers: {{remove: [server], set: {{x-served-by: pavis}}}}
+"""
+
+
+def pavis_conf(setup: Setup, ports: Ports, upstream: int, certs: Certs | None) -> str:
+    """The ``loadtest.bench_proxy`` configuration with this setup's listeners and routes."""
+    listeners = f'  - {{name: public, address: "127.0.0.1:{ports.plain}"}}\n'
+    if setup.tls and certs is not None:
+        listeners += (
+            f'  - name: tls\n    address: "127.0.0.1:{ports.tls}"\n'
+            f"    tls: {{cert: {certs.tls[0]}, key: {certs.tls[1]}}}\n"
+            f'  - name: sni\n    address: "127.0.0.1:{ports.sni}"\n'
+            "    tls:\n      certificates:\n"
+            f"        - {{cert: {certs.sni_default[0]}, key: {certs.sni_default[1]}}}\n"
+            f"        - {{cert: {certs.sni_named[0]}, key: {certs.sni_named[1]}}}\n"
+        )
+    headers = (
+        "        request_headers: {set: {x-env: bench}}\n"
+        "        response_headers: {remove: [server], set: {x-served-by: pavis}}\n"
+    )  # the catch-all route's, on the rate-limited route too
+    limited = (
+        "      - name: limited\n        match: {prefix: /rl/}\n        forward: {cluster: backend}\n"
+        f"        rate_limit: {RATE_LIMIT}\n{headers}"
+        if setup.rate_limit
+        else ""
+    )
+    return pavis_config(
+        ports.plain, upstream, which=None, listeners=listeners, extra_routes=limited
+    )
 
 
 def pavctl_check(config: Path) -> str | None:

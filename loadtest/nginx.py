@@ -20,11 +20,18 @@ from pathlib import Path
 from loadtest import procstat
 from loadtest.servers import kill_remaining, wait_port
 
-_COMMON = """\
+
+def conf(
+    prefix: Path | str, workers: int, body: str, connections: int = 4096, rlimit: int = 0
+) -> str:
+    """The main file every benchmark nginx shares around its ``http`` ``body``;
+    ``rlimit`` raises the workers' descriptor limit (``worker_rlimit_nofile``)."""
+    limit = f"worker_rlimit_nofile {rlimit};\n" if rlimit else ""
+    return f"""\
 worker_processes {workers};
-pid {prefix}/nginx.pid;
+{limit}pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/tmp/body;
@@ -54,7 +61,7 @@ def static_conf(prefix: Path, port: int, workers: int = 1, body: str = "ok\\n") 
         listen 127.0.0.1:{port} backlog=4096;
         location / {{ default_type text/plain; return 200 "{body}"; }}
     }}"""
-    return _COMMON.format(workers=workers, prefix=prefix, body=server)
+    return conf(prefix, workers, server)
 
 
 def proxy_conf(
@@ -114,7 +121,7 @@ def proxy_conf(
             add_header X-Served-By nginx;
         }}
     }}"""
-    return _COMMON.format(workers=workers, prefix=prefix, body=body)
+    return conf(prefix, workers, body)
 
 
 def which_location(answer: str) -> str:

@@ -194,3 +194,12 @@ def no_nulls(value: Any, path: str = "$") -> list[str]:
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in no_nulls(v, f"{path}[{i}]")]
     return []
+
+
+def has_matplotlib() -> bool:
+    """Whether the optional plotting library is installed (plots are skipped without it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

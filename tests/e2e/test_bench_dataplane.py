@@ -22,7 +22,7 @@ import pytest
 from loadtest import dataplane_setup, nginx, procstat, servers, wrk
 from loadtest.dataplane_probe import IdleHolder
 from loadtest.dataplane_scenarios import SETUPS
-from tests.helpers import free_port
+from tests.helpers import free_port, has_matplotlib
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,17 +75,10 @@ def test_one_tiny_round_reports_every_scenario_and_cleans_up(tmp_path: Path) -> 
         assert targets == ["nginx", "nginx-plain", "pavis", "pavis-plain"]
         assert "feature_cpu_us_per_req" in rl["pavis"]
 
-    assert png.exists() == _has_matplotlib()  # the plot is optional, never an error
+    assert png.exists() == has_matplotlib()  # the plot is optional, never an error
     assert set(procstat.tree(os.getpid())) == before
     assert list(Path("/dev/shm").glob(f"pavis.b{proc.pid}x*")) == []
 
-
-def _has_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def test_every_setup_configuration_is_accepted(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import nginx, procstat, servers, wrk
-from tests.helpers import free_port
+from tests.helpers import free_port, has_matplotlib
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_quick_harness_runs_in_a_tiny_configuration(tmp_path: Path) -> None:
     if servers.pavis_serve_available():
         assert "pavis" in summary["keepalive-c10"], result["proxy"]["notes"]
         assert reload["pavis"]["reloads"] > 0, reload["pavis"]["notes"]
-    if _has_matplotlib():
+    if has_matplotlib():
         assert (out / "throughput_p99.png").exists()
         assert (out / "reload_failures.png").exists()
     # Everything the harness started is gone, shared memory included (instance names carry
@@ -108,13 +108,6 @@ def test_quick_harness_runs_in_a_tiny_configuration(tmp_path: Path) -> None:
     assert set(procstat.tree(os.getpid())) == before
     assert list(Path("/dev/shm").glob(f"pavis.b{proc.pid}x*")) == []
 
-
-def _has_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _in_git_checkout() -> bool:
