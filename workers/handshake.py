@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gevent import Timeout
+
 QUIET_S = 10.0
 
 
@@ -43,14 +45,18 @@ class TlsHandshake:
         self.said = 0.0
 
     def __call__(self, sock: Any, address: object) -> None:
+        # One deadline for the whole handshake: a socket timeout bounds each wait only, so a
+        # client dripping a byte of ClientHello just inside it would never run out.
+        deadline = Timeout.start_new(self.timeout(), TimeoutError("handshake deadline"))
         try:
-            sock.settimeout(self.timeout())
             tls = self.context.wrap_socket(sock, server_side=True)
         except (OSError, ssl.SSLError, ValueError) as exc:  # TimeoutError is an OSError
             with contextlib.suppress(OSError):
                 sock.close()
             self._failed(exc, address)
             return
+        finally:
+            deadline.close()
         try:
             tls.settimeout(None)  # from here on the request path sets its own deadlines
             self.serve(tls, address)

@@ -97,6 +97,20 @@ def test_a_stalled_handshake_is_cut_off_and_failures_do_not_flood_the_log(tmp_pa
         assert _served(sv.port).endswith(b"served")  # a real client meanwhile
         assert _cut_off_within(silent, 8.0)  # header_timeout is 1s; without a bound: never
         assert _cut_off_within(half, 8.0)
+        # A ClientHello dripped a byte at a time, each well inside header_timeout: the bound
+        # is on the whole handshake, not on each wait.
+        drip = socket.create_connection(("127.0.0.1", sv.port))
+        stalled.append(drip)
+        drip.sendall(b"\x16\x03\x01\x00\xff")  # a record of 255 bytes: ~20 of them follow
+        deadline, cut = time.monotonic() + 8.0, False
+        while not cut and time.monotonic() < deadline:
+            try:
+                drip.sendall(b"\x00")
+            except (BrokenPipeError, ConnectionResetError):
+                break  # cut off while dripping
+            cut = _cut_off_within(drip, 0.4)  # also the pause between two bytes
+        else:
+            assert cut, "a dripped handshake was never cut off"
         for _ in range(20):  # plain HTTP to the TLS port: each one a failed handshake
             with socket.create_connection(("127.0.0.1", sv.port), timeout=5) as plain:
                 plain.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
